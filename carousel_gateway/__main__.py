@@ -1,0 +1,5 @@
+"""Allow ``python -m carousel_gateway``."""
+
+from carousel_gateway.cli import main
+
+main()

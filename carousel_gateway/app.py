@@ -1,0 +1,136 @@
+"""Composition root: config → embedded simulators → fleet → servers; graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from carousel_gateway.config import GatewayConfig, MachineConfig
+from carousel_gateway.fleet.events import (
+    CommandAccepted,
+    CommandRefused,
+    ConnectionChanged,
+    Event,
+    FaultCleared,
+    FaultRaised,
+    MoveCompleted,
+    MoveFailed,
+)
+from carousel_gateway.fleet.fleet import Fleet
+from carousel_gateway.sim.carousel import CarouselModel
+from carousel_gateway.sim.server import SimulatorServer, SimulatorSettings
+
+log = logging.getLogger("carousel_gateway")
+
+
+def build_simulator(config: MachineConfig) -> SimulatorServer:
+    """A simulator serving one machine's settings (positions, layout, timing)."""
+    sim = config.simulator
+    assert sim is not None
+    start_index = 0 if sim.start_position is None else sim.start_position - config.position_base
+    model = CarouselModel(config.positions, sim.seconds_per_position, start_index=start_index)
+    settings = SimulatorSettings(
+        reply_delay_s=sim.reply_delay_s,
+        layout=config.reply.to_layout(),
+        single_session=sim.single_session,
+        release_time_s=sim.release_time_s,
+    )
+    return SimulatorServer(model, host=config.host, port=config.port, settings=settings)
+
+
+class Gateway:
+    """The whole service in one event loop."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.simulators: dict[str, SimulatorServer] = {}
+        self.fleet: Fleet | None = None
+        self._stop = asyncio.Event()
+        self._unsubscribe_log = None
+
+    async def start(self) -> None:
+        for machine in self.config.machines:
+            if machine.embedded_simulator:
+                server = build_simulator(machine)
+                await server.start()
+                self.simulators[machine.id] = server
+                log.info("embedded simulator for %s on %s:%d", machine.id, server.host, server.port)
+        ports = {machine_id: server.port for machine_id, server in self.simulators.items()}
+        self.fleet = Fleet(self.config.machines, ports=ports)
+        self._unsubscribe_log = self.fleet.bus.subscribe(log_event)
+        self.fleet.start()
+        log.info("fleet started: %s", ", ".join(self.fleet.ids))
+
+    async def stop(self) -> None:
+        if self.fleet is not None:
+            await self.fleet.stop()
+        for server in self.simulators.values():
+            await server.stop()
+        log.info("gateway stopped")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Start, serve until SIGINT/SIGTERM, then shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            log.info("shutting down")
+            await self.stop()
+
+
+def log_event(event: Event) -> None:
+    """One log line per machine event (status polls that change nothing are not logged)."""
+    match event:
+        case ConnectionChanged(state=state, reason=reason):
+            log.info(
+                "%s link %s%s", event.machine_id, state.value, f" ({reason})" if reason else ""
+            )
+        case FaultRaised(keys=keys):
+            log.warning("%s fault raised: %s", event.machine_id, ", ".join(keys))
+        case FaultCleared(keys=keys):
+            log.info("%s fault cleared: %s", event.machine_id, ", ".join(keys))
+        case CommandAccepted():
+            log.info(
+                "%s command %d arg %s from %s/%s: %s",
+                event.machine_id,
+                event.command,
+                event.argument,
+                event.origin.channel.value,
+                event.origin.client,
+                "skipped (already there)" if event.skipped else "sent",
+            )
+        case CommandRefused():
+            log.info(
+                "%s command %s arg %s from %s/%s refused: %s %s",
+                event.machine_id,
+                event.command,
+                event.argument,
+                event.origin.channel.value,
+                event.origin.client,
+                event.code,
+                event.message,
+            )
+        case MoveCompleted():
+            log.info(
+                "%s arrived at %d after %.1f s", event.machine_id, event.position, event.duration_s
+            )
+        case MoveFailed():
+            log.warning(
+                "%s move to %d failed (%s) at %s after %.1f s",
+                event.machine_id,
+                event.target,
+                ", ".join(event.reasons),
+                event.position,
+                event.duration_s,
+            )
+        case _:
+            log.debug("%r", event)

@@ -1,0 +1,147 @@
+"""The ``carousel-gateway`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from carousel_gateway import __version__
+from carousel_gateway.config import ConfigError, GatewayConfig, load_config
+
+app = typer.Typer(
+    help="Real-time gateway for vertical storage carousels (Delta AS PLCs).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
+token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(token_app, name="token")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML (or legacy JSON) config; default: embedded demo"),
+]
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load_or_exit(path: Path | None) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            typer.echo(line, err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR")] = None,
+) -> None:
+    """Run the gateway: the fleet and its servers, until SIGINT/SIGTERM."""
+    from carousel_gateway.app import Gateway
+
+    settings = _load_or_exit(config)
+    _setup_logging((log_level or settings.log_level).upper())
+    logging.getLogger("carousel_gateway").info(
+        "carousel-gateway %s starting (%s)", __version__, config or "embedded default config"
+    )
+    try:
+        asyncio.run(Gateway(settings).run())
+    except OSError as exc:
+        typer.echo(f"carousel-gateway: cannot start: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def simulate(
+    machines: Annotated[int, typer.Option(min=1, max=1000, help="How many simulators")] = 2,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="First port")] = 3200,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    positions: Annotated[int, typer.Option(min=2, max=256)] = 30,
+    seconds_per_position: Annotated[float, typer.Option(min=0.001)] = 1.0,
+    reply_delay: Annotated[float, typer.Option(min=0.0, help="Seconds before each reply")] = 0.0,
+    release_time: Annotated[
+        float, typer.Option(min=0.0, help="Seconds connections are refused after a close")
+    ] = 0.0,
+) -> None:
+    """Run N carousel simulators on ports P, P+1, ... (port-3200 protocol)."""
+    from carousel_gateway.sim.carousel import CarouselModel
+    from carousel_gateway.sim.server import SimulatorServer, SimulatorSettings
+
+    _setup_logging("INFO")
+
+    async def run() -> None:
+        servers = []
+        for offset in range(machines):
+            model = CarouselModel(positions, seconds_per_position)
+            settings = SimulatorSettings(reply_delay_s=reply_delay, release_time_s=release_time)
+            server = SimulatorServer(model, host, port + offset, settings)
+            await server.start()
+            servers.append(server)
+            typer.echo(f"simulator {offset + 1}: {host}:{server.port} ({positions} positions)")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for server in servers:
+                await server.stop()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        typer.echo(f"carousel-gateway simulate: cannot listen: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@config_app.command("check")
+def config_check(path: Annotated[Path, typer.Argument(help="Config file to check")]) -> None:
+    """Validate a config file: one line per problem, exit code 2 if any."""
+    settings = _load_or_exit(path)
+    typer.echo(
+        f"{path}: OK ({len(settings.machines)} machines: "
+        f"{', '.join(m.id for m in settings.machines)})"
+    )
+
+
+@token_app.command("new")
+def token_new(
+    role: Annotated[str, typer.Option(help="viewer or operator")] = "viewer",
+    name: Annotated[str, typer.Option(help="Who the token is for (shown in the journal)")] = "",
+) -> None:
+    """Print a fresh token and the config lines that accept it (only its hash is stored)."""
+    if role not in ("viewer", "operator"):
+        typer.echo("role must be 'viewer' or 'operator'", err=True)
+        raise typer.Exit(2)
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    label = name or f"{role}-{digest[:8]}"
+    typer.echo(f"token: {token}")
+    typer.echo("\nadd to the config file:\n")
+    typer.echo(f'[[auth.tokens]]\nname = "{label}"\nrole = "{role}"\nsha256 = "{digest}"')
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,285 @@
+"""Configuration: pydantic models, loading TOML or legacy JSON, and the embedded default.
+
+A bad file fails with one readable line per problem (file, field, what is wrong), so a
+plant engineer can fix it without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from carousel_gateway.plc.protocol import ProtocolError, ReplyLayout
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+PortOrAuto = Annotated[int, Field(ge=0, le=65535)]
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReplyLayoutConfig(_Strict):
+    """Where the status and position bytes sit in the PLC's reply (see domain.md)."""
+
+    reply_length: Annotated[int, Field(ge=2, le=4096)] = 2
+    status_offset: Annotated[int, Field(ge=0)] = 0
+    position_offset: Annotated[int, Field(ge=0)] = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> ReplyLayoutConfig:
+        try:
+            self.to_layout()
+        except ProtocolError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def to_layout(self) -> ReplyLayout:
+        return ReplyLayout(self.reply_length, self.status_offset, self.position_offset)
+
+
+class SimulatorConfig(_Strict):
+    """For machines of kind ``simulator`` that the gateway starts itself (``embedded``)."""
+
+    embedded: bool = False
+    seconds_per_position: Seconds = 1.0
+    reply_delay_s: Annotated[float, Field(ge=0, le=60)] = 0.0
+    single_session: bool = True
+    release_time_s: Annotated[float, Field(ge=0, le=60)] = 0.0
+    start_position: Annotated[int, Field(ge=0)] | None = None
+
+
+class MachineConfig(_Strict):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    port: PortOrAuto = 3200
+    kind: Literal["plc", "simulator"] = "plc"
+    description: str = ""
+    positions: Annotated[int, Field(ge=2, le=256)] = 30
+    position_base: Annotated[int, Field(ge=0, le=1)] = 1
+    reply: ReplyLayoutConfig = ReplyLayoutConfig()
+    poll_idle_s: Seconds = 1.0
+    poll_active_s: Seconds = 0.2
+    request_timeout_s: Seconds = 1.5
+    connect_timeout_s: Seconds = 2.0
+    move_timeout_s: Seconds = 120.0
+    move_start_timeout_s: Seconds = 5.0
+    backoff_initial_s: Seconds = 0.25
+    backoff_max_s: Seconds = 5.0
+    breaker_threshold: Annotated[int, Field(ge=1, le=1000)] = 5
+    breaker_cooldown_s: Seconds = 5.0
+    allowed_commands: tuple[Annotated[int, Field(ge=0, le=255)], ...] = (0, 1)
+    simulator: SimulatorConfig | None = None
+
+    @property
+    def embedded_simulator(self) -> bool:
+        return self.kind == "simulator" and self.simulator is not None and self.simulator.embedded
+
+    @property
+    def type_label(self) -> str:
+        """The spec's ``type`` field."""
+        return "Simulator" if self.kind == "simulator" else "Real PLC"
+
+    @model_validator(mode="after")
+    def _check(self) -> MachineConfig:
+        if self.port == 0 and not self.embedded_simulator:
+            raise ValueError("port 0 (pick a free port) is only valid for an embedded simulator")
+        if self.simulator is not None and self.kind != "simulator":
+            raise ValueError("a [simulator] table needs kind = 'simulator'")
+        if self.simulator is not None and self.simulator.start_position is not None:
+            first = self.position_base
+            last = self.positions - 1 + self.position_base
+            if not first <= self.simulator.start_position <= last:
+                raise ValueError(f"simulator.start_position must be in {first}..{last}")
+        if not {0, 1} <= set(self.allowed_commands):
+            raise ValueError("allowed_commands must include 0 (STATUS) and 1 (MOVE)")
+        return self
+
+
+class TokenConfig(_Strict):
+    """An API token, stored as the SHA-256 hex digest of the token (never in clear)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    role: Literal["viewer", "operator"]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class AuthConfig(_Strict):
+    tokens: tuple[TokenConfig, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokens)
+
+
+class WebSocketConfig(_Strict):
+    host: str = "0.0.0.0"
+    port: PortOrAuto = 8765
+    ping_interval_s: Seconds = 30.0
+    ping_timeout_s: Seconds = 30.0
+    max_message_bytes: Annotated[int, Field(ge=256, le=16 * 2**20)] = 64 * 1024
+    #: A session whose unsent output passes this many bytes is disconnected.
+    max_send_buffer_bytes: Annotated[int, Field(ge=4096)] = 1024 * 1024
+    compression: bool = False
+
+
+class HttpConfig(_Strict):
+    host: str = "0.0.0.0"
+    port: PortOrAuto = 5000
+
+
+class GatewayConfig(_Strict):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    websocket: WebSocketConfig = WebSocketConfig()
+    http: HttpConfig = HttpConfig()
+    auth: AuthConfig = AuthConfig()
+    machines: Annotated[tuple[MachineConfig, ...], Field(min_length=1)]
+
+    @field_validator("machines")
+    @classmethod
+    def _unique_ids(cls, machines: tuple[MachineConfig, ...]) -> tuple[MachineConfig, ...]:
+        seen: set[str] = set()
+        for machine in machines:
+            if machine.id in seen:
+                raise ValueError(f"duplicate machine id {machine.id!r}")
+            seen.add(machine.id)
+        return machines
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``problems`` has one readable line each."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def default_config() -> GatewayConfig:
+    """Two simulated carousels the gateway starts itself on free loopback ports."""
+    simulator = {"embedded": True, "seconds_per_position": 1.0, "release_time_s": 0.0}
+    return GatewayConfig.model_validate(
+        {
+            "machines": [
+                {
+                    "id": "machine_1",
+                    "name": "Carrusel Principal",
+                    "host": "127.0.0.1",
+                    "port": 0,
+                    "kind": "simulator",
+                    "description": "Embedded simulator",
+                    "simulator": simulator,
+                },
+                {
+                    "id": "machine_2",
+                    "name": "Carrusel Secundario",
+                    "host": "127.0.0.1",
+                    "port": 0,
+                    "kind": "simulator",
+                    "description": "Embedded simulator",
+                    "simulator": simulator,
+                },
+            ]
+        }
+    )
+
+
+def load_config(path: str | Path | None) -> GatewayConfig:
+    """Load a TOML file (or a legacy JSON one); None gives the embedded default."""
+    if path is None:
+        return default_config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = _from_legacy_json(json.loads(text), path)
+        else:
+            data = tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(
+            [f"{path}: not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}"]
+        ) from None
+    return parse_config(data, source=str(path))
+
+
+def parse_config(data: Any, *, source: str = "<config>") -> GatewayConfig:
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, data, source)) from None
+
+
+def _describe(exc: ValidationError, data: Any, source: str) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        location = _location(error["loc"], data)
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+        lines.append(f"{source}: {location or '(top level)'}: {message}")
+    return lines
+
+
+def _location(loc: tuple[int | str, ...], data: Any) -> str:
+    """``machines[1].port`` style, naming the machine id where it helps."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            if isinstance(node, list) and item < len(node) and isinstance(node[item], dict):
+                machine_id = node[item].get("id")
+                if isinstance(machine_id, str):
+                    label = f"[{item}] ({machine_id})"
+            parts.append(label)
+        else:
+            parts.append(f".{item}" if parts else str(item))
+        try:
+            node = node[item]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return "".join(parts)
+
+
+_LEGACY_MACHINE_KEYS = {"id", "name", "ip", "port", "simulator", "description"}
+
+
+def _from_legacy_json(data: Any, path: Path) -> dict[str, Any]:
+    """Translate the ``plc_machines`` JSON of older carousel deployments."""
+    if isinstance(data, dict) and "machines" in data and "plc_machines" not in data:
+        return data  # already our shape, written as JSON
+    if not isinstance(data, dict) or not isinstance(data.get("plc_machines"), list):
+        raise ConfigError([f"{path}: a JSON config needs a 'plc_machines' list"])
+    machines = []
+    problems = []
+    for index, entry in enumerate(data["plc_machines"]):
+        if not isinstance(entry, dict):
+            problems.append(f"{path}: plc_machines[{index}]: must be an object")
+            continue
+        unknown = sorted(set(entry) - _LEGACY_MACHINE_KEYS)
+        for key in unknown:
+            problems.append(f"{path}: plc_machines[{index}].{key}: unknown key")
+        machine: dict[str, Any] = {
+            "id": entry.get("id"),
+            "name": entry.get("name", entry.get("id")),
+            "host": entry.get("ip"),
+            "port": entry.get("port", 3200),
+            "kind": "simulator" if entry.get("simulator") else "plc",
+        }
+        if "description" in entry:
+            machine["description"] = entry["description"]
+        machines.append(machine)
+    if problems:
+        raise ConfigError(problems)
+    return {"machines": machines}

@@ -1,0 +1,47 @@
+"""The one table of error codes, shared by the fleet and every API.
+
+The fleet raises :class:`GatewayError` values; ``api/`` maps each code to a WebSocket
+``error`` message and to an HTTP status, each in exactly one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    # The spec's codes.
+    MACHINE_NOT_FOUND = "MACHINE_NOT_FOUND"
+    INVALID_COMMAND = "INVALID_COMMAND"
+    CONNECTION_ERROR = "CONNECTION_ERROR"
+    BUSY = "BUSY"
+    INVALID_MESSAGE_FORMAT = "INVALID_MESSAGE_FORMAT"
+    # Ours, for what the spec leaves open.
+    MACHINE_NOT_READY = "MACHINE_NOT_READY"  # a safety interlock forbids the move
+    PLC_TIMEOUT = "PLC_TIMEOUT"  # sent, but no reply in time: outcome unknown, not retried
+    FORBIDDEN = "FORBIDDEN"  # the token's role may not do this
+    UNAUTHORIZED = "UNAUTHORIZED"
+    RATE_LIMITED = "RATE_LIMITED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+class GatewayError(Exception):
+    """An error a client is told about: a code from the table plus readable text."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        machine_id: str | None = None,
+        reasons: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.machine_id = machine_id
+        self.reasons = tuple(reasons)
+
+    def __repr__(self) -> str:
+        return f"GatewayError({self.code.value}, {self.message!r})"

@@ -1,0 +1,158 @@
+"""Events the fleet publishes, and the in-process EventBus that carries them.
+
+Events are small immutable values (like h11's events). Handlers run synchronously inside
+``publish`` so a state change reaches every consumer in the same loop iteration; a handler
+must therefore only do quick work (encode, enqueue) and never await.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from carousel_gateway.plc.connection import ConnectionState
+from carousel_gateway.plc.status import StatusWord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A machine's latest known state. Replaced, never mutated."""
+
+    machine_id: str
+    connection: ConnectionState = ConnectionState.DISCONNECTED
+    position: int | None = None  # in the API's numbering (position_base applied)
+    raw_status: int | None = None
+    updated_at: float | None = None  # wall clock of the last good read
+    changed_at: float | None = None  # wall clock of the last change that was published
+    changed_monotonic: float | None = None  # loop clock of that change (latency metrics)
+
+    @property
+    def status(self) -> StatusWord | None:
+        return None if self.raw_status is None else StatusWord(self.raw_status)
+
+    def same_state(self, other: Snapshot) -> bool:
+        """True when nothing a client sees has changed."""
+        return (
+            self.connection is other.connection
+            and self.position == other.position
+            and self.raw_status == other.raw_status
+        )
+
+
+class Channel(StrEnum):
+    WS = "ws"
+    REST = "rest"
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who asked for a command: a token name or a peer address, and the channel."""
+
+    client: str = "gateway"
+    channel: Channel = Channel.INTERNAL
+    request_id: str | None = None
+    session_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    machine_id: str
+    at: float  # wall clock
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged(Event):
+    snapshot: Snapshot
+    previous: Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionChanged(Event):
+    state: ConnectionState
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRaised(Event):
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FaultCleared(Event):
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAccepted(Event):
+    """The PLC took the command (or it was skipped: already at that position)."""
+
+    command_id: int
+    command: int
+    argument: int | None
+    result: str
+    skipped: bool
+    origin: Origin
+    latency_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRefused(Event):
+    """A command that was not sent (validation, interlock, busy) or failed on the link."""
+
+    command_id: int
+    command: int | None
+    argument: int | None
+    code: str
+    message: str
+    reasons: tuple[str, ...]
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class MoveCompleted(Event):
+    command_id: int
+    position: int
+    duration_s: float
+    origin: Origin = field(default_factory=Origin)
+
+
+@dataclass(frozen=True, slots=True)
+class MoveFailed(Event):
+    command_id: int
+    target: int
+    reasons: tuple[str, ...]  # fault keys, "timeout", "connection_lost", ...
+    position: int | None
+    duration_s: float
+    origin: Origin = field(default_factory=Origin)
+
+
+Handler = Callable[[Event], None]
+
+
+class EventBus:
+    """Synchronous in-process publish/subscribe; a failing handler never stops the others."""
+
+    def __init__(self) -> None:
+        self._handlers: list[Handler] = []
+
+    def subscribe(self, handler: Handler) -> Callable[[], None]:
+        """Add a handler; returns a function that removes it."""
+        self._handlers.append(handler)
+
+        def unsubscribe() -> None:
+            if handler in self._handlers:
+                self._handlers.remove(handler)
+
+        return unsubscribe
+
+    def publish(self, event: Event) -> None:
+        for handler in tuple(self._handlers):
+            try:
+                handler(event)
+            except Exception:
+                log.exception("event handler %r failed on %r", handler, event)

@@ -1,0 +1,62 @@
+"""The fleet: every configured machine, looked up by id, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping, Sequence
+
+from carousel_gateway.config import MachineConfig
+from carousel_gateway.errors import ErrorCode, GatewayError
+from carousel_gateway.fleet.events import EventBus
+from carousel_gateway.fleet.machine import Machine
+
+
+class Fleet:
+    """Owns the machines; ``ports`` overrides configured ports (embedded simulators)."""
+
+    def __init__(
+        self,
+        configs: Sequence[MachineConfig],
+        bus: EventBus | None = None,
+        *,
+        ports: Mapping[str, int] | None = None,
+    ) -> None:
+        self.bus = bus or EventBus()
+        ports = ports or {}
+        self._machines: dict[str, Machine] = {
+            config.id: Machine(config, self.bus, port=ports.get(config.id)) for config in configs
+        }
+
+    def __iter__(self) -> Iterator[Machine]:
+        return iter(self._machines.values())
+
+    def __len__(self) -> int:
+        return len(self._machines)
+
+    def __contains__(self, machine_id: object) -> bool:
+        return machine_id in self._machines
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._machines)
+
+    @property
+    def first(self) -> Machine:
+        return next(iter(self._machines.values()))
+
+    def get(self, machine_id: str) -> Machine:
+        try:
+            return self._machines[machine_id]
+        except (KeyError, TypeError):
+            raise GatewayError(
+                ErrorCode.MACHINE_NOT_FOUND,
+                "Machine not found",
+                machine_id=machine_id if isinstance(machine_id, str) else None,
+            ) from None
+
+    def start(self) -> None:
+        for machine in self:
+            machine.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(machine.stop() for machine in self))

@@ -1,0 +1,445 @@
+"""One carousel as the gateway sees it: live snapshot, poll loop, safe command execution.
+
+The poll loop keeps an immutable :class:`Snapshot` fresh (faster while a move is pending)
+and publishes events only on change. Commands run one at a time: validation, interlocks on
+a fresh reading, the MOVE itself, then a :class:`MoveTracker` until arrival or failure.
+Clients never wait on polling: they read the snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from dataclasses import dataclass, replace
+
+from carousel_gateway.config import MachineConfig
+from carousel_gateway.errors import ErrorCode, GatewayError
+from carousel_gateway.fleet.events import (
+    CommandAccepted,
+    CommandRefused,
+    ConnectionChanged,
+    EventBus,
+    FaultCleared,
+    FaultRaised,
+    MoveCompleted,
+    MoveFailed,
+    Origin,
+    Snapshot,
+    StatusChanged,
+)
+from carousel_gateway.fleet.lifecycle import Arrived, MoveTracker, Verdict, stopping_conditions
+from carousel_gateway.plc.connection import (
+    ConnectionSettings,
+    ConnectionState,
+    PlcConnection,
+    PlcError,
+    PlcTimeout,
+)
+from carousel_gateway.plc.protocol import Command, Reply
+from carousel_gateway.plc.resilience import Backoff
+from carousel_gateway.plc.status import StatusKey
+
+log = logging.getLogger(__name__)
+
+RESULT_OK = "Comando ejecutado correctamente"
+RESULT_SKIPPED = "Ya en la posición solicitada: no se envió el movimiento"
+RESULT_STATUS = "Estado leído correctamente"
+
+_command_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutedCommand:
+    """What ``execute`` returns: the accepted command and, for a move, its outcome to come."""
+
+    accepted: CommandAccepted
+    outcome: asyncio.Future[MoveCompleted | MoveFailed] | None = None
+
+
+@dataclass(slots=True)
+class _ActiveMove:
+    command_id: int
+    origin: Origin
+    target: int  # API numbering
+    tracker: MoveTracker
+    future: asyncio.Future[MoveCompleted | MoveFailed]
+
+
+def connection_settings(config: MachineConfig, port: int | None = None) -> ConnectionSettings:
+    return ConnectionSettings(
+        host=config.host,
+        port=config.port if port is None else port,
+        layout=config.reply.to_layout(),
+        connect_timeout_s=config.connect_timeout_s,
+        request_timeout_s=config.request_timeout_s,
+        backoff=Backoff(config.backoff_initial_s, config.backoff_max_s),
+        breaker_threshold=config.breaker_threshold,
+        breaker_cooldown_s=config.breaker_cooldown_s,
+    )
+
+
+class Machine:
+    """A carousel: its PLC link, its latest snapshot, its command path."""
+
+    def __init__(self, config: MachineConfig, bus: EventBus, *, port: int | None = None) -> None:
+        self.config = config
+        self.id = config.id
+        self.bus = bus
+        self.connection = PlcConnection(
+            connection_settings(config, port),
+            name=config.id,
+            on_state_change=self._on_connection_state,
+        )
+        self.snapshot = Snapshot(machine_id=config.id)
+        self.last_outcome: MoveCompleted | MoveFailed | None = None
+        self.bad_replies = 0
+        self._command_in_flight = False
+        self._move: _ActiveMove | None = None
+        self._wake = asyncio.Event()
+        self._poller: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.connection.start()
+        if self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(
+                self._poll_loop(), name=f"poll-{self.id}"
+            )
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        await self.connection.close()
+
+    # -- numbering ------------------------------------------------------------------------
+
+    def to_api_position(self, index: int) -> int:
+        return index + self.config.position_base
+
+    def to_index(self, position: int) -> int:
+        return position - self.config.position_base
+
+    @property
+    def first_position(self) -> int:
+        return self.config.position_base
+
+    @property
+    def last_position(self) -> int:
+        return self.config.positions - 1 + self.config.position_base
+
+    @property
+    def busy(self) -> bool:
+        return self._command_in_flight or self._move is not None
+
+    @property
+    def active_target(self) -> int | None:
+        return self._move.target if self._move is not None else None
+
+    # -- commands -------------------------------------------------------------------------
+
+    async def execute(
+        self, command: int, argument: int | None, origin: Origin | None = None
+    ) -> ExecutedCommand:
+        """Run one command; raises :class:`GatewayError` with a precise code when refused."""
+        origin = origin or Origin()
+        command_id = next(_command_ids)
+        try:
+            return await self._execute(command_id, command, argument, origin)
+        except GatewayError as exc:
+            self.bus.publish(
+                CommandRefused(
+                    self.id,
+                    time.time(),
+                    command_id=command_id,
+                    command=command,
+                    argument=argument,
+                    code=exc.code.value,
+                    message=exc.message,
+                    reasons=exc.reasons,
+                    origin=origin,
+                )
+            )
+            raise
+
+    def validate(self, command: int, argument: int | None) -> None:
+        """Check a command without sending anything (``INVALID_COMMAND`` on failure)."""
+        if isinstance(command, bool) or not isinstance(command, int):
+            raise self._error(ErrorCode.INVALID_COMMAND, "command must be an integer")
+        if command not in self.config.allowed_commands:
+            allowed = ", ".join(str(c) for c in self.config.allowed_commands)
+            raise self._error(
+                ErrorCode.INVALID_COMMAND,
+                f"command {command} is not allowed on {self.id} (allowed: {allowed})",
+            )
+        if command == Command.MOVE:
+            if argument is None:
+                raise self._error(ErrorCode.INVALID_COMMAND, "a move needs an argument")
+            if isinstance(argument, bool) or not isinstance(argument, int):
+                raise self._error(ErrorCode.INVALID_COMMAND, "argument must be an integer")
+            if not self.first_position <= argument <= self.last_position:
+                raise self._error(
+                    ErrorCode.INVALID_COMMAND,
+                    f"position {argument} is outside {self.first_position}.."
+                    f"{self.last_position} on {self.id}",
+                )
+        elif argument is not None and (
+            isinstance(argument, bool) or not isinstance(argument, int) or not 0 <= argument <= 255
+        ):
+            raise self._error(ErrorCode.INVALID_COMMAND, "argument must be an integer in 0..255")
+
+    def check_interlocks(self, snapshot: Snapshot | None = None) -> None:
+        """Raise why a move would be refused now, judged on ``snapshot`` (default: latest)."""
+        snapshot = snapshot or self.snapshot
+        if snapshot.connection is not ConnectionState.CONNECTED:
+            raise self._error(
+                ErrorCode.CONNECTION_ERROR, f"PLC of {self.id} is {snapshot.connection.value}"
+            )
+        status = snapshot.status
+        if status is None:
+            raise self._error(ErrorCode.CONNECTION_ERROR, f"no status read yet from {self.id}")
+        reasons = stopping_conditions(status)
+        if reasons:
+            texts = "; ".join(b.text for b in status.blockers() if b.key.value in reasons)
+            raise self._error(
+                ErrorCode.MACHINE_NOT_READY, f"{self.id} cannot move: {texts}", reasons=reasons
+            )
+        if status.running:
+            raise self._error(
+                ErrorCode.BUSY, f"{self.id} is moving", reasons=(StatusKey.RUN.value,)
+            )
+
+    async def _execute(
+        self, command_id: int, command: int, argument: int | None, origin: Origin
+    ) -> ExecutedCommand:
+        self.validate(command, argument)
+        if self._command_in_flight:
+            raise self._error(ErrorCode.BUSY, f"a command is already in flight on {self.id}")
+        if self._move is not None:
+            raise self._error(
+                ErrorCode.BUSY, f"{self.id} is moving to position {self._move.target}"
+            )
+        self._command_in_flight = True
+        self._wake.set()
+        try:
+            if command == Command.MOVE:
+                assert argument is not None
+                return await self._execute_move(command_id, argument, origin)
+            return await self._execute_other(command_id, command, argument, origin)
+        finally:
+            self._command_in_flight = False
+
+    async def _execute_move(
+        self, command_id: int, position: int, origin: Origin
+    ) -> ExecutedCommand:
+        # Interlocks are judged on a fresh reading, never on a possibly stale snapshot.
+        reply = await self._request(lambda: self.connection.status())
+        self._apply_reply(reply)
+        self.check_interlocks()
+        if self.snapshot.position == position:
+            accepted = self._accepted(command_id, Command.MOVE, position, origin, 0.0, skipped=True)
+            return ExecutedCommand(accepted)
+        started = time.perf_counter()
+        reply = await self._request(lambda: self.connection.move(self.to_index(position)))
+        latency = time.perf_counter() - started
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._move = _ActiveMove(
+            command_id,
+            origin,
+            position,
+            MoveTracker(
+                self.to_index(position),
+                started_at=now,
+                timeout_s=self.config.move_timeout_s,
+                start_timeout_s=self.config.move_start_timeout_s,
+            ),
+            loop.create_future(),
+        )
+        accepted = self._accepted(command_id, Command.MOVE, position, origin, latency)
+        outcome = self._move.future
+        self._apply_reply(reply)  # the MOVE's own reply is a reading too
+        return ExecutedCommand(accepted, outcome)
+
+    async def _execute_other(
+        self, command_id: int, command: int, argument: int | None, origin: Origin
+    ) -> ExecutedCommand:
+        started = time.perf_counter()
+        if command == Command.STATUS:
+            reply = await self._request(lambda: self.connection.status())
+            result = RESULT_STATUS
+        else:
+            reply = await self._request(lambda: self.connection.raw(command, argument))
+            result = RESULT_OK
+        latency = time.perf_counter() - started
+        self._apply_reply(reply)
+        return ExecutedCommand(
+            self._accepted(command_id, command, argument, origin, latency, result)
+        )
+
+    def _accepted(
+        self,
+        command_id: int,
+        command: int,
+        argument: int | None,
+        origin: Origin,
+        latency: float,
+        result: str | None = None,
+        *,
+        skipped: bool = False,
+    ) -> CommandAccepted:
+        event = CommandAccepted(
+            self.id,
+            time.time(),
+            command_id=command_id,
+            command=command,
+            argument=argument,
+            result=result or (RESULT_SKIPPED if skipped else RESULT_OK),
+            skipped=skipped,
+            origin=origin,
+            latency_s=latency,
+        )
+        self.bus.publish(event)
+        return event
+
+    async def _request(self, send: object) -> Reply:
+        """Run one PLC exchange, turning link errors into coded gateway errors."""
+        assert callable(send)
+        try:
+            return await send()
+        except PlcTimeout as exc:
+            raise self._error(
+                ErrorCode.PLC_TIMEOUT,
+                f"PLC of {self.id}: {exc}; the command was not retried",
+            ) from None
+        except PlcError as exc:
+            raise self._error(ErrorCode.CONNECTION_ERROR, str(exc)) from None
+
+    def _error(
+        self, code: ErrorCode, message: str, *, reasons: tuple[str, ...] = ()
+    ) -> GatewayError:
+        return GatewayError(code, message, machine_id=self.id, reasons=reasons)
+
+    # -- polling --------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.connection.state is not ConnectionState.CONNECTED:
+                await self.connection.wait_state_change()
+                continue
+            try:
+                reply = await self.connection.status()
+            except PlcError:
+                continue  # the connection callback reports it; the next turn waits
+            self._apply_reply(reply)
+            self._check_deadline(loop.time())
+            interval = self.config.poll_active_s if self.busy else self.config.poll_idle_s
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
+
+    def _apply_reply(self, reply: Reply) -> None:
+        """Take one reading into the snapshot; publish what changed; advance a move."""
+        if not 0 <= reply.position_index < self.config.positions:
+            self.bad_replies += 1
+            log.warning(
+                "%s: PLC reported position index %d outside 0..%d; reading ignored",
+                self.id,
+                reply.position_index,
+                self.config.positions - 1,
+            )
+            return
+        now = time.time()
+        previous = self.snapshot
+        current = replace(
+            previous,
+            position=self.to_api_position(reply.position_index),
+            raw_status=reply.status.raw,
+            updated_at=now,
+        )
+        self._publish_snapshot(previous, current)
+        if previous.raw_status != current.raw_status:
+            self._publish_fault_changes(previous, current)
+        if self._move is not None:
+            verdict = self._move.tracker.observe(
+                reply.status, reply.position_index, asyncio.get_running_loop().time()
+            )
+            if verdict is not None:
+                self._finish_move(verdict)
+
+    def _publish_snapshot(self, previous: Snapshot, current: Snapshot) -> None:
+        if current.same_state(previous):
+            self.snapshot = current
+            return
+        current = replace(
+            current,
+            changed_at=current.updated_at or time.time(),
+            changed_monotonic=time.monotonic(),
+        )
+        self.snapshot = current
+        self.bus.publish(StatusChanged(self.id, time.time(), snapshot=current, previous=previous))
+
+    def _publish_fault_changes(self, previous: Snapshot, current: Snapshot) -> None:
+        before = set(stopping_conditions(previous.status)) if previous.status else set()
+        after = set(stopping_conditions(current.status)) if current.status else set()
+        order = [key.value for key in StatusKey]
+        raised = tuple(k for k in order if k in after - before)
+        cleared = tuple(k for k in order if k in before - after)
+        if raised:
+            self.bus.publish(FaultRaised(self.id, time.time(), keys=raised))
+        if cleared and previous.status is not None:
+            self.bus.publish(FaultCleared(self.id, time.time(), keys=cleared))
+
+    def _check_deadline(self, now: float) -> None:
+        if self._move is not None:
+            verdict = self._move.tracker.check_deadline(now)
+            if verdict is not None:
+                self._finish_move(verdict)
+
+    def _finish_move(self, verdict: Verdict) -> None:
+        move, self._move = self._move, None
+        assert move is not None
+        duration = asyncio.get_running_loop().time() - move.tracker.started_at
+        event: MoveCompleted | MoveFailed
+        if isinstance(verdict, Arrived):
+            event = MoveCompleted(
+                self.id,
+                time.time(),
+                command_id=move.command_id,
+                position=self.to_api_position(verdict.position_index),
+                duration_s=duration,
+                origin=move.origin,
+            )
+        else:
+            event = MoveFailed(
+                self.id,
+                time.time(),
+                command_id=move.command_id,
+                target=move.target,
+                reasons=verdict.reasons,
+                position=self.snapshot.position,
+                duration_s=duration,
+                origin=move.origin,
+            )
+        self.last_outcome = event
+        if not move.future.done():
+            move.future.set_result(event)
+        self.bus.publish(event)
+
+    def _on_connection_state(self, state: ConnectionState, reason: str | None) -> None:
+        previous = self.snapshot
+        self._publish_snapshot(previous, replace(previous, connection=state))
+        self.bus.publish(ConnectionChanged(self.id, time.time(), state=state, reason=reason))
+        if state is not ConnectionState.CONNECTED and self._move is not None:
+            verdict = self._move.tracker.connection_lost()
+            if verdict is not None:
+                self._finish_move(verdict)
+        self._wake.set()

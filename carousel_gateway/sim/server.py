@@ -1,0 +1,228 @@
+"""Serve a :class:`CarouselModel` over TCP with the PLC's port-3200 protocol.
+
+The server behaves like the field PLC where it matters to a client: replies come after a
+configurable delay, in a configurable layout, and it is a single-session server (while a
+client is connected, and for ``release_time_s`` after it closes, new connections are
+refused). It can also drop the link or stall (stop answering) on demand, to rehearse faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from carousel_gateway.plc.protocol import (
+    DEFAULT_LAYOUT,
+    Command,
+    ReplyLayout,
+    Request,
+    RequestParser,
+    encode_reply,
+)
+from carousel_gateway.sim.carousel import CarouselModel
+
+log = logging.getLogger(__name__)
+
+
+class LinkAction(StrEnum):
+    """Link faults a simulator can be told to produce."""
+
+    DROP = "drop"  # close the current connection now
+    STALL = "stall"  # keep the connection but stop answering
+    RESUME = "resume"  # answer again
+
+
+@dataclass(slots=True)
+class SimulatorSettings:
+    """How the simulated PLC behaves on the wire (mutable: tests change it live)."""
+
+    reply_delay_s: float = 0.0
+    layout: ReplyLayout = field(default_factory=lambda: DEFAULT_LAYOUT)
+    single_session: bool = True
+    release_time_s: float = 0.0
+
+
+class SimulatorServer:
+    """A TCP listener serving one carousel model, like the PLC on port 3200."""
+
+    def __init__(
+        self,
+        model: CarouselModel,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        settings: SimulatorSettings | None = None,
+    ) -> None:
+        self.model = model
+        self.host = host
+        self.port = port
+        self.settings = settings or SimulatorSettings()
+        self.stalled = False
+        self.requests_served = 0
+        self.connections_accepted = 0
+        self._listener: asyncio.Server | None = None
+        self._session: _Session | None = None
+        self._reopen: asyncio.TimerHandle | None = None
+        self._stopping = False
+
+    @property
+    def session_open(self) -> bool:
+        return self._session is not None
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None
+
+    async def start(self) -> int:
+        """Start listening; returns the bound port (useful with port 0)."""
+        self._stopping = False
+        await self._listen()
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop listening and close any session (like switching the PLC off)."""
+        self._stopping = True
+        if self._reopen is not None:
+            self._reopen.cancel()
+            self._reopen = None
+        await self._close_listener()
+        if self._session is not None:
+            self._session.abort()
+            self._session = None
+
+    def link(self, action: LinkAction | str) -> None:
+        """Apply a link fault: drop the connection, stall, or resume answering."""
+        action = LinkAction(action)
+        if action is LinkAction.DROP:
+            if self._session is not None:
+                self._session.abort()
+        else:
+            self.stalled = action is LinkAction.STALL
+
+    # -- listener management -------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(
+            lambda: _Session(self), self.host, self.port, reuse_address=True
+        )
+        self.port = self._listener.sockets[0].getsockname()[1]
+
+    async def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+            with contextlib.suppress(Exception):
+                await listener.wait_closed()
+
+    def _session_opened(self, session: _Session) -> bool:
+        """Accept or refuse a new session; returns False when it must be refused."""
+        if self._stopping or (self.settings.single_session and self._session is not None):
+            return False
+        self._session = session
+        self.connections_accepted += 1
+        if self.settings.single_session:
+            # A single-session PLC refuses connections outright while one is open.
+            listener, self._listener = self._listener, None
+            if listener is not None:
+                listener.close()
+        return True
+
+    def _session_closed(self, session: _Session) -> None:
+        if self._session is not session:
+            return
+        self._session = None
+        if self._stopping or self._listener is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._reopen = loop.call_later(
+            self.settings.release_time_s, lambda: loop.create_task(self._reopen_listener())
+        )
+
+    async def _reopen_listener(self) -> None:
+        self._reopen = None
+        if self._stopping or self._listener is not None:
+            return
+        try:
+            await self._listen()
+        except OSError as exc:  # the port is briefly unavailable: try again shortly
+            log.warning("simulator on port %s could not listen again: %s", self.port, exc)
+            loop = asyncio.get_running_loop()
+            self._reopen = loop.call_later(0.1, lambda: loop.create_task(self._reopen_listener()))
+
+    # -- request handling ----------------------------------------------------------------
+
+    def _answer(self, request: Request) -> bytes | None:
+        """The reply the PLC program gives to one request (None: no reply at all)."""
+        if request.command == Command.MOVE and request.argument is not None:
+            self.model.move(request.argument)
+        elif request.command != Command.STATUS:
+            return None  # unknown command byte: the PLC program does not answer
+        self.requests_served += 1
+        return encode_reply(
+            self.model.status_byte(), self.model.position_index, self.settings.layout
+        )
+
+
+class _Session(asyncio.Protocol):
+    """One client connection to the simulated PLC."""
+
+    def __init__(self, server: SimulatorServer) -> None:
+        self._server = server
+        self._parser = RequestParser()
+        self._transport: asyncio.Transport | None = None
+        self._pending: asyncio.Queue[Request] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        if not self._server._session_opened(self):
+            transport.abort()
+            self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is None:
+            return
+        for request in self._parser.feed(data):
+            if self._server.stalled:
+                continue
+            if self._server.settings.reply_delay_s <= 0 and self._worker is None:
+                self._reply(self._server._answer(request))
+            else:
+                self._pending.put_nowait(request)
+                if self._worker is None:
+                    self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if self._worker is not None:
+            self._worker.cancel()
+        self._server._session_closed(self)
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def _work(self) -> None:
+        """Answer queued requests one by one, each after the PLC's reply delay."""
+        try:
+            while not self._pending.empty():
+                request = self._pending.get_nowait()
+                if request.command == Command.MOVE:
+                    # The PLC acts on a MOVE when it reads it, then answers after its scan.
+                    reply = self._server._answer(request)
+                    await asyncio.sleep(self._server.settings.reply_delay_s)
+                else:
+                    await asyncio.sleep(self._server.settings.reply_delay_s)
+                    reply = self._server._answer(request)
+                if not self._server.stalled:
+                    self._reply(reply)
+        finally:
+            self._worker = None
+
+    def _reply(self, reply: bytes | None) -> None:
+        if reply is not None and self._transport is not None:
+            self._transport.write(reply)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 
+from carousel_gateway.api.ws import WebSocketApi
 from carousel_gateway.config import GatewayConfig, MachineConfig
 from carousel_gateway.fleet.events import (
     CommandAccepted,
@@ -47,6 +48,7 @@ class Gateway:
         self.config = config
         self.simulators: dict[str, SimulatorServer] = {}
         self.fleet: Fleet | None = None
+        self.websocket: WebSocketApi | None = None
         self._stop = asyncio.Event()
         self._unsubscribe_log = None
 
@@ -62,8 +64,12 @@ class Gateway:
         self._unsubscribe_log = self.fleet.bus.subscribe(log_event)
         self.fleet.start()
         log.info("fleet started: %s", ", ".join(self.fleet.ids))
+        self.websocket = WebSocketApi(self.config, self.fleet)
+        await self.websocket.start()
 
     async def stop(self) -> None:
+        if self.websocket is not None:
+            await self.websocket.stop()
         if self.fleet is not None:
             await self.fleet.stop()
         for server in self.simulators.values():

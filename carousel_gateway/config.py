@@ -199,16 +199,24 @@ def load_config(path: str | Path | None) -> GatewayConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    legacy = None
     try:
         if path.suffix.lower() == ".json":
-            data = _from_legacy_json(json.loads(text), path)
+            raw = json.loads(text)
+            data = _from_legacy_json(raw, path)
+            legacy = raw if data is not raw else None
         else:
             data = tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(
-            [f"{path}: not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}"]
-        ) from None
-    return parse_config(data, source=str(path))
+        kind = path.suffix.lstrip(".") or "TOML"
+        raise ConfigError([f"{path}: not valid {kind}: {exc}"]) from None
+    if legacy is None:
+        return parse_config(data, source=str(path))
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        # Name the fields as the legacy file spells them (plc_machines[0].ip, not .host).
+        raise ConfigError(_describe(exc, legacy, str(path), _LEGACY_NAMES)) from None
 
 
 def parse_config(data: Any, *, source: str = "<config>") -> GatewayConfig:
@@ -218,10 +226,20 @@ def parse_config(data: Any, *, source: str = "<config>") -> GatewayConfig:
         raise ConfigError(_describe(exc, data, source)) from None
 
 
-def _describe(exc: ValidationError, data: Any, source: str) -> list[str]:
+_LEGACY_NAMES = {"machines": "plc_machines", "host": "ip", "kind": "simulator"}
+
+
+def _describe(
+    exc: ValidationError, data: Any, source: str, names: dict[str, str] | None = None
+) -> list[str]:
+    errors = exc.errors()
+    # An invalid machine also empties the list; "at least 1 item" would then be noise.
+    if any(e["loc"][:1] == ("machines",) and len(e["loc"]) > 1 for e in errors):
+        errors = [e for e in errors if not (e["loc"] == ("machines",) and e["type"] == "too_short")]
     lines = []
-    for error in exc.errors():
-        location = _location(error["loc"], data)
+    for error in errors:
+        loc = tuple((names or {}).get(p, p) if isinstance(p, str) else p for p in error["loc"])
+        location = _location(loc, data)
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key"

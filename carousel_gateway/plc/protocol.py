@@ -69,7 +69,9 @@ def encode_status_request() -> bytes:
 
 
 def encode_move_request(index: int) -> bytes:
-    """MOVE to a 0-based bucket index, in one two-byte write."""
+    """MOVE to a 0-based bucket index, in one two-byte write (never a lone MOVE byte: the
+    PLC would take the next request's byte as the index)."""
+    _check_byte("index", index)
     return encode_raw_request(Command.MOVE, index)
 
 
@@ -80,6 +82,8 @@ def encode_raw_request(command: int, argument: int | None = None) -> bytes:
     """
     _check_byte("command", command)
     if argument is None:
+        if command == Command.MOVE:
+            raise ProtocolError("a MOVE needs its index byte")
         return bytes((command,))
     _check_byte("argument", argument)
     return bytes((command, argument))

@@ -17,7 +17,10 @@ class Backoff:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Delay before retry number ``attempt`` (1 for the first retry)."""
-        base = min(self.maximum_s, self.initial_s * self.factor ** max(0, attempt - 1))
+        try:
+            base = min(self.maximum_s, self.initial_s * self.factor ** max(0, attempt - 1))
+        except OverflowError:  # a PLC down for hours: the cap is the answer
+            base = self.maximum_s
         return base * (0.5 + 0.5 * (rng or random).random())
 
 

@@ -172,5 +172,6 @@ class CarouselModel:
         if steps >= travel.distance:
             self._index = self._target
             self._travel = None
+            self._descending = False  # an idle machine reads 21, whatever its last direction
         else:
             self._index = (travel.start_index + travel.direction * steps) % self.positions

@@ -74,9 +74,7 @@ async def test_descending_move_sets_direction_bit(simulator_factory, machine_fac
     assert moving and all(status.descending for status in moving)
 
 
-async def test_move_to_current_position_is_skipped_and_not_sent(
-    simulator_factory, machine_factory
-):
+async def test_move_to_current_position_is_skipped_and_not_sent(simulator_factory, machine_factory):
     server = await simulator_factory(start_index=9)
     machine, recorder = await machine_factory(server)
     await ready(machine, recorder)

@@ -60,10 +60,20 @@ def test_encode_move_request_out_of_range_raises(index: int) -> None:
         encode_move_request(index)
 
 
-@pytest.mark.parametrize("index", [True, False, 1.0, "1", None, b"\x01"])
+@pytest.mark.parametrize("index", [True, False, 1.0, "1", b"\x01", [1]])
 def test_encode_move_request_bool_or_non_int_raises(index: object) -> None:
     with pytest.raises(ProtocolError):
         encode_move_request(index)  # type: ignore[arg-type]
+
+
+def test_encode_move_request_none_raises_instead_of_a_truncated_move() -> None:
+    """A MOVE without an index must not become the single byte 0x01.
+
+    Sent alone, 0x01 would make the PLC take the next request's first byte (0x00 for the
+    next STATUS poll) as the index: an unintended MOVE to index 0.
+    """
+    with pytest.raises(ProtocolError):
+        encode_move_request(None)  # type: ignore[arg-type]
 
 
 def test_encode_raw_request() -> None:
@@ -248,9 +258,7 @@ def test_parser_every_split_point(requests: list[Request]) -> None:
 @given(st.lists(REQUESTS, max_size=30), st.data())
 def test_parser_random_chunking(requests: list[Request], data: st.DataObject) -> None:
     stream = b"".join(_encode(r) for r in requests)
-    cuts = sorted(
-        data.draw(st.lists(st.integers(min_value=0, max_value=len(stream)), max_size=20))
-    )
+    cuts = sorted(data.draw(st.lists(st.integers(min_value=0, max_value=len(stream)), max_size=20)))
     bounds = [0, *cuts, len(stream)]
     parser = RequestParser()
     parsed: list[Request] = []

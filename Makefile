@@ -24,7 +24,12 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP)
+# Extra things some tests need (Node packages, a legacy websockets venv, Debian packages):
+# each included file adds its own prerequisite targets to TEST_DEPS.
+TEST_DEPS :=
+-include tests/*/deps.mk
+
+test: $(STAMP) $(TEST_DEPS)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -138,6 +138,22 @@ def token_new(
 
 
 @app.command()
+def asyncapi(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file")] = None,
+) -> None:
+    """Print the AsyncAPI 3.0 document of the WebSocket API (generated from the models)."""
+    import json
+
+    from carousel_gateway.api.asyncapi import build_asyncapi
+
+    text = json.dumps(build_asyncapi(), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)

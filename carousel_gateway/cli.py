@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -135,6 +136,96 @@ def token_new(
     typer.echo(f"token: {token}")
     typer.echo("\nadd to the config file:\n")
     typer.echo(f'[[auth.tokens]]\nname = "{label}"\nrole = "{role}"\nsha256 = "{digest}"')
+
+
+UrlOption = Annotated[
+    str,
+    typer.Option("--url", envvar="CAROUSEL_GATEWAY_URL", help="Gateway WebSocket URL"),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option("--token", envvar="CAROUSEL_GATEWAY_TOKEN", help="API token (if auth is on)"),
+]
+DEFAULT_URL = "ws://localhost:8765"
+
+
+def _run_client(coro_factory) -> None:
+    """Run a client coroutine; print typed client errors as one line, exit code 1."""
+    from carousel_gateway.client import CarouselError
+
+    try:
+        asyncio.run(coro_factory())
+    except CarouselError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        typer.echo(f"error: cannot reach the gateway: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def status(
+    machine: Annotated[str | None, typer.Argument(help="Machine id (default: all)")] = None,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+) -> None:
+    """Show the live state of one machine or all of them, as a table."""
+    from rich.console import Console
+
+    from carousel_gateway.cli_views import status_table
+    from carousel_gateway.client import CarouselClient
+
+    async def run() -> None:
+        async with CarouselClient(url, token=token, reconnect=False) as client:
+            reply = await client.status(machine)
+        Console().print(status_table(reply, client.machines))
+
+    _run_client(run)
+
+
+@app.command()
+def move(
+    machine: Annotated[str, typer.Argument(help="Machine id")],
+    bucket: Annotated[int, typer.Argument(help="Bucket number to bring to the window")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until it arrives (or fails)")] = False,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+) -> None:
+    """Move a carousel to a bucket. Exit code 0 only if it arrived (or, without --wait, if
+    the PLC took the command)."""
+    from carousel_gateway.api.messages import MoveCompletedMessage, MoveFailedMessage
+    from carousel_gateway.client import CarouselClient
+
+    outcome_code = 0
+
+    async def run() -> None:
+        nonlocal outcome_code
+        async with CarouselClient(url, token=token, reconnect=False) as client:
+            result = await client.move(machine, bucket, wait=wait)
+        if isinstance(result, MoveCompletedMessage):
+            typer.echo(f"{machine}: arrived at {result.position} after {result.duration_s:.1f} s")
+        elif isinstance(result, MoveFailedMessage):
+            typer.echo(
+                f"{machine}: move to {result.target} failed: {', '.join(result.reasons)} "
+                f"(stopped at {result.position})"
+            )
+            outcome_code = 3
+        elif result.data.skipped:
+            typer.echo(f"{machine}: already at {bucket}; nothing sent")
+        else:
+            typer.echo(f"{machine}: moving to {bucket} (command {result.data.command_id})")
+
+    _run_client(run)
+    raise typer.Exit(outcome_code)
+
+
+@app.command()
+def watch(url: UrlOption = DEFAULT_URL, token: TokenOption = None) -> None:
+    """A live table of every machine and the event feed, until Ctrl-C."""
+    from carousel_gateway.cli_views import watch_screen
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run_client(lambda: watch_screen(url, token))
 
 
 @app.command()

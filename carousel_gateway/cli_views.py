@@ -1,0 +1,106 @@
+"""Rich renderings for the CLI: the status table and the live ``watch`` screen."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from carousel_gateway.api.messages import (
+    CommandResult,
+    FleetStatus,
+    MachineEvent,
+    MachineInfo,
+    MachineState,
+    MachineStatus,
+    MoveCompletedMessage,
+    MoveFailedMessage,
+    StatusBroadcast,
+)
+from carousel_gateway.fleet.lifecycle import stopping_conditions
+from carousel_gateway.plc.status import StatusWord
+
+
+def _states(reply: MachineStatus | FleetStatus) -> dict[str, MachineState]:
+    if isinstance(reply, FleetStatus):
+        return dict(reply.machines)
+    return {
+        reply.machine_id: MachineState(
+            status=reply.status,
+            position=reply.position,
+            raw_status=reply.raw_status,
+            connection_status=reply.connection_status,
+            last_update=reply.last_update,
+        )
+    }
+
+
+def status_table(
+    reply: MachineStatus | FleetStatus | dict[str, MachineState], machines: list[MachineInfo]
+) -> Table:
+    states = reply if isinstance(reply, dict) else _states(reply)
+    names = {m.id: m.name for m in machines}
+    table = Table(title="Carousels")
+    for column in ("machine", "name", "link", "position", "motion", "mode", "interlocks", "raw"):
+        table.add_column(column)
+    for machine_id, state in states.items():
+        link_style = "green" if state.connection_status == "connected" else "red"
+        motion = mode = "-"
+        interlocks = Text("-")
+        if state.raw_status is not None:
+            word = StatusWord(state.raw_status)
+            labels = word.labels()
+            motion = labels["RUN"] + (f" ({labels['SENTIDO_GIRO']})" if word.running else "")
+            mode = labels["MODO_OPERACION"]
+            blockers = stopping_conditions(word)
+            interlocks = Text(", ".join(blockers) or "none", style="red" if blockers else "green")
+        table.add_row(
+            machine_id,
+            names.get(machine_id, ""),
+            Text(state.connection_status, style=link_style),
+            "-" if state.position is None else str(state.position),
+            motion,
+            mode,
+            interlocks,
+            "-" if state.raw_status is None else str(state.raw_status),
+        )
+    return table
+
+
+def describe_event(event: object) -> str | None:
+    """One line for the event feed (None for plain status broadcasts)."""
+    match event:
+        case CommandResult(machine_id=m, data=data):
+            verb = "skipped (already there)" if data.skipped else "sent"
+            return f"{m}: command {data.command_sent} arg {data.argument} {verb}"
+        case MoveCompletedMessage(machine_id=m, position=p, duration_s=d):
+            return f"{m}: arrived at {p} after {d:.1f} s"
+        case MoveFailedMessage(machine_id=m, target=t, reasons=r, position=p):
+            return f"{m}: move to {t} failed ({', '.join(r)}) at {p}"
+        case MachineEvent(machine_id=m, event=kind, keys=keys, reason=reason):
+            detail = ", ".join(keys or ()) or reason or ""
+            return f"{m}: {kind.value} {detail}".rstrip()
+    return None
+
+
+async def watch_screen(url: str, token: str | None) -> None:
+    """Live table + event feed until cancelled (Ctrl-C)."""
+    from carousel_gateway.client import CarouselClient
+
+    states: dict[str, MachineState] = {}
+    feed: deque[str] = deque(maxlen=15)
+    async with CarouselClient(url, token=token) as client:
+        with Live(auto_refresh=False) as live:
+            async for event in client.events("all_events"):
+                if isinstance(event, StatusBroadcast):
+                    states.update(event.status)
+                line = describe_event(event)
+                if line:
+                    feed.appendleft(f"{event.timestamp[11:23]}  {line}")
+                live.update(
+                    Group(status_table(states, client.machines), Text("\n".join(feed))),
+                    refresh=True,
+                )

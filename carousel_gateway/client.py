@@ -1,0 +1,405 @@
+"""An asyncio Python client for the gateway's WebSocket API.
+
+One obvious entry point (like ``httpx.Client``)::
+
+    async with CarouselClient("ws://localhost:8765", token=...) as gateway:
+        status = await gateway.status("machine_1")
+        outcome = await gateway.move("machine_1", 14, wait=True)
+        async for event in gateway.events("all_events", ["machine_1"]):
+            ...
+
+Requests are matched to replies by ``request_id``. If the link drops, the client reconnects
+with backoff, re-subscribes, and the server's fresh ``status_broadcast`` arrives on every
+open ``events()`` iterator; requests in flight at that moment fail with
+:class:`ConnectionLost` (a move is never re-sent). Results are the server's own message
+models from :mod:`carousel_gateway.api.messages`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from carousel_gateway.api.messages import (
+    CommandResult,
+    ErrorMessage,
+    FleetStatus,
+    MachineEvent,
+    MachineInfo,
+    MachineStatus,
+    MoveCompletedMessage,
+    MoveFailedMessage,
+    Pong,
+    StatusBroadcast,
+    SubscriptionConfirmed,
+    SubscriptionType,
+    UnsubscriptionConfirmed,
+    Welcome,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "ws://localhost:8765"
+
+MoveOutcome = MoveCompletedMessage | MoveFailedMessage
+Event = (
+    StatusBroadcast
+    | CommandResult
+    | MoveCompletedMessage
+    | MoveFailedMessage
+    | MachineEvent
+    | ErrorMessage
+)
+
+_MODELS: dict[str, type[BaseModel]] = {
+    "welcome": Welcome,
+    "command_result": CommandResult,
+    "move_completed": MoveCompletedMessage,
+    "move_failed": MoveFailedMessage,
+    "subscription_confirmed": SubscriptionConfirmed,
+    "unsubscription_confirmed": UnsubscriptionConfirmed,
+    "status_broadcast": StatusBroadcast,
+    "machine_event": MachineEvent,
+    "error": ErrorMessage,
+    "pong": Pong,
+}
+
+
+# -- errors (all in one place) ---------------------------------------------------------------
+
+
+class CarouselError(Exception):
+    """Base of every error this client raises."""
+
+
+class ServerError(CarouselError):
+    """The gateway answered with an ``error`` message (code from the API's error table)."""
+
+    def __init__(self, message: ErrorMessage) -> None:
+        super().__init__(f"{message.code.value}: {message.error}")
+        self.code = message.code.value
+        self.error = message.error
+        self.machine_id = message.machine_id
+        self.reasons = tuple(message.reasons or ())
+
+
+class ConnectionLost(CarouselError):
+    """The link to the gateway dropped while a reply was awaited (a move is never re-sent)."""
+
+
+class AuthenticationFailed(CarouselError):
+    """The gateway refused the handshake (missing or wrong token)."""
+
+
+class RequestTimeout(CarouselError):
+    """No reply within the client's timeout."""
+
+
+def parse_server_message(data: str | bytes) -> BaseModel:
+    """A server frame as its typed model (``machine_status`` has two shapes)."""
+    raw = json.loads(data)
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind == "machine_status":
+        model: type[BaseModel] = FleetStatus if "machines" in raw else MachineStatus
+    elif kind in _MODELS:
+        model = _MODELS[kind]
+    else:
+        raise CarouselError(f"unexpected message from the gateway: {str(raw)[:200]}")
+    return model.model_validate(raw)
+
+
+class _Pending:
+    """A request awaiting its direct reply, and for a move, its outcome."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, outcome: bool) -> None:
+        self.reply: asyncio.Future[BaseModel] = loop.create_future()
+        self.outcome: asyncio.Future[MoveOutcome] | None = loop.create_future() if outcome else None
+
+    def fail(self, error: Exception) -> None:
+        for future in (self.reply, self.outcome):
+            if future is not None and not future.done():
+                future.set_exception(error)
+                future.exception()  # mark retrieved: nobody may be awaiting it any more
+
+
+class CarouselClient:
+    """A connection to the gateway that survives gateway restarts."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        reconnect: bool = True,
+        request_timeout: float = 10.0,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.reconnect = reconnect
+        self.request_timeout = request_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.welcome: Welcome | None = None
+        self.reconnects = 0
+        self._connection: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._ids = itertools.count(1)
+        self._subscriptions: list[tuple[SubscriptionType, list[str] | None]] = []
+        self._listeners: set[asyncio.Queue[Event | CarouselError]] = set()
+        self._connected = asyncio.Event()
+        self._closing = False
+        self._resubscriber: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> CarouselClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        await self._open()
+        self._reader = asyncio.get_running_loop().create_task(self._read_forever())
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._connection is not None:
+            await self._connection.close()
+        self._fail_pending(ConnectionLost("client closed"))
+
+    @property
+    def machines(self) -> list[MachineInfo]:
+        return list(self.welcome.machines) if self.welcome else []
+
+    async def _open(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        try:
+            connection = await connect(self.url, additional_headers=headers)
+        except InvalidStatus as exc:
+            if exc.response.status_code == 401:
+                raise AuthenticationFailed("the gateway refused the token") from None
+            raise
+        welcome = parse_server_message(await connection.recv())
+        if not isinstance(welcome, Welcome):
+            await connection.close()
+            raise CarouselError("the gateway did not send a welcome")
+        self.welcome = welcome
+        self._connection = connection
+        self._connected.set()
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def status(self, machine_id: str | None = None) -> MachineStatus | FleetStatus:
+        """Live state of one machine (or every machine)."""
+        message: dict[str, Any] = {"type": "get_status"}
+        if machine_id is not None:
+            message["machine_id"] = machine_id
+        reply = await self._request(message)
+        assert isinstance(reply, MachineStatus | FleetStatus)
+        return reply
+
+    async def command(
+        self, machine_id: str, command: int, argument: int | None = None
+    ) -> CommandResult:
+        reply = await self._request(
+            {
+                "type": "send_command",
+                "machine_id": machine_id,
+                "command": {"command": command, "argument": argument},
+            }
+        )
+        assert isinstance(reply, CommandResult)
+        return reply
+
+    async def move(
+        self,
+        machine_id: str,
+        bucket: int,
+        *,
+        wait: bool = False,
+        arrival_timeout: float | None = None,
+    ) -> CommandResult | MoveOutcome:
+        """Move to a bucket. With ``wait``, returns the move's outcome (arrived or failed);
+        a skipped move (already there) returns its ``CommandResult`` at once."""
+        message = {
+            "type": "send_command",
+            "machine_id": machine_id,
+            "command": {"command": 1, "argument": bucket},
+        }
+        request_id, pending = self._register(outcome=True)
+        try:
+            await self._send({**message, "request_id": request_id})
+            result = await self._await(pending.reply, self.request_timeout)
+            assert isinstance(result, CommandResult)
+            if not wait or result.data.skipped:
+                return result
+            assert pending.outcome is not None
+            return await self._await(pending.outcome, arrival_timeout)
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def subscribe(
+        self, subscription_type: str, machine_ids: list[str] | None = None
+    ) -> SubscriptionConfirmed:
+        """Subscribe; kept and replayed after a reconnect."""
+        kind = SubscriptionType(subscription_type)
+        reply = await self._subscribe(kind, machine_ids)
+        self._subscriptions.append((kind, machine_ids))
+        return reply
+
+    async def ping(self) -> Pong:
+        reply = await self._request({"type": "ping"})
+        assert isinstance(reply, Pong)
+        return reply
+
+    async def events(
+        self, subscription: str = "all_events", machine_ids: list[str] | None = None
+    ) -> AsyncIterator[Event]:
+        """Subscribe and yield events (status broadcasts, results, moves, machine events).
+
+        Subscribes first, so the current state arrives as the first ``status_broadcast``.
+        """
+        queue: asyncio.Queue[Event | CarouselError] = asyncio.Queue()
+        self._listeners.add(queue)
+        try:
+            await self.subscribe(subscription, machine_ids)
+            while True:
+                item = await queue.get()
+                if isinstance(item, CarouselError):
+                    raise item
+                yield item
+        finally:
+            self._listeners.discard(queue)
+
+    async def _subscribe(
+        self, kind: SubscriptionType, machine_ids: list[str] | None
+    ) -> SubscriptionConfirmed:
+        message: dict[str, Any] = {"type": "subscribe", "subscription_type": kind.value}
+        if machine_ids is not None:
+            message["machine_ids"] = machine_ids
+        reply = await self._request(message)
+        assert isinstance(reply, SubscriptionConfirmed)
+        return reply
+
+    def _register(self, *, outcome: bool = False) -> tuple[str, _Pending]:
+        request_id = f"c{next(self._ids)}"
+        pending = _Pending(asyncio.get_running_loop(), outcome=outcome)
+        self._pending[request_id] = pending
+        return request_id, pending
+
+    async def _request(self, message: dict[str, Any]) -> BaseModel:
+        request_id, pending = self._register()
+        try:
+            await self._send({**message, "request_id": request_id})
+            return await self._await(pending.reply, self.request_timeout)
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if not self._connected.is_set():
+            async with asyncio.timeout(self.request_timeout):
+                await self._connected.wait()
+        assert self._connection is not None
+        try:
+            await self._connection.send(json.dumps(message))
+        except ConnectionClosed:
+            raise ConnectionLost("the link to the gateway dropped") from None
+
+    @staticmethod
+    async def _await(future: asyncio.Future[Any], limit: float | None) -> Any:
+        try:
+            async with asyncio.timeout(limit):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            raise RequestTimeout(f"no reply within {limit} s") from None
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def _read_forever(self) -> None:
+        attempt = 0
+        while True:
+            assert self._connection is not None
+            try:
+                async for frame in self._connection:
+                    self._route(frame)
+            except ConnectionClosed:
+                pass
+            self._connected.clear()
+            self._fail_pending(ConnectionLost("the link to the gateway dropped"))
+            if self._closing or not self.reconnect:
+                self._notify(ConnectionLost("the link to the gateway closed"))
+                return
+            while True:  # reconnect with backoff and jitter
+                attempt += 1
+                delay = min(self.backoff_max, self.backoff_initial * 2 ** min(attempt - 1, 16))
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                try:
+                    await self._open()
+                except (OSError, InvalidStatus, ConnectionClosed, CarouselError) as exc:
+                    log.info("reconnect to %s failed: %s", self.url, exc)
+                    continue
+                break
+            attempt = 0
+            self.reconnects += 1
+            self._resubscriber = asyncio.get_running_loop().create_task(self._resubscribe())
+
+    async def _resubscribe(self) -> None:
+        for kind, machine_ids in list(self._subscriptions):
+            try:
+                await self._subscribe(kind, machine_ids)
+            except CarouselError as exc:
+                log.warning("re-subscribing %s failed: %s", kind.value, exc)
+                return
+
+    def _route(self, frame: str | bytes) -> None:
+        try:
+            message = parse_server_message(frame)
+        except (CarouselError, ValidationError, ValueError) as exc:
+            log.warning("ignored a frame from the gateway: %s", exc)
+            return
+        request_id = getattr(message, "request_id", None)
+        pending = self._pending.get(request_id) if request_id else None
+        if pending is not None:
+            if isinstance(message, MoveCompletedMessage | MoveFailedMessage):
+                if pending.outcome is not None and not pending.outcome.done():
+                    pending.outcome.set_result(message)
+            elif isinstance(message, ErrorMessage):
+                pending.fail(ServerError(message))
+            elif not pending.reply.done():
+                pending.reply.set_result(message)
+        if isinstance(
+            message,
+            StatusBroadcast
+            | CommandResult
+            | MoveCompletedMessage
+            | MoveFailedMessage
+            | MachineEvent,
+        ):
+            self._notify(message)
+
+    def _notify(self, item: Event | CarouselError) -> None:
+        for queue in self._listeners:
+            queue.put_nowait(item)
+
+    def _fail_pending(self, error: Exception) -> None:
+        for pending in list(self._pending.values()):
+            pending.fail(error)

@@ -1,0 +1,493 @@
+"""The journal: every command and machine event in SQLite, plus maintenance counters.
+
+All database work runs on one dedicated thread (SQLite connections belong to the thread
+that opened them), so the event loop never blocks on disk. Machine events are queued and
+written in batches; a command is written and committed *before* its result is sent (the
+machine awaits :meth:`Journal.record_command`), so a client never holds a result that the
+journal lost. If the disk fails, the gateway goes on running the machines: the journal
+reports itself degraded, logs once a minute, and counts what it had to drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from carousel_gateway.fleet.events import (
+    CommandAccepted,
+    CommandRefused,
+    ConnectionChanged,
+    Event,
+    FaultCleared,
+    FaultRaised,
+    MoveCompleted,
+    MoveFailed,
+)
+from carousel_gateway.plc.connection import ConnectionState
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          REAL    NOT NULL,
+    machine_id  TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    boot        TEXT,
+    command_id  INTEGER,
+    client      TEXT,
+    channel     TEXT,
+    command     INTEGER,
+    argument    INTEGER,
+    code        TEXT,
+    skipped     INTEGER,
+    latency_s   REAL,
+    outcome     TEXT,
+    reasons     TEXT,
+    duration_s  REAL,
+    completed_at REAL,
+    data        TEXT
+);
+CREATE INDEX IF NOT EXISTS journal_machine ON journal (machine_id, id);
+CREATE INDEX IF NOT EXISTS journal_at ON journal (at);
+CREATE UNIQUE INDEX IF NOT EXISTS journal_command ON journal (boot, command_id)
+    WHERE command_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS counters (
+    machine_id  TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    value       REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (machine_id, name)
+);
+"""
+
+#: Row kinds a history query can filter on.
+KINDS = (
+    "command",
+    "command_refused",
+    "move_completed",
+    "move_failed",
+    "connected",
+    "disconnected",
+    "error",
+    "fault_raised",
+    "fault_cleared",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    rows: list[dict[str, Any]]
+    next_cursor: int | None  # pass back as ``cursor`` for the next (older) page
+
+
+class Journal:
+    """SQLite journal fed by the EventBus; reads are async and never block the loop."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        retention_days: float = 90.0,
+        queue_limit: int = 100_000,
+        prune_interval_s: float = 3600.0,
+    ) -> None:
+        self.path = Path(path)
+        self.retention_days = retention_days
+        self.queue_limit = queue_limit
+        self.prune_interval_s = prune_interval_s
+        self.boot = uuid.uuid4().hex[:12]  # command ids restart with the process
+        self.dropped = 0
+        self.last_error: str | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._db: sqlite3.Connection | None = None
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
+        self._last_complaint = 0.0
+        self._move_starts: dict[tuple[str, int], int | None] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._run(self._open)
+        loop = asyncio.get_running_loop()
+        self._writer = loop.create_task(self._write_forever(), name="journal-writer")
+        self._pruner = loop.create_task(self._prune_forever(), name="journal-pruner")
+
+    async def stop(self) -> None:
+        """Write what is queued, then close."""
+        for task in (self._pruner,):
+            if task is not None:
+                task.cancel()
+        if self._writer is not None:
+            await self._queue.join()
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        with contextlib.suppress(Exception):
+            await self._run(self._close)
+        self._executor.shutdown(wait=True)
+
+    @property
+    def healthy(self) -> bool:
+        return self.last_error is None
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    # -- writing --------------------------------------------------------------------------
+
+    def on_event(self, event: Event) -> None:
+        """EventBus handler: queue everything worth keeping (commands are written by
+        :meth:`record_command` instead, before their result goes out)."""
+        if isinstance(event, CommandAccepted | CommandRefused):
+            return
+        if not isinstance(
+            event, MoveCompleted | MoveFailed | ConnectionChanged | FaultRaised | FaultCleared
+        ) and not _is_extra_event(event):
+            return
+        if self._queue.qsize() >= self.queue_limit:
+            self._drop(1, "journal queue full")
+            return
+        self._queue.put_nowait(event)
+
+    async def record_command(self, event: CommandAccepted | CommandRefused, **extra: Any) -> None:
+        """Write and commit one command row; returns once it is on disk (or failed)."""
+        try:
+            await self._run(self._insert_command, event, extra)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            self._drop(1, "command row not written")
+        else:
+            self._recovered()
+
+    async def _write_forever(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            while not self._queue.empty() and len(batch) < 500:
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._run(self._insert_events, batch)
+            except sqlite3.Error as exc:
+                self._failed(exc)
+                self._drop(len(batch), "events not written")
+            else:
+                self._recovered()
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _prune_forever(self) -> None:
+        while True:
+            try:
+                removed = await self._run(self._prune)
+                if removed:
+                    log.info(
+                        "journal: pruned %d rows older than %g days", removed, self.retention_days
+                    )
+            except sqlite3.Error as exc:
+                self._failed(exc)
+            await asyncio.sleep(self.prune_interval_s)
+
+    def _failed(self, exc: Exception) -> None:
+        self.last_error = str(exc)
+        now = time.monotonic()
+        if now - self._last_complaint >= 60:
+            self._last_complaint = now
+            log.error(
+                "journal degraded (%s): %d records dropped so far; machines keep running",
+                exc,
+                self.dropped,
+            )
+
+    def _recovered(self) -> None:
+        if self.last_error is not None:
+            log.warning("journal writable again (%d records were dropped)", self.dropped)
+            self.last_error = None
+
+    def _drop(self, count: int, why: str) -> None:
+        self.dropped += count
+        log.debug("journal dropped %d record(s): %s", count, why)
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def history(
+        self,
+        machine_id: str | None = None,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        kinds: Iterable[str] | None = None,
+        limit: int = 100,
+        cursor: int | None = None,
+    ) -> HistoryPage:
+        """Newest first; ``cursor`` continues from a previous page."""
+        limit = max(1, min(limit, 1000))
+        return await self._run(
+            self._query, machine_id, since, until, list(kinds) if kinds else None, limit, cursor
+        )
+
+    async def counters(self, machine_id: str | None = None) -> dict[str, dict[str, float]]:
+        return await self._run(self._read_counters, machine_id)
+
+    # -- the journal thread -----------------------------------------------------------------
+
+    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _open(self) -> None:
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # a committed command survives power loss
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(SCHEMA)
+        self._db = db
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise sqlite3.OperationalError("journal is not open")
+        return self._db
+
+    def _insert_command(
+        self, event: CommandAccepted | CommandRefused, extra: dict[str, Any]
+    ) -> None:
+        db = self._conn()
+        with db:
+            if isinstance(event, CommandAccepted):
+                db.execute(
+                    "INSERT INTO journal (at, machine_id, kind, boot, command_id, client, channel,"
+                    " command, argument, code, skipped, latency_s, outcome, data)"
+                    " VALUES (?, ?, 'command', ?, ?, ?, ?, ?, ?, 'OK', ?, ?, ?, ?)",
+                    (
+                        event.at,
+                        event.machine_id,
+                        self.boot,
+                        event.command_id,
+                        event.origin.client,
+                        event.origin.channel.value,
+                        event.command,
+                        event.argument,
+                        int(event.skipped),
+                        event.latency_s,
+                        "skipped"
+                        if event.skipped
+                        else ("pending" if event.command == 1 else "done"),
+                        json.dumps({"result": event.result, **extra}),
+                    ),
+                )
+            else:
+                db.execute(
+                    "INSERT INTO journal (at, machine_id, kind, boot, command_id, client, channel,"
+                    " command, argument, code, reasons, data)"
+                    " VALUES (?, ?, 'command_refused', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        event.at,
+                        event.machine_id,
+                        self.boot,
+                        event.command_id,
+                        event.origin.client,
+                        event.origin.channel.value,
+                        event.command if isinstance(event.command, int) else None,
+                        event.argument if isinstance(event.argument, int) else None,
+                        event.code,
+                        ",".join(event.reasons),
+                        json.dumps({"message": event.message, **extra}),
+                    ),
+                )
+
+    def _insert_events(self, events: list[Event]) -> None:
+        db = self._conn()
+        with db:
+            for event in events:
+                self._insert_event(db, event)
+
+    def _insert_event(self, db: sqlite3.Connection, event: Event) -> None:
+        def bump(name: str, amount: float = 1) -> None:
+            db.execute(
+                "INSERT INTO counters (machine_id, name, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (machine_id, name) DO UPDATE SET value = value + excluded.value",
+                (event.machine_id, name, amount),
+            )
+
+        def row(kind: str, data: dict[str, Any] | None = None, **columns: Any) -> None:
+            names = ["at", "machine_id", "kind", *columns, "data"]
+            values = [event.at, event.machine_id, kind, *columns.values(), json.dumps(data or {})]
+            db.execute(
+                f"INSERT INTO journal ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                values,
+            )
+
+        match event:
+            case MoveCompleted():
+                row(
+                    "move_completed",
+                    {"position": event.position},
+                    boot=self.boot,
+                    command_id=None,
+                    duration_s=event.duration_s,
+                    client=event.origin.client,
+                )
+                self._complete_command(
+                    db, event.command_id, "arrived", "", event.duration_s, event.at
+                )
+                bump("moves_completed")
+                bump("seconds_in_motion", event.duration_s)
+                travelled = getattr(event, "travelled", None)
+                if travelled:
+                    bump("positions_travelled", travelled)
+            case MoveFailed():
+                reasons = ",".join(event.reasons)
+                row(
+                    "move_failed",
+                    {"target": event.target, "position": event.position},
+                    reasons=reasons,
+                    duration_s=event.duration_s,
+                    client=event.origin.client,
+                )
+                self._complete_command(
+                    db, event.command_id, "failed", reasons, event.duration_s, event.at
+                )
+                bump("moves_failed")
+                bump("seconds_in_motion", event.duration_s)
+                travelled = getattr(event, "travelled", None)
+                if travelled:
+                    bump("positions_travelled", travelled)
+            case ConnectionChanged(state=state, reason=reason):
+                kind = state.value
+                row(kind, {"reason": reason})
+                if state is not ConnectionState.CONNECTED:
+                    bump("disconnections")
+            case FaultRaised(keys=keys):
+                row("fault_raised", {"keys": list(keys)}, reasons=",".join(keys))
+                for key in keys:
+                    bump(f"faults.{key}")
+            case FaultCleared(keys=keys):
+                row("fault_cleared", {"keys": list(keys)}, reasons=",".join(keys))
+            case _:
+                row(_extra_kind(event), _event_data(event))
+
+    def _complete_command(
+        self,
+        db: sqlite3.Connection,
+        command_id: int,
+        outcome: str,
+        reasons: str,
+        duration: float,
+        at: float,
+    ) -> None:
+        db.execute(
+            "UPDATE journal SET outcome = ?, reasons = ?, duration_s = ?, completed_at = ?"
+            " WHERE boot = ? AND command_id = ?",
+            (outcome, reasons or None, duration, at, self.boot, command_id),
+        )
+
+    def _prune(self) -> int:
+        cutoff = time.time() - self.retention_days * 86400
+        db = self._conn()
+        with db:
+            cursor = db.execute("DELETE FROM journal WHERE at < ?", (cutoff,))
+        return cursor.rowcount
+
+    def _query(
+        self,
+        machine_id: str | None,
+        since: float | None,
+        until: float | None,
+        kinds: list[str] | None,
+        limit: int,
+        cursor: int | None,
+    ) -> HistoryPage:
+        clauses, values = [], []
+        for clause, value in (
+            ("machine_id = ?", machine_id),
+            ("at >= ?", since),
+            ("at <= ?", until),
+            ("id < ?", cursor),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                values.append(value)
+        if kinds:
+            clauses.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            values.extend(kinds)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT * FROM journal {where} ORDER BY id DESC LIMIT ?", (*values, limit + 1)
+            )
+            .fetchall()
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        result = [_row_dict(r) for r in rows]
+        return HistoryPage(result, result[-1]["id"] if more and result else None)
+
+    def _read_counters(self, machine_id: str | None) -> dict[str, dict[str, float]]:
+        query = "SELECT machine_id, name, value FROM counters"
+        args: tuple[Any, ...] = ()
+        if machine_id is not None:
+            query += " WHERE machine_id = ?"
+            args = (machine_id,)
+        counters: dict[str, dict[str, float]] = {}
+        for machine, name, value in self._conn().execute(query, args):
+            counters.setdefault(machine, {})[name] = value
+        return counters
+
+
+def _row_dict(row: sqlite3.Row) -> dict[str, Any]:
+    data = {key: row[key] for key in row.keys() if row[key] is not None}  # noqa: SIM118
+    extra = json.loads(data.pop("data", "{}") or "{}")
+    data.pop("boot", None)
+    if "skipped" in data:
+        data["skipped"] = bool(data["skipped"])
+    if "reasons" in data:
+        data["reasons"] = data["reasons"].split(",")
+    return {**data, **{k: v for k, v in extra.items() if k not in data}}
+
+
+def _is_extra_event(event: Event) -> bool:
+    """Events added by later features (telemetry source changes, desync warnings)."""
+    return type(event).__name__ in ("TelemetrySourceChanged", "PositionDesync")
+
+
+def _extra_kind(event: Event) -> str:
+    name = type(event).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def _event_data(event: Event) -> dict[str, Any]:
+    fields = getattr(event, "__dataclass_fields__", {})
+    return {
+        name: getattr(event, name)
+        for name in fields
+        if name not in ("machine_id", "at") and _json_safe(getattr(event, name))
+    }
+
+
+def _json_safe(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True

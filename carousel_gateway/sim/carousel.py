@@ -70,6 +70,7 @@ class CarouselModel:
         self._descending = False
         self._travel: _Travel | None = None
         self._faults: set[Fault] = set()
+        self._position_since = clock()
         self.moves_started = 0
 
     # -- reading -------------------------------------------------------------------------
@@ -78,6 +79,12 @@ class CarouselModel:
     def position_index(self) -> int:
         self._advance()
         return self._index
+
+    @property
+    def position_since(self) -> float:
+        """Clock time at which the chain reached its current bucket (for latency benchmarks)."""
+        self._advance()
+        return self._position_since
 
     @property
     def target_index(self) -> int:
@@ -160,6 +167,7 @@ class CarouselModel:
         self._advance()
         self._travel = None
         self._index = index
+        self._position_since = self._clock()
 
     # -- internals -----------------------------------------------------------------------
 
@@ -173,5 +181,7 @@ class CarouselModel:
             self._index = self._target
             self._travel = None
             self._descending = False  # an idle machine reads 21, whatever its last direction
-        else:
+            self._position_since = travel.started_at + travel.distance * self.seconds_per_position
+        elif steps > 0:
             self._index = (travel.start_index + travel.direction * steps) % self.positions
+            self._position_since = travel.started_at + steps * self.seconds_per_position

@@ -19,6 +19,7 @@ from carousel_gateway.plc.protocol import ProtocolError, ReplyLayout
 Port = Annotated[int, Field(ge=1, le=65535)]
 PortOrAuto = Annotated[int, Field(ge=0, le=65535)]
 Seconds = Annotated[float, Field(gt=0, le=3600)]
+Register = Annotated[int, Field(ge=0, le=65535)]
 
 
 class _Strict(BaseModel):
@@ -53,6 +54,8 @@ class SimulatorConfig(_Strict):
     single_session: bool = True
     release_time_s: Annotated[float, Field(ge=0, le=60)] = 0.0
     start_position: Annotated[int, Field(ge=0)] | None = None
+    #: Delay before each Modbus answer (the field PLC takes about 50 ms per read).
+    modbus_reply_delay_s: Annotated[float, Field(ge=0, le=60)] = 0.0
 
 
 class MachineConfig(_Strict):
@@ -77,6 +80,19 @@ class MachineConfig(_Strict):
     breaker_cooldown_s: Seconds = 5.0
     allowed_commands: tuple[Annotated[int, Field(ge=0, le=255)], ...] = (0, 1)
     simulator: SimulatorConfig | None = None
+    # -- telemetry: where status and position come from (commands always use `port`) --
+    telemetry: Literal["port3200", "modbus"] = "port3200"
+    modbus_port: PortOrAuto = 502
+    modbus_unit: Annotated[int, Field(ge=0, le=255)] = 1
+    modbus_poll_active_s: Seconds = 0.1
+    modbus_poll_idle_s: Seconds = 0.5
+    #: Time allowed for one complete Modbus reading (every register block).
+    modbus_timeout_s: Seconds = 0.5
+    #: How long Modbus may go without a good reading before port-3200 polling takes over.
+    modbus_fallback_s: Seconds = 1.0
+    position_register: Register = 0  # D0
+    target_register: Register = 2  # D2
+    status_register: Register = 1000  # D1000
 
     @property
     def embedded_simulator(self) -> bool:
@@ -91,6 +107,13 @@ class MachineConfig(_Strict):
     def _check(self) -> MachineConfig:
         if self.port == 0 and not self.embedded_simulator:
             raise ValueError("port 0 (pick a free port) is only valid for an embedded simulator")
+        if self.telemetry == "modbus" and self.modbus_port == 0 and not self.embedded_simulator:
+            raise ValueError(
+                "modbus_port 0 (pick a free port) is only valid for an embedded simulator"
+            )
+        registers = (self.position_register, self.target_register, self.status_register)
+        if len(set(registers)) != len(registers):
+            raise ValueError("position_register, target_register and status_register must differ")
         if self.simulator is not None and self.kind != "simulator":
             raise ValueError("a [simulator] table needs kind = 'simulator'")
         if self.simulator is not None and self.simulator.start_position is not None:
@@ -162,7 +185,11 @@ class ConfigError(Exception):
 
 
 def default_config() -> GatewayConfig:
-    """Two simulated carousels the gateway starts itself on free loopback ports."""
+    """Two simulated carousels the gateway starts itself on free loopback ports.
+
+    ``machine_2`` reads its telemetry over Modbus TCP, so both telemetry paths run in every
+    ``make run``.
+    """
     simulator = {"embedded": True, "seconds_per_position": 1.0, "release_time_s": 0.0}
     return GatewayConfig.model_validate(
         {
@@ -184,6 +211,8 @@ def default_config() -> GatewayConfig:
                     "kind": "simulator",
                     "description": "Embedded simulator",
                     "simulator": simulator,
+                    "telemetry": "modbus",
+                    "modbus_port": 0,
                 },
             ]
         }

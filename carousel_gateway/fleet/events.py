@@ -156,3 +156,36 @@ class EventBus:
                 handler(event)
             except Exception:
                 log.exception("event handler %r failed on %r", handler, event)
+
+
+class TelemetrySource(StrEnum):
+    """Where a machine's status and position readings come from."""
+
+    PORT3200 = "port3200"  # STATUS requests on the command link
+    MODBUS = "modbus"  # holding registers over Modbus TCP
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySourceChanged(Event):
+    """A Modbus machine fell back to port-3200 polling, or returned to Modbus."""
+
+    source: TelemetrySource
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PositionDesync(Event):
+    """Warning: the machine is idle but its latched target (D2) is not where it stands (D0).
+
+    Published once per occurrence; the gateway reports it and never acts on it.
+    """
+
+    position: int  # API numbering
+    target: int  # API numbering
+
+
+@dataclass(frozen=True, slots=True)
+class PositionDesyncCleared(Event):
+    """The latched target and the position agree again (or a new move overwrote D2)."""
+
+    position: int | None

@@ -12,7 +12,8 @@ from carousel_gateway.fleet.machine import Machine
 
 
 class Fleet:
-    """Owns the machines; ``ports`` overrides configured ports (embedded simulators)."""
+    """Owns the machines; ``ports`` and ``modbus_ports`` override configured ports (embedded
+    simulators bound to free ports)."""
 
     def __init__(
         self,
@@ -20,11 +21,19 @@ class Fleet:
         bus: EventBus | None = None,
         *,
         ports: Mapping[str, int] | None = None,
+        modbus_ports: Mapping[str, int] | None = None,
     ) -> None:
         self.bus = bus or EventBus()
         ports = ports or {}
+        modbus_ports = modbus_ports or {}
         self._machines: dict[str, Machine] = {
-            config.id: Machine(config, self.bus, port=ports.get(config.id)) for config in configs
+            config.id: Machine(
+                config,
+                self.bus,
+                port=ports.get(config.id),
+                modbus_port=modbus_ports.get(config.id),
+            )
+            for config in configs
         }
 
     def __iter__(self) -> Iterator[Machine]:

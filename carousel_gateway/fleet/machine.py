@@ -4,6 +4,13 @@ The poll loop keeps an immutable :class:`Snapshot` fresh (faster while a move is
 and publishes events only on change. Commands run one at a time: validation, interlocks on
 a fresh reading, the MOVE itself, then a :class:`MoveTracker` until arrival or failure.
 Clients never wait on polling: they read the snapshot.
+
+Telemetry (where readings come from) is port-3200 STATUS polling by default. A machine
+configured with ``telemetry = "modbus"`` reads D0/D2/D1000 over Modbus TCP instead (~50 ms
+against 0.2–0.8 s) and uses port 3200 for commands only; when Modbus gives no good reading
+for ``modbus_fallback_s`` it polls port 3200 until Modbus answers again, and says so with
+:class:`TelemetrySourceChanged`. Modbus also shows the latched target (D2): an idle machine
+whose target is not where it stands is reported (:class:`PositionDesync`), never acted on.
 """
 
 from __future__ import annotations
@@ -27,8 +34,12 @@ from carousel_gateway.fleet.events import (
     MoveCompleted,
     MoveFailed,
     Origin,
+    PositionDesync,
+    PositionDesyncCleared,
     Snapshot,
     StatusChanged,
+    TelemetrySource,
+    TelemetrySourceChanged,
 )
 from carousel_gateway.fleet.lifecycle import Arrived, MoveTracker, Verdict, stopping_conditions
 from carousel_gateway.plc.connection import (
@@ -37,6 +48,12 @@ from carousel_gateway.plc.connection import (
     PlcConnection,
     PlcError,
     PlcTimeout,
+)
+from carousel_gateway.plc.modbus import (
+    ModbusSettings,
+    ModbusTelemetry,
+    RegisterMap,
+    TelemetryReading,
 )
 from carousel_gateway.plc.protocol import Command, Reply
 from carousel_gateway.plc.resilience import Backoff
@@ -47,6 +64,10 @@ log = logging.getLogger(__name__)
 RESULT_OK = "Comando ejecutado correctamente"
 RESULT_SKIPPED = "Ya en la posición solicitada: no se envió el movimiento"
 RESULT_STATUS = "Estado leído correctamente"
+
+#: Consecutive idle readings with D2 != D0 before a desync is reported: one reading could
+#: catch a move started by someone else between the PLC's writes of D2 and RUN.
+DESYNC_CONFIRM_READINGS = 2
 
 _command_ids = itertools.count(1)
 
@@ -81,10 +102,35 @@ def connection_settings(config: MachineConfig, port: int | None = None) -> Conne
     )
 
 
-class Machine:
-    """A carousel: its PLC link, its latest snapshot, its command path."""
+def modbus_settings(config: MachineConfig, port: int | None = None) -> ModbusSettings:
+    return ModbusSettings(
+        host=config.host,
+        port=config.modbus_port if port is None else port,
+        unit=config.modbus_unit,
+        registers=RegisterMap(
+            position=config.position_register,
+            target=config.target_register,
+            status=config.status_register,
+        ),
+        connect_timeout_s=config.connect_timeout_s,
+        request_timeout_s=config.modbus_timeout_s,
+        backoff=Backoff(config.backoff_initial_s, config.backoff_max_s),
+        breaker_threshold=config.breaker_threshold,
+        breaker_cooldown_s=config.breaker_cooldown_s,
+    )
 
-    def __init__(self, config: MachineConfig, bus: EventBus, *, port: int | None = None) -> None:
+
+class Machine:
+    """A carousel: its PLC link(s), its latest snapshot, its command path."""
+
+    def __init__(
+        self,
+        config: MachineConfig,
+        bus: EventBus,
+        *,
+        port: int | None = None,
+        modbus_port: int | None = None,
+    ) -> None:
         self.config = config
         self.id = config.id
         self.bus = bus
@@ -96,6 +142,23 @@ class Machine:
         self.snapshot = Snapshot(machine_id=config.id)
         self.last_outcome: MoveCompleted | MoveFailed | None = None
         self.bad_replies = 0
+        # Telemetry diagnostics: the Modbus reader (None on port-3200 machines; its
+        # last_reading holds the raw registers), the source in use, the fallbacks so far,
+        # and the position desync being reported (None when there is none).
+        self.modbus: ModbusTelemetry | None = None
+        if config.telemetry == "modbus":
+            self.modbus = ModbusTelemetry(
+                modbus_settings(config, modbus_port),
+                name=f"{config.id}/modbus",
+                on_state_change=self._on_modbus_state,
+            )
+        self.telemetry_source = (
+            TelemetrySource.MODBUS if self.modbus is not None else TelemetrySource.PORT3200
+        )
+        self.telemetry_fallbacks = 0
+        self.position_desync: PositionDesync | None = None
+        self._desync_readings = 0
+        self._modbus_ok_at = 0.0  # loop time of the last good Modbus reading (or the start)
         self._command_in_flight = False
         self._move: _ActiveMove | None = None
         self._wake = asyncio.Event()
@@ -105,10 +168,13 @@ class Machine:
 
     def start(self) -> None:
         self.connection.start()
+        if self.modbus is not None:
+            self.modbus.start()
         if self._poller is None:
-            self._poller = asyncio.get_running_loop().create_task(
-                self._poll_loop(), name=f"poll-{self.id}"
-            )
+            loop = asyncio.get_running_loop()
+            self._modbus_ok_at = loop.time()
+            poll = self._poll_loop() if self.modbus is None else self._modbus_poll_loop()
+            self._poller = loop.create_task(poll, name=f"poll-{self.id}")
 
     async def stop(self) -> None:
         if self._poller is not None:
@@ -117,6 +183,8 @@ class Machine:
                 await self._poller
             self._poller = None
         await self.connection.close()
+        if self.modbus is not None:
+            await self.modbus.close()
 
     # -- numbering ------------------------------------------------------------------------
 
@@ -239,8 +307,7 @@ class Machine:
         self, command_id: int, position: int, origin: Origin
     ) -> ExecutedCommand:
         # Interlocks are judged on a fresh reading, never on a possibly stale snapshot.
-        reply = await self._request(lambda: self.connection.status())
-        self._apply_reply(reply)
+        await self._fresh_reading()
         self.check_interlocks()
         if self.snapshot.position == position:
             accepted = self._accepted(command_id, Command.MOVE, position, origin, 0.0, skipped=True)
@@ -264,7 +331,8 @@ class Machine:
         )
         accepted = self._accepted(command_id, Command.MOVE, position, origin, latency)
         outcome = self._move.future
-        self._apply_reply(reply)  # the MOVE's own reply is a reading too
+        self._clear_desync()  # the MOVE has overwritten the latched target
+        self._apply_command_reply(reply)  # the MOVE's own reply is a reading too
         return ExecutedCommand(accepted, outcome)
 
     async def _execute_other(
@@ -278,7 +346,7 @@ class Machine:
             reply = await self._request(lambda: self.connection.raw(command, argument))
             result = RESULT_OK
         latency = time.perf_counter() - started
-        self._apply_reply(reply)
+        self._apply_command_reply(reply)
         return ExecutedCommand(
             self._accepted(command_id, command, argument, origin, latency, result)
         )
@@ -346,8 +414,11 @@ class Machine:
                 async with asyncio.timeout(interval):
                     await self._wake.wait()
 
-    def _apply_reply(self, reply: Reply) -> None:
-        """Take one reading into the snapshot; publish what changed; advance a move."""
+    def _apply_reply(self, reply: Reply) -> bool:
+        """Take one reading into the snapshot; publish what changed; advance a move.
+
+        Returns False when the reading was ignored (a position outside the machine).
+        """
         if not 0 <= reply.position_index < self.config.positions:
             self.bad_replies += 1
             log.warning(
@@ -356,7 +427,7 @@ class Machine:
                 reply.position_index,
                 self.config.positions - 1,
             )
-            return
+            return False
         now = time.time()
         previous = self.snapshot
         current = replace(
@@ -374,6 +445,7 @@ class Machine:
             )
             if verdict is not None:
                 self._finish_move(verdict)
+        return True
 
     def _publish_snapshot(self, previous: Snapshot, current: Snapshot) -> None:
         if current.same_state(previous):
@@ -438,8 +510,166 @@ class Machine:
         previous = self.snapshot
         self._publish_snapshot(previous, replace(previous, connection=state))
         self.bus.publish(ConnectionChanged(self.id, time.time(), state=state, reason=reason))
-        if state is not ConnectionState.CONNECTED and self._move is not None:
-            verdict = self._move.tracker.connection_lost()
-            if verdict is not None:
-                self._finish_move(verdict)
+        self._check_telemetry_lost()
+        self._wake.set()
+
+    def _check_telemetry_lost(self) -> None:
+        """A move fails as ``connection_lost`` once no link can observe it any more.
+
+        On a port-3200 machine that is the loss of its one link. On a Modbus machine a
+        dropped command link alone does not end the move: Modbus still sees it arrive.
+        """
+        if self._move is None or self.connection.state is ConnectionState.CONNECTED:
+            return
+        if self.modbus is not None and self.modbus.state is ConnectionState.CONNECTED:
+            return
+        verdict = self._move.tracker.connection_lost()
+        if verdict is not None:
+            self._finish_move(verdict)
+
+    # -- Modbus telemetry -----------------------------------------------------------------
+
+    async def _modbus_poll_loop(self) -> None:
+        """Modbus readings; port-3200 STATUS polling only while Modbus is failing."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await self._telemetry_turn(started)
+            self._check_deadline(loop.time())
+            interval = self._next_reading_in(loop.time(), started)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
+
+    async def _telemetry_turn(self, now: float) -> None:
+        """One reading from the best source that answers."""
+        assert self.modbus is not None
+        if self.modbus.state is ConnectionState.CONNECTED and await self._read_modbus():
+            return
+        if self.connection.state is not ConnectionState.CONNECTED:
+            return
+        if self.telemetry_source is TelemetrySource.MODBUS:
+            if now - self._modbus_ok_at < self.config.modbus_fallback_s:
+                return  # a short Modbus hiccup: its link is being re-established
+            reason = self.modbus.last_error or "no reading"
+            self._set_telemetry_source(TelemetrySource.PORT3200, f"Modbus failing: {reason}")
+        try:
+            reply = await self.connection.status()
+        except PlcError:
+            return  # the connection callback reports it
+        self._apply_reply(reply)
+
+    def _next_reading_in(self, now: float, started: float) -> float | None:
+        """Seconds to the next reading; None while no link is up (a state change wakes us).
+
+        Modbus readings start every ``modbus_poll_*_s`` (the reading's own ~2 x 50 ms is
+        not added to the period); port-3200 polls wait their interval after each reply, as
+        on a port-3200 machine, so a slow PLC is never asked back to back.
+        """
+        assert self.modbus is not None
+        modbus_up = self.modbus.state is ConnectionState.CONNECTED
+        plc_up = self.connection.state is ConnectionState.CONNECTED
+        if not modbus_up and not plc_up:
+            return None
+        if self.telemetry_source is TelemetrySource.PORT3200:
+            return self.config.poll_active_s if self.busy else self.config.poll_idle_s
+        period = self.config.modbus_poll_active_s if self.busy else self.config.modbus_poll_idle_s
+        interval = max(0.0, started + period - now)
+        fallback_in = self._modbus_ok_at + self.config.modbus_fallback_s - now
+        if plc_up and fallback_in > 0:
+            interval = min(interval, fallback_in)  # fall back on time, not a poll later
+        return interval
+
+    async def _read_modbus(self) -> bool:
+        """One Modbus reading into the snapshot; False when there was no good reading."""
+        assert self.modbus is not None
+        try:
+            reading = await self.modbus.read()
+        except PlcError as exc:
+            log.debug("%s: Modbus reading failed: %s", self.id, exc)
+            return False
+        return self._take_modbus_reading(reading)
+
+    def _take_modbus_reading(self, reading: TelemetryReading) -> bool:
+        if not self._apply_reply(reading.reply):
+            return False  # a position outside the machine: the register map is suspect
+        self._modbus_ok_at = asyncio.get_running_loop().time()
+        if self.telemetry_source is not TelemetrySource.MODBUS:
+            self._set_telemetry_source(TelemetrySource.MODBUS, "Modbus readings are back")
+        self._check_desync(reading)
+        return True
+
+    async def _fresh_reading(self) -> None:
+        """A reading taken now for the interlocks.
+
+        With Modbus as the live source it is a Modbus read: the same PLC memory as a STATUS,
+        in ~50 ms instead of 0.2–0.8 s, and it leaves the single-session command link free
+        for the MOVE. Otherwise, or if that read fails, a port-3200 STATUS.
+        """
+        if (
+            self.modbus is not None
+            and self.telemetry_source is TelemetrySource.MODBUS
+            and self.modbus.state is ConnectionState.CONNECTED
+            and await self._read_modbus()
+        ):
+            return
+        reply = await self._request(lambda: self.connection.status())
+        self._apply_reply(reply)
+
+    def _apply_command_reply(self, reply: Reply) -> None:
+        """A command's reply is a reading too, unless Modbus is the live source: the reply
+        then left the PLC up to 0.8 s ago and can be older than the last Modbus reading."""
+        if self.telemetry_source is TelemetrySource.PORT3200:
+            self._apply_reply(reply)
+
+    def _set_telemetry_source(self, source: TelemetrySource, reason: str) -> None:
+        if source is self.telemetry_source:
+            return
+        self.telemetry_source = source
+        if source is TelemetrySource.PORT3200:
+            self.telemetry_fallbacks += 1
+            log.warning("%s: telemetry falls back to port 3200 (%s)", self.id, reason)
+        else:
+            log.info("%s: telemetry back on Modbus (%s)", self.id, reason)
+        self._desync_readings = 0
+        self.bus.publish(TelemetrySourceChanged(self.id, time.time(), source=source, reason=reason))
+
+    def _check_desync(self, reading: TelemetryReading) -> None:
+        """Report, once per occurrence, an idle machine whose latched target is elsewhere."""
+        if self.busy:
+            # Our own move: D2 leads D0 until arrival, and the MOVE cleared any report.
+            self._desync_readings = 0
+            return
+        if not reading.desync:
+            self._desync_readings = 0
+            self._clear_desync()
+            return
+        self._desync_readings += 1
+        if self.position_desync is None and self._desync_readings >= DESYNC_CONFIRM_READINGS:
+            event = PositionDesync(
+                self.id,
+                time.time(),
+                position=self.to_api_position(reading.position_index),
+                target=self.to_api_position(reading.target_index),
+            )
+            self.position_desync = event
+            log.warning(
+                "%s: position desync: idle at %d but the latched target is %d (not acted on)",
+                self.id,
+                event.position,
+                event.target,
+            )
+            self.bus.publish(event)
+
+    def _clear_desync(self) -> None:
+        if self.position_desync is None:
+            return
+        self.position_desync = None
+        self.bus.publish(
+            PositionDesyncCleared(self.id, time.time(), position=self.snapshot.position)
+        )
+
+    def _on_modbus_state(self, state: ConnectionState, reason: str | None) -> None:
+        self._check_telemetry_lost()
         self._wake.set()

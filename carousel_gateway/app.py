@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 
+from carousel_gateway.api.rest import HttpServer, create_app
 from carousel_gateway.api.ws import WebSocketApi
 from carousel_gateway.config import GatewayConfig, MachineConfig
 from carousel_gateway.fleet.events import (
@@ -21,6 +22,7 @@ from carousel_gateway.fleet.events import (
 )
 from carousel_gateway.fleet.fleet import Fleet
 from carousel_gateway.sim.carousel import CarouselModel
+from carousel_gateway.sim.modbus_server import ModbusSimulatorServer, ModbusSimulatorSettings
 from carousel_gateway.sim.server import SimulatorServer, SimulatorSettings
 
 log = logging.getLogger("carousel_gateway")
@@ -41,14 +43,28 @@ def build_simulator(config: MachineConfig) -> SimulatorServer:
     return SimulatorServer(model, host=config.host, port=config.port, settings=settings)
 
 
+def build_modbus_simulator(config: MachineConfig, model: CarouselModel) -> ModbusSimulatorServer:
+    """The Modbus TCP side of an embedded simulator: the same model, on ``modbus_port``."""
+    sim = config.simulator
+    assert sim is not None
+    settings = ModbusSimulatorSettings(
+        reply_delay_s=sim.modbus_reply_delay_s, unit=config.modbus_unit
+    )
+    return ModbusSimulatorServer(
+        model, host=config.host, port=config.modbus_port, settings=settings
+    )
+
+
 class Gateway:
     """The whole service in one event loop."""
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.simulators: dict[str, SimulatorServer] = {}
+        self.modbus_simulators: dict[str, ModbusSimulatorServer] = {}
         self.fleet: Fleet | None = None
         self.websocket: WebSocketApi | None = None
+        self.http: HttpServer | None = None
         self._stop = asyncio.Event()
         self._unsubscribe_log = None
 
@@ -59,21 +75,45 @@ class Gateway:
                 await server.start()
                 self.simulators[machine.id] = server
                 log.info("embedded simulator for %s on %s:%d", machine.id, server.host, server.port)
+                if machine.telemetry == "modbus":
+                    modbus = build_modbus_simulator(machine, server.model)
+                    await modbus.start()
+                    self.modbus_simulators[machine.id] = modbus
+                    log.info("  ... and Modbus TCP on %s:%d", modbus.host, modbus.port)
         ports = {machine_id: server.port for machine_id, server in self.simulators.items()}
-        self.fleet = Fleet(self.config.machines, ports=ports)
+        modbus_ports = {machine_id: sim.port for machine_id, sim in self.modbus_simulators.items()}
+        self.fleet = Fleet(self.config.machines, ports=ports, modbus_ports=modbus_ports)
         self._unsubscribe_log = self.fleet.bus.subscribe(log_event)
         self.fleet.start()
         log.info("fleet started: %s", ", ".join(self.fleet.ids))
         self.websocket = WebSocketApi(self.config, self.fleet)
         await self.websocket.start()
+        app = create_app(
+            self.fleet,
+            simulators=self.simulators,
+            authenticator=self.websocket.authenticator,
+            websocket=self.websocket,
+        )
+        self.http = HttpServer(app, self.config.http.host, self.config.http.port)
+        await self.http.start()
+
+    @property
+    def http_port(self) -> int:
+        """The REST API's bound port (the real one when configured as 0)."""
+        assert self.http is not None, "the gateway is not started"
+        return self.http.port
 
     async def stop(self) -> None:
-        if self.websocket is not None:
-            await self.websocket.stop()
+        # The HTTP server is told to stop first; both API servers then close together,
+        # and before the fleet, so no request reaches a stopped machine.
+        servers = [api for api in (self.http, self.websocket) if api is not None]
+        await asyncio.gather(*(api.stop() for api in servers))
         if self.fleet is not None:
             await self.fleet.stop()
         for server in self.simulators.values():
             await server.stop()
+        for modbus in self.modbus_simulators.values():
+            await modbus.stop()
         log.info("gateway stopped")
 
     def request_stop(self) -> None:

@@ -14,8 +14,9 @@ import contextlib
 import http
 import itertools
 import logging
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
@@ -114,6 +115,8 @@ class WebSocketApi:
         self.subscriptions: SubscriptionIndex[Session] = SubscriptionIndex()
         self.sent_by_type: Counter[str] = Counter()
         self.slow_clients_dropped = 0
+        #: Called with the seconds from a state change to its broadcast written (metrics).
+        self.broadcast_delay_observer: Callable[[float], None] | None = None
         self._session_ids = itertools.count(1)
         self._identities: dict[ServerConnection, Identity] = {}
         self._server: Server | None = None
@@ -360,6 +363,9 @@ class WebSocketApi:
                         status={event.machine_id: machine_state(snapshot)},
                     )
                     self._broadcast(sessions, "status_broadcast", message.encode())
+                    observe = self.broadcast_delay_observer
+                    if observe is not None and snapshot.changed_monotonic is not None:
+                        observe(time.monotonic() - snapshot.changed_monotonic)
             case CommandAccepted():
                 self._to_requester_and_subscribers(event, event.origin, _command_result)
             case MoveCompleted() | MoveFailed():

@@ -1,0 +1,40 @@
+"""The one place an :class:`ErrorCode` becomes an HTTP status code.
+
+The WebSocket API reports the same codes in ``error`` messages; REST clients also get them
+in the envelope's ``code``, so the HTTP status is only a coarse hint for generic tooling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from http import HTTPStatus
+from types import MappingProxyType
+from typing import Final
+
+from carousel_gateway.errors import ErrorCode
+
+STATUS_BY_CODE: Final[Mapping[ErrorCode, int]] = MappingProxyType(
+    {
+        ErrorCode.INVALID_MESSAGE_FORMAT: HTTPStatus.BAD_REQUEST,
+        ErrorCode.INVALID_COMMAND: HTTPStatus.BAD_REQUEST,
+        ErrorCode.UNAUTHORIZED: HTTPStatus.UNAUTHORIZED,
+        ErrorCode.FORBIDDEN: HTTPStatus.FORBIDDEN,
+        ErrorCode.MACHINE_NOT_FOUND: HTTPStatus.NOT_FOUND,
+        ErrorCode.BUSY: HTTPStatus.CONFLICT,
+        ErrorCode.MACHINE_NOT_READY: HTTPStatus.CONFLICT,
+        ErrorCode.RATE_LIMITED: HTTPStatus.TOO_MANY_REQUESTS,
+        ErrorCode.INTERNAL_ERROR: HTTPStatus.INTERNAL_SERVER_ERROR,
+        # The PLC, not the gateway, is unavailable or slow: the gateway's own "upstream" codes.
+        ErrorCode.CONNECTION_ERROR: HTTPStatus.SERVICE_UNAVAILABLE,
+        ErrorCode.PLC_TIMEOUT: HTTPStatus.GATEWAY_TIMEOUT,
+    }
+)
+
+#: A request body over the size limit. The table has no code of its own for it, so the
+#: envelope says ``INVALID_MESSAGE_FORMAT`` while the status says what HTTP clients expect.
+PAYLOAD_TOO_LARGE: Final[int] = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+def http_status(code: ErrorCode) -> int:
+    """The HTTP status for an error code (500 for a code this table does not know yet)."""
+    return int(STATUS_BY_CODE.get(code, HTTPStatus.INTERNAL_SERVER_ERROR))

@@ -1,0 +1,236 @@
+"""Prometheus metrics of one gateway, on a registry of its own.
+
+A dedicated :class:`CollectorRegistry` (never the process-global one) lets several gateways
+live in one process, as they do in the tests. Counters of things that happen (commands,
+moves, faults) follow the EventBus; what is a state (connected, position, fault bits,
+sessions) is read from the fleet and the WebSocket API at scrape time, so it is never stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from carousel_gateway.api.messages import main_reason
+from carousel_gateway.fleet.events import (
+    CommandAccepted,
+    CommandRefused,
+    Event,
+    FaultRaised,
+    MoveCompleted,
+    MoveFailed,
+)
+from carousel_gateway.fleet.fleet import Fleet
+from carousel_gateway.plc.connection import ConnectionState
+from carousel_gateway.plc.status import FLAGS
+
+if TYPE_CHECKING:
+    from carousel_gateway.api.ws import WebSocketApi
+
+#: PLC replies take 0.2–0.8 s in the field and a few ms from a simulator.
+PLC_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.5, 5.0)
+#: From a machine's state change to its status_broadcast written to the sockets.
+BROADCAST_DELAY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+_FAULT_FLAGS = tuple(spec for spec in FLAGS if spec.is_fault)
+
+
+class GatewayMetrics:
+    """Every metric of one gateway; ``render()`` is what ``GET /metrics`` returns."""
+
+    def __init__(self, fleet: Fleet, websocket: WebSocketApi | None = None) -> None:
+        self.fleet = fleet
+        self.websocket = websocket
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.commands = Counter(
+            "carousel_commands",
+            "Commands by machine and result code (OK, SKIPPED, or the error code)",
+            ["machine", "code"],
+            registry=registry,
+        )
+        self.moves_completed = Counter(
+            "carousel_moves_completed",
+            "Moves that arrived at their target",
+            ["machine"],
+            registry=registry,
+        )
+        self.moves_failed = Counter(
+            "carousel_moves_failed",
+            "Moves that did not arrive, by main reason (a fault key, timeout, connection_lost...)",
+            ["machine", "reason"],
+            registry=registry,
+        )
+        self.faults_raised = Counter(
+            "carousel_faults_raised",
+            "Stopping conditions raised (fault, e-stop, manual mode, not ready), by status key",
+            ["machine", "key"],
+            registry=registry,
+        )
+        self.plc_latency = Histogram(
+            "carousel_plc_request_duration_seconds",
+            "Time from a request to the PLC (poll or command) to its reply",
+            ["machine"],
+            buckets=PLC_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.broadcast_delay = Histogram(
+            "carousel_ws_broadcast_delay_seconds",
+            "Delay from a machine's state change to its status_broadcast being written",
+            buckets=BROADCAST_DELAY_BUCKETS,
+            registry=registry,
+        )
+        for machine in fleet:
+            # Zero-valued series exist from the start, so rate() works on the first move.
+            self.moves_completed.labels(machine.id)
+            self.plc_latency.labels(machine.id)
+        registry.register(_LiveCollector(fleet, websocket))
+        # The last latency sample taken from each connection's recent-samples deque.
+        self._last_sample: dict[str, float] = {}
+        self._unsubscribe = fleet.bus.subscribe(self._on_event)
+        if websocket is not None:
+            websocket.broadcast_delay_observer = self.broadcast_delay.observe
+
+    def close(self) -> None:
+        """Stop following the fleet and the WebSocket API."""
+        self._unsubscribe()
+        if self.websocket is not None:
+            self.websocket.broadcast_delay_observer = None
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric, fresh."""
+        self._take_latency_samples()
+        return generate_latest(self.registry)
+
+    def _on_event(self, event: Event) -> None:
+        match event:
+            case CommandAccepted(skipped=skipped):
+                self.commands.labels(event.machine_id, "SKIPPED" if skipped else "OK").inc()
+            case CommandRefused(code=code):
+                self.commands.labels(event.machine_id, code).inc()
+            case MoveCompleted():
+                self.moves_completed.labels(event.machine_id).inc()
+            case MoveFailed(reasons=reasons):
+                self.moves_failed.labels(event.machine_id, main_reason(reasons)).inc()
+            case FaultRaised(keys=keys):
+                for key in keys:
+                    self.faults_raised.labels(event.machine_id, key).inc()
+
+    def _take_latency_samples(self) -> None:
+        """Move the samples each PLC link recorded since the last scrape into the histogram.
+
+        ``PlcConnection.latencies_s`` is a bounded deque of recent samples with no running
+        count, so the newest sample already taken is remembered by identity: every reply
+        appends a new float object and the reference kept here stops it from being reused.
+        Samples pushed out of the deque between two scrapes (over 1024) are not counted.
+        """
+        for machine in self.fleet:
+            samples = machine.connection.latencies_s
+            if not samples:
+                continue
+            last = self._last_sample.get(machine.id)
+            fresh: list[float] = []
+            for value in reversed(samples):
+                if value is last:
+                    break
+                fresh.append(value)
+            histogram = self.plc_latency.labels(machine.id)
+            for value in reversed(fresh):
+                histogram.observe(value)
+            self._last_sample[machine.id] = samples[-1]
+
+
+class _LiveCollector(Collector):
+    """States read from the fleet and the WebSocket API when Prometheus scrapes."""
+
+    def __init__(self, fleet: Fleet, websocket: WebSocketApi | None) -> None:
+        self._fleet = fleet
+        self._websocket = websocket
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._machines()
+        if self._websocket is not None:
+            yield from self._sessions(self._websocket)
+
+    def _machines(self) -> Iterator[Metric]:
+        labels = ["machine"]
+        connected = GaugeMetricFamily(
+            "carousel_machine_connected", "1 while the link to the PLC is up", labels=labels
+        )
+        state = GaugeMetricFamily(
+            "carousel_machine_connection_state",
+            "The PLC link's state (1 for the current one)",
+            labels=["machine", "state"],
+        )
+        position = GaugeMetricFamily(
+            "carousel_machine_position",
+            "Bucket at the picking window, in the API's numbering (absent until first read)",
+            labels=labels,
+        )
+        status_byte = GaugeMetricFamily(
+            "carousel_machine_status_byte", "The PLC's raw status byte", labels=labels
+        )
+        ready = GaugeMetricFamily("carousel_machine_ready", "READY bit", labels=labels)
+        remote = GaugeMetricFamily(
+            "carousel_machine_remote", "1 in remote mode, 0 in manual mode", labels=labels
+        )
+        moving = GaugeMetricFamily("carousel_machine_moving", "RUN bit", labels=labels)
+        fault = GaugeMetricFamily(
+            "carousel_machine_fault_active",
+            "1 while a fault is active (ALARMA, PARADA_EMERGENCIA pressed, VFD, "
+            "ERROR_POSICIONAMIENTO)",
+            labels=["machine", "key"],
+        )
+        busy = GaugeMetricFamily(
+            "carousel_machine_busy", "1 while a command or a move is in progress", labels=labels
+        )
+        reconnects = CounterMetricFamily(
+            "carousel_plc_reconnects", "Times the PLC link was re-established", labels=labels
+        )
+        bad_replies = CounterMetricFamily(
+            "carousel_plc_bad_replies",
+            "PLC replies ignored (position outside the machine's range)",
+            labels=labels,
+        )
+        for machine in self._fleet:
+            snapshot = machine.snapshot
+            key = [machine.id]
+            connected.add_metric(key, float(snapshot.connection is ConnectionState.CONNECTED))
+            for value in ConnectionState:
+                state.add_metric([machine.id, value.value], float(snapshot.connection is value))
+            if snapshot.position is not None:
+                position.add_metric(key, snapshot.position)
+            status = snapshot.status
+            if status is not None:
+                status_byte.add_metric(key, status.raw)
+                ready.add_metric(key, float(status.ready))
+                remote.add_metric(key, float(status.remote))
+                moving.add_metric(key, float(status.running))
+                active = set(status.faults())
+                for spec in _FAULT_FLAGS:
+                    fault.add_metric([machine.id, spec.key.value], float(spec.key in active))
+            busy.add_metric(key, float(machine.busy))
+            reconnects.add_metric(key, machine.connection.reconnects)
+            bad_replies.add_metric(key, machine.bad_replies)
+        yield from (connected, state, position, status_byte, ready, remote, moving, fault, busy)
+        yield from (reconnects, bad_replies)
+
+    @staticmethod
+    def _sessions(websocket: WebSocketApi) -> Iterator[Metric]:
+        sessions = GaugeMetricFamily("carousel_ws_sessions", "Open WebSocket sessions")
+        sessions.add_metric([], len(websocket.sessions))
+        sent = CounterMetricFamily(
+            "carousel_ws_messages_sent", "WebSocket messages written, by type", labels=["type"]
+        )
+        for kind, count in sorted(websocket.sent_by_type.items()):
+            sent.add_metric([kind], count)
+        dropped = CounterMetricFamily(
+            "carousel_ws_slow_clients_dropped",
+            "WebSocket sessions cut off because they stopped reading",
+        )
+        dropped.add_metric([], websocket.slow_clients_dropped)
+        yield from (sessions, sent, dropped)

@@ -1,0 +1,1167 @@
+"""The REST API v1 (FastAPI), served by uvicorn inside the gateway's own event loop.
+
+WMS integrations use it for one-off operations. It shares everything with the WebSocket
+API: the machines' snapshots (no endpoint waits on a PLC to report state), the command path
+(``Machine.execute``, one command at a time per machine), the tokens and roles, and the one
+table of error codes. Every JSON reply has the envelope ``{success, data, error, code,
+timestamp}``, plus ``machine_id`` where one machine is involved.
+
+Before FastAPI parses anything, a small ASGI gatekeeper authenticates (401), checks the
+role (403: viewers may only read), rate-limits writes (429) and bounds the body (413), so
+each of those is decided in one place and in that order for every path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from http import HTTPStatus
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import APIKeyQuery, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from carousel_gateway import __version__
+from carousel_gateway.api.auth import Authenticator, Identity, token_from
+from carousel_gateway.api.http_status import PAYLOAD_TOO_LARGE, http_status
+from carousel_gateway.api.messages import (
+    MachineInfo,
+    MachineState,
+    machine_state,
+    main_reason,
+    utc_timestamp,
+)
+from carousel_gateway.api.metrics import GatewayMetrics
+from carousel_gateway.api.ws import WebSocketApi
+from carousel_gateway.errors import ErrorCode, GatewayError
+from carousel_gateway.fleet.events import Channel as OriginChannel
+from carousel_gateway.fleet.events import (
+    CommandAccepted,
+    MoveCompleted,
+    MoveFailed,
+    Origin,
+)
+from carousel_gateway.fleet.fleet import Fleet
+from carousel_gateway.fleet.lifecycle import FailReason
+from carousel_gateway.fleet.machine import ExecutedCommand, Machine
+from carousel_gateway.plc.connection import ConnectionState
+from carousel_gateway.plc.protocol import Command
+from carousel_gateway.sim.carousel import Fault
+from carousel_gateway.sim.server import LinkAction, SimulatorServer
+
+log = logging.getLogger(__name__)
+
+#: Largest request body accepted (every valid body is a few dozen bytes).
+MAX_BODY_BYTES = 64 * 1024
+#: A larger body is refused without reading the rest of it (the connection is closed).
+DRAIN_LIMIT_BYTES = 1024 * 1024
+#: Writes (POST) each client may make: a sustained rate per second and a burst.
+DEFAULT_WRITE_RATE = 20.0
+DEFAULT_WRITE_BURST = 40
+#: Paths anyone may read, token or not: probes, scrapers and the API's own description.
+OPEN_PATHS = frozenset(
+    {"/v1/health", "/v1/ready", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+)
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Seconds uvicorn gives open requests to finish at shutdown before cancelling them.
+GRACEFUL_SHUTDOWN_S = 5
+
+_WWW_AUTHENTICATE = 'Bearer realm="carousel-gateway"'
+
+
+# -- response models ------------------------------------------------------------------------
+
+DataT = TypeVar("DataT")
+
+
+class _Reply(BaseModel):
+    """Reply models: every field is always sent, so the schema marks every one required."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+class Envelope(_Reply, Generic[DataT]):
+    """Every JSON reply: ``success`` with ``data``, or ``error`` with a ``code``."""
+
+    success: bool = True
+    data: DataT
+    error: str | None = None
+    code: ErrorCode | None = None
+    timestamp: str = Field(
+        default_factory=utc_timestamp,
+        description="UTC, ISO 8601 with milliseconds",
+        examples=["2025-01-27T10:30:00.000Z"],
+    )
+
+
+class MachineEnvelope(Envelope[DataT], Generic[DataT]):
+    machine_id: str
+
+
+class MachineEntry(MachineInfo):
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    status: str = Field(description="Connection state of the gateway's link to the PLC")
+
+
+class MoveOutcome(_Reply):
+    """How a move ended: arrived at its target, or failed (and why)."""
+
+    state: Literal["arrived", "failed"]
+    command_id: int
+    target: int
+    position: int | None = Field(description="Where the carousel stood at the end")
+    reason: str | None = Field(None, description="Main reason of a failure")
+    reasons: list[str] = Field(
+        default_factory=list, description="Every reason: fault keys, timeout, connection_lost..."
+    )
+    duration_s: float
+    timestamp: str
+
+
+class CommandData(_Reply):
+    command_sent: int
+    argument: int | None
+    result: str
+    skipped: bool = Field(description="True when the carousel already stood there: not sent")
+    command_id: int
+    outcome: MoveOutcome | None = Field(
+        None, description="With wait=arrival: how the move ended (null without it)"
+    )
+
+
+class ErrorData(_Reply):
+    reasons: list[str] = Field(
+        default_factory=list, description="Status keys or reasons behind BUSY/MACHINE_NOT_READY"
+    )
+    command: CommandData | None = Field(
+        None, description="The command, when it was sent but its move did not arrive"
+    )
+
+
+class ErrorResponse(Envelope[ErrorData]):
+    """Any error. ``code`` is null only for HTTP-level errors (unknown path, bad method)."""
+
+    success: bool = False
+    error: str
+    machine_id: str | None = None
+
+
+class ConnectionDiagnostics(_Reply):
+    host: str
+    port: int
+    state: ConnectionState
+    connected_since: str | None
+    reconnects: int
+    last_error: str | None
+    latency_p50_s: float | None = Field(description="Over the recent requests to the PLC")
+    latency_p99_s: float | None
+    latency_samples: int
+    bad_replies: int = Field(description="Replies ignored (position outside the machine)")
+
+
+class Interlock(_Reply):
+    key: str
+    text: str
+
+
+class Refusal(_Reply):
+    """Why a move would be refused right now."""
+
+    code: ErrorCode
+    message: str
+    reasons: list[str]
+
+
+class MachineDiagnostics(_Reply):
+    connection: ConnectionDiagnostics
+    state: MachineState
+    faults: list[str] = Field(description="Active fault keys, in bit order")
+    interlocks: list[Interlock] = Field(description="Every status bit that blocks a move now")
+    move_refusal: Refusal | None = Field(description="Null when a move would be accepted now")
+    busy: bool
+    active_target: int | None
+    last_move: MoveOutcome | None
+
+
+class HealthData(_Reply):
+    status: Literal["healthy", "degraded", "critical"] = Field(
+        description="healthy: every PLC connected; critical: none; degraded: some"
+    )
+    version: str
+    machines: dict[str, ConnectionState]
+
+
+class ReadyData(_Reply):
+    ready: bool
+
+
+class FaultData(_Reply):
+    fault: Fault
+    active: bool
+    faults: list[Fault] = Field(description="Every fault now active on the simulator")
+    status_byte: int = Field(description="The simulator's status byte now")
+
+
+class LinkData(_Reply):
+    action: LinkAction
+    stalled: bool
+    session_open: bool
+
+
+class MachinesResponse(Envelope[list[MachineEntry]]):
+    pass
+
+
+class MachineStatusResponse(MachineEnvelope[MachineState]):
+    pass
+
+
+class CommandResponse(MachineEnvelope[CommandData]):
+    pass
+
+
+class DiagnosticsResponse(MachineEnvelope[MachineDiagnostics]):
+    pass
+
+
+class HealthResponse(Envelope[HealthData]):
+    pass
+
+
+class ReadyResponse(Envelope[ReadyData]):
+    pass
+
+
+class FaultResponse(MachineEnvelope[FaultData]):
+    pass
+
+
+class LinkResponse(MachineEnvelope[LinkData]):
+    pass
+
+
+# -- request models -------------------------------------------------------------------------
+
+WaitMode = Literal["arrival"]
+_WAIT_TEXT = (
+    '"arrival": hold the reply until the move arrives or fails (bounded by the machine\'s '
+    "move_timeout_s) and return its outcome"
+)
+
+
+class CommandRequest(BaseModel):
+    """A command as in the WebSocket ``send_command``. Values are judged by the machine."""
+
+    model_config = ConfigDict(
+        extra="ignore", json_schema_extra={"examples": [{"command": 1, "argument": 25}]}
+    )
+
+    command: StrictInt = Field(
+        ge=0, le=255, description="0 STATUS, 1 MOVE (others only where the machine allows)"
+    )
+    argument: StrictInt | None = Field(
+        None, ge=0, le=256, description="For MOVE: the target position (1..positions)"
+    )
+    wait: WaitMode | None = Field(None, description=_WAIT_TEXT)
+
+
+class MoveRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"position": 7}]})
+
+    position: StrictInt = Field(
+        ge=0, le=256, description="Target position, in the machine's numbering (1..positions)"
+    )
+    wait: WaitMode | None = Field(None, description=_WAIT_TEXT)
+
+
+class FaultRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"examples": [{"fault": "emergency_stop", "active": True}]},
+    )
+
+    fault: Fault
+    active: StrictBool
+
+
+class LinkRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"action": "drop"}]})
+
+    action: LinkAction
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def error_response(
+    error: GatewayError,
+    *,
+    status: int | None = None,
+    data: ErrorData | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The one place a :class:`GatewayError` becomes an HTTP reply."""
+    if data is None:
+        data = ErrorData(reasons=list(error.reasons))
+    body = ErrorResponse(
+        data=data, error=error.message, code=error.code, machine_id=error.machine_id
+    )
+    return JSONResponse(
+        body.model_dump(mode="json"),
+        status_code=status or http_status(error.code),
+        headers=dict(headers) if headers else None,
+    )
+
+
+#: Body fields whose values the machine judges, so a bad one is INVALID_COMMAND (as in the
+#: WebSocket API); anything else wrong with a request is INVALID_MESSAGE_FORMAT.
+_COMMAND_FIELDS = frozenset({"command", "argument", "position"})
+
+
+def _invalid_request(exc: RequestValidationError, machine_id: str | None) -> GatewayError:
+    errors = list(exc.errors())
+
+    def on_command_field(error: Mapping[str, Any]) -> bool:
+        loc = tuple(error.get("loc", ()))
+        return len(loc) >= 2 and loc[0] == "body" and loc[1] in _COMMAND_FIELDS
+
+    code = (
+        ErrorCode.INVALID_COMMAND
+        if errors and all(on_command_field(e) for e in errors)
+        else ErrorCode.INVALID_MESSAGE_FORMAT
+    )
+    parts = []
+    for error in errors[:3]:
+        loc = [str(p) for p in error.get("loc", ())]
+        where = ".".join(loc[1:]) if len(loc) > 1 and loc[0] == "body" else ".".join(loc)
+        parts.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+    return GatewayError(code, "invalid request: " + "; ".join(parts), machine_id=machine_id)
+
+
+def _machine_id_of(request: Request) -> str | None:
+    value = request.path_params.get("machine_id")
+    return value if isinstance(value, str) and len(value) <= 128 else None
+
+
+async def _on_gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return error_response(exc)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(_invalid_request(exc, _machine_id_of(request)))
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (unknown path, method not allowed, unparsable body)."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = ErrorCode.INVALID_MESSAGE_FORMAT if exc.status_code in (400, 413) else None
+    try:
+        text = HTTPStatus(exc.status_code).phrase
+    except ValueError:
+        text = "HTTP error"
+    detail = exc.detail if isinstance(exc.detail, str) else text
+    body = ErrorResponse(data=ErrorData(), error=detail, code=code)
+    return JSONResponse(
+        body.model_dump(mode="json"), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    # Starlette re-raises after this reply, so uvicorn logs the traceback.
+    internal = GatewayError(
+        ErrorCode.INTERNAL_ERROR,
+        "internal error; see gateway log",
+        machine_id=_machine_id_of(request),
+    )
+    return error_response(internal)
+
+
+# -- the API's state -------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """A token bucket per client: ``rate`` requests a second on average, ``burst`` at once."""
+
+    MAX_CLIENTS = 10_000
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def acquire(self, client: str) -> float:
+        """Take one request: 0 when allowed, else the seconds until one would be."""
+        now = self._clock()
+        tokens, at = self._buckets.get(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[client] = (tokens - 1.0, now)
+            self._forget_idle(now)
+            return 0.0
+        self._buckets[client] = (tokens, now)
+        return (1.0 - tokens) / self.rate if self.rate > 0 else math.inf
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop full buckets once there are many clients (they would start full anyway)."""
+        if len(self._buckets) <= self.MAX_CLIENTS:
+            return
+        refill = self.burst / self.rate if self.rate > 0 else math.inf
+        self._buckets = {c: b for c, b in self._buckets.items() if now - b[1] < refill}
+
+
+class RestApi:
+    """What the endpoints share: the fleet, the simulators, auth, metrics, readiness."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        simulators: Mapping[str, SimulatorServer],
+        authenticator: Authenticator,
+        websocket: WebSocketApi | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        rate_limiter: RateLimiter | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self.simulators = simulators
+        self.authenticator = authenticator
+        self.websocket = websocket
+        self.max_body_bytes = max_body_bytes
+        self.limiter = rate_limiter or RateLimiter(DEFAULT_WRITE_RATE, DEFAULT_WRITE_BURST)
+        self.metrics = GatewayMetrics(fleet, websocket)
+        #: True while the servers are up (set by :class:`HttpServer`).
+        self.ready = False
+        self._closing = asyncio.Event()
+
+    def close(self) -> None:
+        """Stop answering as ready and release requests waiting for a move's outcome."""
+        self.ready = False
+        self._closing.set()
+        self.metrics.close()
+
+    def simulator(self, machine_id: str) -> tuple[Machine, SimulatorServer]:
+        machine = self.fleet.get(machine_id)
+        server = self.simulators.get(machine.id)
+        if machine.config.kind != "simulator" or server is None:
+            raise GatewayError(
+                ErrorCode.MACHINE_NOT_FOUND,
+                f"{machine.id} is not a simulator embedded in this gateway",
+                machine_id=machine.id,
+            )
+        return machine, server
+
+    async def run_command(
+        self,
+        machine: Machine,
+        command: int,
+        argument: int | None,
+        identity: Identity,
+        *,
+        wait: bool,
+    ) -> CommandResponse | JSONResponse:
+        origin = Origin(client=identity.client, channel=OriginChannel.REST)
+        executed = await machine.execute(command, argument, origin)
+        data = _command_data(executed.accepted)
+        if not wait or command != Command.MOVE:
+            return CommandResponse(machine_id=machine.id, data=data)
+        try:
+            outcome = await self._outcome(machine, executed)
+        except GatewayError as exc:
+            return error_response(exc, data=ErrorData(reasons=list(exc.reasons), command=data))
+        data = data.model_copy(update={"outcome": _move_outcome(outcome, executed.accepted)})
+        if isinstance(outcome, MoveFailed):
+            code = _failure_code(outcome.reasons)
+            failure = GatewayError(
+                code,
+                f"move of {machine.id} to position {outcome.target} failed: "
+                f"{main_reason(outcome.reasons)}",
+                machine_id=machine.id,
+                reasons=outcome.reasons,
+            )
+            return error_response(
+                failure, data=ErrorData(reasons=list(outcome.reasons), command=data)
+            )
+        return CommandResponse(machine_id=machine.id, data=data)
+
+    async def _outcome(
+        self, machine: Machine, executed: ExecutedCommand
+    ) -> MoveCompleted | MoveFailed | None:
+        """The move's outcome (None: skipped, already there), waited for within a bound."""
+        future = executed.outcome
+        if future is None:
+            return None
+        config = machine.config
+        # The machine ends a move itself after move_timeout_s (judged at its next reading);
+        # the margin lets that verdict, with its reason, arrive before this bound.
+        bound = config.move_timeout_s + config.request_timeout_s + config.poll_active_s
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait(
+                {future, closing}, timeout=bound, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            closing.cancel()
+        if future.done() and not future.cancelled():
+            return future.result()
+        if self._closing.is_set() or future.cancelled():
+            raise GatewayError(
+                ErrorCode.CONNECTION_ERROR,
+                "the gateway is shutting down; the move's outcome is unknown",
+                machine_id=machine.id,
+            )
+        raise GatewayError(
+            ErrorCode.PLC_TIMEOUT,
+            f"no outcome for the move within {bound:g} s",
+            machine_id=machine.id,
+            reasons=(FailReason.TIMEOUT.value,),
+        )
+
+
+def _failure_code(reasons: Sequence[str]) -> ErrorCode:
+    """The table's code for a move that was sent but did not arrive."""
+    if FailReason.CONNECTION_LOST.value in reasons:
+        return ErrorCode.CONNECTION_ERROR
+    if FailReason.TIMEOUT.value in reasons:
+        return ErrorCode.PLC_TIMEOUT
+    return ErrorCode.MACHINE_NOT_READY  # a fault or interlock, or stopped off target
+
+
+def _command_data(accepted: CommandAccepted) -> CommandData:
+    return CommandData(
+        command_sent=accepted.command,
+        argument=accepted.argument,
+        result=accepted.result,
+        skipped=accepted.skipped,
+        command_id=accepted.command_id,
+    )
+
+
+def _move_outcome(
+    event: MoveCompleted | MoveFailed | None, accepted: CommandAccepted
+) -> MoveOutcome:
+    """A move's outcome; ``None`` is a skipped move (the carousel already stood there)."""
+    if event is None:
+        target = accepted.argument if accepted.argument is not None else 0
+        return MoveOutcome(
+            state="arrived",
+            command_id=accepted.command_id,
+            target=target,
+            position=target,
+            duration_s=0.0,
+            timestamp=utc_timestamp(accepted.at),
+        )
+    return _outcome_of(event)
+
+
+def _outcome_of(event: MoveCompleted | MoveFailed) -> MoveOutcome:
+    if isinstance(event, MoveCompleted):
+        return MoveOutcome(
+            state="arrived",
+            command_id=event.command_id,
+            target=event.position,
+            position=event.position,
+            duration_s=round(event.duration_s, 3),
+            timestamp=utc_timestamp(event.at),
+        )
+    return MoveOutcome(
+        state="failed",
+        command_id=event.command_id,
+        target=event.target,
+        position=event.position,
+        reason=main_reason(event.reasons),
+        reasons=list(event.reasons),
+        duration_s=round(event.duration_s, 3),
+        timestamp=utc_timestamp(event.at),
+    )
+
+
+def _percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return round(sorted_values[rank - 1], 6)
+
+
+def _diagnostics(machine: Machine) -> MachineDiagnostics:
+    connection = machine.connection
+    snapshot = machine.snapshot
+    latencies = sorted(connection.latencies_s)
+    status = snapshot.status
+    refusal: Refusal | None = None
+    try:
+        if machine.busy:
+            raise GatewayError(
+                ErrorCode.BUSY, f"{machine.id} is executing a command", machine_id=machine.id
+            )
+        machine.check_interlocks(snapshot)
+    except GatewayError as exc:
+        refusal = Refusal(code=exc.code, message=exc.message, reasons=list(exc.reasons))
+    last = machine.last_outcome
+    return MachineDiagnostics(
+        connection=ConnectionDiagnostics(
+            host=connection.settings.host,
+            port=connection.settings.port,
+            state=connection.state,
+            connected_since=(
+                None
+                if connection.connected_since is None
+                else utc_timestamp(connection.connected_since)
+            ),
+            reconnects=connection.reconnects,
+            last_error=connection.last_error,
+            latency_p50_s=_percentile(latencies, 0.50),
+            latency_p99_s=_percentile(latencies, 0.99),
+            latency_samples=len(latencies),
+            bad_replies=machine.bad_replies,
+        ),
+        state=machine_state(snapshot),
+        faults=[] if status is None else [key.value for key in status.faults()],
+        interlocks=(
+            []
+            if status is None
+            else [Interlock(key=b.key.value, text=b.text) for b in status.blockers()]
+        ),
+        move_refusal=refusal,
+        busy=machine.busy,
+        active_target=machine.active_target,
+        last_move=None if last is None else _outcome_of(last),
+    )
+
+
+# -- the gatekeeper: auth, roles, rate limit, body size ----------------------------------------
+
+
+class Gatekeeper:
+    """Pure ASGI middleware deciding 401/403/429/413 before any parsing."""
+
+    def __init__(self, app: ASGIApp, api: RestApi) -> None:
+        self.app = app
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = self.api
+        headers = Headers(scope=scope)
+        method: str = scope["method"]
+        path: str = scope["path"]
+        client = scope.get("client")
+        peer = str(client[0]) if client else "unknown"
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = f"{path}?{query}" if query else path
+        identity = api.authenticator.identify(
+            token_from(headers.get("authorization"), target), peer
+        )
+        if path not in OPEN_PATHS:
+            refused = self._refusal(identity, method, peer)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
+        scope.setdefault("state", {})["identity"] = identity
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > api.max_body_bytes:
+            await self._refuse_body(scope, receive, send, more=True, declared=int(declared))
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before sending its body
+            body.extend(message.get("body", b""))
+            if len(body) > api.max_body_bytes:
+                more = message.get("more_body", False)
+                await self._refuse_body(scope, receive, send, more=more)
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+    def _refusal(self, identity: Identity | None, method: str, peer: str) -> JSONResponse | None:
+        if identity is None:
+            log.warning("HTTP request from %s refused: missing or invalid token", peer)
+            return error_response(
+                GatewayError(ErrorCode.UNAUTHORIZED, "missing or invalid token"),
+                headers={"WWW-Authenticate": _WWW_AUTHENTICATE},
+            )
+        if method in READ_METHODS:
+            return None
+        if not identity.can_command:
+            return error_response(
+                GatewayError(
+                    ErrorCode.FORBIDDEN, f"role {identity.role!r} may only read (GET requests)"
+                )
+            )
+        retry_after = self.api.limiter.acquire(identity.client)
+        if retry_after > 0:
+            return error_response(
+                GatewayError(ErrorCode.RATE_LIMITED, "too many requests; slow down"),
+                headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+            )
+        return None
+
+    async def _refuse_body(
+        self, scope: Scope, receive: Receive, send: Send, *, more: bool, declared: int | None = None
+    ) -> None:
+        """Answer 413 once the rest of the body is read and dropped.
+
+        Replying while the client is still sending would make closing the connection reset
+        it before the client reads the reply. A body past ``DRAIN_LIMIT_BYTES`` is not worth
+        reading: the reply then closes the connection.
+        """
+        drained = 0
+        if declared is None or declared <= DRAIN_LIMIT_BYTES:
+            while more and drained <= DRAIN_LIMIT_BYTES:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                drained += len(message.get("body", b""))
+                more = message.get("more_body", False)
+        error = GatewayError(
+            ErrorCode.INVALID_MESSAGE_FORMAT,
+            f"request body over {self.api.max_body_bytes} bytes",
+        )
+        headers = {"Connection": "close"} if more else None
+        await error_response(error, status=PAYLOAD_TOO_LARGE, headers=headers)(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that yields the already-read body once, then the real channel."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+# -- endpoints -------------------------------------------------------------------------------
+
+
+async def _api(request: Request) -> RestApi:
+    api = request.app.state.api
+    assert isinstance(api, RestApi)
+    return api
+
+
+async def _identity(request: Request) -> Identity:
+    identity = getattr(request.state, "identity", None)
+    if isinstance(identity, Identity):
+        return identity
+    client = request.client
+    return Identity(client=client.host if client else "unknown", role="viewer")
+
+
+ApiDep = Annotated[RestApi, Depends(_api)]
+IdentityDep = Annotated[Identity, Depends(_identity)]
+MachineId = Annotated[str, Path(description="A machine id, as listed by GET /v1/machines")]
+WaitQuery = Annotated[WaitMode | None, Query(description=_WAIT_TEXT)]
+
+
+async def _machine(api: ApiDep, machine_id: MachineId) -> Machine:
+    return api.fleet.get(machine_id)
+
+
+MachineDep = Annotated[Machine, Depends(_machine)]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API token, when the gateway has tokens configured "
+    "(viewer: GET only; operator: GET and POST)",
+)
+_query_token = APIKeyQuery(
+    name="token", auto_error=False, description="The same token as a query parameter"
+)
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error replies an endpoint can give (all one envelope)."""
+    texts = {
+        400: "Bad body or parameters: INVALID_MESSAGE_FORMAT, or INVALID_COMMAND",
+        401: "UNAUTHORIZED: missing or invalid token (when tokens are configured)",
+        403: "FORBIDDEN: the token's role may not do this",
+        404: "MACHINE_NOT_FOUND",
+        409: "BUSY or MACHINE_NOT_READY, with data.reasons",
+        413: "Body too large (code INVALID_MESSAGE_FORMAT)",
+        429: "RATE_LIMITED (see Retry-After)",
+        503: "CONNECTION_ERROR: the PLC is not connected",
+        504: "PLC_TIMEOUT: the PLC did not answer (the command was not retried)",
+    }
+    responses: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorResponse, "description": texts[status]} for status in statuses
+    }
+    responses["default"] = {"model": ErrorResponse, "description": "Any other error"}
+    return responses
+
+
+_READ_ERRORS = (401,)
+_MACHINE_READ_ERRORS = (401, 404)
+_COMMAND_ERRORS = (400, 401, 403, 404, 409, 413, 429, 503, 504)
+_SIMULATOR_ERRORS = (400, 401, 403, 404, 413, 429)
+
+router = APIRouter(dependencies=[Security(_bearer), Security(_query_token)])
+open_router = APIRouter()
+
+
+@router.get(
+    "/v1/machines",
+    response_model=MachinesResponse,
+    responses=_errors(*_READ_ERRORS),
+    summary="Every configured machine",
+)
+async def list_machines(api: ApiDep) -> MachinesResponse:
+    entries = [
+        MachineEntry(
+            id=m.id,
+            name=m.config.name,
+            ip=m.config.host,
+            port=m.connection.settings.port,
+            type="Simulator" if m.config.kind == "simulator" else "Real PLC",
+            status=m.snapshot.connection.value,
+            description=m.config.description,
+            positions=m.config.positions,
+            position_base=m.config.position_base,
+        )
+        for m in api.fleet
+    ]
+    return MachinesResponse(data=entries)
+
+
+@router.get(
+    "/v1/machines/{machine_id}/status",
+    response_model=MachineStatusResponse,
+    responses=_errors(*_MACHINE_READ_ERRORS),
+    summary="A machine's live state (from its latest reading; never waits on the PLC)",
+)
+async def machine_status(machine: MachineDep) -> MachineStatusResponse:
+    return MachineStatusResponse(machine_id=machine.id, data=machine_state(machine.snapshot))
+
+
+@router.post(
+    "/v1/machines/{machine_id}/command",
+    response_model=CommandResponse,
+    responses=_errors(*_COMMAND_ERRORS),
+    summary="Send a command (1 = MOVE to `argument`), optionally waiting for arrival",
+)
+async def machine_command(
+    api: ApiDep,
+    identity: IdentityDep,
+    machine: MachineDep,
+    body: CommandRequest,
+    wait: WaitQuery = None,
+) -> CommandResponse | JSONResponse:
+    return await api.run_command(
+        machine, body.command, body.argument, identity, wait=_waits(body.wait, wait)
+    )
+
+
+@router.post(
+    "/v1/machines/{machine_id}/move",
+    response_model=CommandResponse,
+    responses=_errors(*_COMMAND_ERRORS),
+    summary="Move to a position (the same as command 1)",
+)
+async def machine_move(
+    api: ApiDep,
+    identity: IdentityDep,
+    machine: MachineDep,
+    body: MoveRequest,
+    wait: WaitQuery = None,
+) -> CommandResponse | JSONResponse:
+    return await api.run_command(
+        machine, Command.MOVE, body.position, identity, wait=_waits(body.wait, wait)
+    )
+
+
+@router.get(
+    "/v1/machines/{machine_id}/diagnostics",
+    response_model=DiagnosticsResponse,
+    responses=_errors(*_MACHINE_READ_ERRORS),
+    summary="Link details, decoded status with every fault and interlock, the last move",
+)
+async def machine_diagnostics(machine: MachineDep) -> DiagnosticsResponse:
+    return DiagnosticsResponse(machine_id=machine.id, data=_diagnostics(machine))
+
+
+@router.get(
+    "/v1/status",
+    response_model=MachineStatusResponse,
+    responses=_errors(*_READ_ERRORS),
+    summary="Single-machine shortcut: the first machine's status",
+)
+async def first_status(api: ApiDep) -> MachineStatusResponse:
+    machine = api.fleet.first
+    return MachineStatusResponse(machine_id=machine.id, data=machine_state(machine.snapshot))
+
+
+@router.post(
+    "/v1/command",
+    response_model=CommandResponse,
+    responses=_errors(*(s for s in _COMMAND_ERRORS if s != 404)),
+    summary="Single-machine shortcut: a command to the first machine",
+)
+async def first_command(
+    api: ApiDep, identity: IdentityDep, body: CommandRequest, wait: WaitQuery = None
+) -> CommandResponse | JSONResponse:
+    return await api.run_command(
+        api.fleet.first, body.command, body.argument, identity, wait=_waits(body.wait, wait)
+    )
+
+
+@router.post(
+    "/v1/simulators/{machine_id}/faults",
+    response_model=FaultResponse,
+    responses=_errors(*_SIMULATOR_ERRORS),
+    summary="Raise or clear a fault on an embedded simulator (as a real one would)",
+)
+async def simulator_fault(
+    api: ApiDep, machine_id: MachineId, body: FaultRequest, identity: IdentityDep
+) -> FaultResponse:
+    machine, server = api.simulator(machine_id)
+    server.model.set_fault(body.fault, body.active)
+    log.warning(
+        "%s simulator fault %s %s by %s",
+        machine.id,
+        body.fault.value,
+        "raised" if body.active else "cleared",
+        identity.client,
+    )
+    data = FaultData(
+        fault=body.fault,
+        active=body.active,
+        faults=sorted(server.model.faults),
+        status_byte=server.model.status_byte(),
+    )
+    return FaultResponse(machine_id=machine.id, data=data)
+
+
+@router.post(
+    "/v1/simulators/{machine_id}/link",
+    response_model=LinkResponse,
+    responses=_errors(*_SIMULATOR_ERRORS),
+    summary="Drop the simulator's PLC link, stall it (no replies), or resume it",
+)
+async def simulator_link(
+    api: ApiDep, machine_id: MachineId, body: LinkRequest, identity: IdentityDep
+) -> LinkResponse:
+    machine, server = api.simulator(machine_id)
+    server.link(body.action)
+    log.warning("%s simulator link %s by %s", machine.id, body.action.value, identity.client)
+    data = LinkData(action=body.action, stalled=server.stalled, session_open=server.session_open)
+    return LinkResponse(machine_id=machine.id, data=data)
+
+
+@open_router.get(
+    "/v1/health",
+    response_model=HealthResponse,
+    summary="Liveness (always 200 while the process serves) and every PLC link's state",
+)
+async def health(api: ApiDep) -> HealthResponse:
+    states = {m.id: m.snapshot.connection for m in api.fleet}
+    connected = sum(state is ConnectionState.CONNECTED for state in states.values())
+    status: Literal["healthy", "degraded", "critical"] = (
+        "healthy" if connected == len(states) else "critical" if connected == 0 else "degraded"
+    )
+    return HealthResponse(data=HealthData(status=status, version=__version__, machines=states))
+
+
+@open_router.get(
+    "/v1/ready",
+    response_model=ReadyResponse,
+    responses={503: {"model": ErrorResponse, "description": "Starting or shutting down"}},
+    summary="Readiness: 200 only while the WebSocket and HTTP servers are up",
+)
+async def ready(api: ApiDep) -> ReadyResponse | JSONResponse:
+    if not api.ready:
+        return error_response(GatewayError(ErrorCode.CONNECTION_ERROR, "the gateway is not ready"))
+    return ReadyResponse(data=ReadyData(ready=True))
+
+
+@open_router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    summary="Prometheus metrics (text exposition format)",
+)
+async def metrics(api: ApiDep) -> Response:
+    return Response(content=api.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _waits(in_body: WaitMode | None, in_query: WaitMode | None) -> bool:
+    return in_body == "arrival" or in_query == "arrival"
+
+
+# -- the app and its server ----------------------------------------------------------------
+
+
+def create_app(
+    fleet: Fleet,
+    *,
+    simulators: Mapping[str, SimulatorServer],
+    authenticator: Authenticator,
+    websocket: WebSocketApi | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    rate_limiter: RateLimiter | None = None,
+) -> FastAPI:
+    """The REST API over a fleet. ``websocket`` (a WebSocketApi) adds its metrics."""
+    api = RestApi(
+        fleet,
+        simulators=simulators,
+        authenticator=authenticator,
+        websocket=websocket,
+        max_body_bytes=max_body_bytes,
+        rate_limiter=rate_limiter,
+    )
+    app = FastAPI(
+        title="carousel-gateway REST API",
+        version=__version__,
+        description=(
+            "One-off operations on vertical storage carousels: status, commands, moves "
+            "(optionally waiting for arrival), diagnostics, health and simulator controls. "
+            "Every JSON reply has the envelope {success, data, error, code, timestamp}."
+        ),
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.api = api
+    app.include_router(router)
+    app.include_router(open_router)
+    app.add_exception_handler(GatewayError, _on_gateway_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_middleware(Gatekeeper, api=api)
+    return app
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn in a loop it does not own: no signal handlers, and it says when it listens."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+        self.exit_requested = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the gateway handles SIGINT and SIGTERM itself
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.listening.set()
+
+    async def main_loop(self) -> None:
+        # uvicorn checks should_exit every 0.1 s; here stop() wakes it at once. on_tick(0)
+        # still refreshes the Date header, now once a second.
+        while not await self.on_tick(0):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.exit_requested.wait()
+
+    def request_exit(self) -> None:
+        self.should_exit = True
+        self.exit_requested.set()
+
+
+class HttpServer:
+    """Serves a FastAPI app built by :func:`create_app` with ``uvicorn.Server.serve()``."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        self.app = app
+        self.api: RestApi = app.state.api
+        self.host = host
+        self._requested_port = port
+        self._port: int | None = None
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when configured as 0)."""
+        assert self._port is not None, "the HTTP server is not started"
+        return self._port
+
+    async def start(self) -> None:
+        # Binding here makes a busy port an OSError for the caller (uvicorn would exit).
+        sock = _listening_socket(self.host, self._requested_port)
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            log_config=None,  # the gateway configures logging; uvicorn.access logs at INFO
+            ws="none",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )
+        server = _EmbeddedServer(config)
+        task = asyncio.get_running_loop().create_task(
+            server.serve(sockets=[sock]), name="http-server"
+        )
+        listening = asyncio.ensure_future(server.listening.wait())
+        await asyncio.wait({task, listening}, return_when=asyncio.FIRST_COMPLETED)
+        if not listening.done():
+            listening.cancel()
+            sock.close()
+            task.result()  # raises what stopped it
+            raise RuntimeError("the HTTP server stopped while starting")
+        self._server, self._task = server, task
+        self._port = sock.getsockname()[1]
+        self.api.ready = True
+        log.info("REST API on http://%s:%d", self.host, self._port)
+
+    async def stop(self) -> None:
+        """Refuse readiness, release waiting requests, let uvicorn finish open ones."""
+        self.api.close()
+        server, task = self._server, self._task
+        self._server = self._task = None
+        if server is not None and task is not None:
+            server.request_exit()
+            await task
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket for uvicorn.
+
+    Its protocol must be IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on accepted
+    sockets of that protocol, and without it every reply waits ~40 ms (Nagle + delayed ACK).
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None,
+        port,
+        type=socket.SOCK_STREAM,
+        proto=socket.IPPROTO_TCP,
+        flags=socket.AI_PASSIVE,
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carousel_gateway import __version__
+from carousel_gateway.api import dashboard
 from carousel_gateway.api.auth import Authenticator, Identity, token_from
 from carousel_gateway.api.http_status import PAYLOAD_TOO_LARGE, http_status
 from carousel_gateway.api.messages import (
@@ -672,7 +673,7 @@ class Gatekeeper:
         identity = api.authenticator.identify(
             token_from(headers.get("authorization"), target), peer
         )
-        if path not in OPEN_PATHS:
+        if path not in OPEN_PATHS and not dashboard.is_open(path):
             refused = self._refusal(identity, method, peer)
             if refused is not None:
                 await refused(scope, receive, send)
@@ -1050,6 +1051,7 @@ def create_app(
     app.state.api = api
     app.include_router(router)
     app.include_router(open_router)
+    dashboard.install(app)
     app.add_exception_handler(GatewayError, _on_gateway_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)

@@ -181,13 +181,13 @@ async function simulatorFault(id, fault, active) {
   }
 }
 
-// The loop: buckets spaced along a stadium-shaped chain, bucket 1 at the picking window.
-function drawLoop(svg, info) {
-  const ns = "http://www.w3.org/2000/svg";
-  const n = info.positions, r = 60, cx = 110, top = 80, bottom = 220;
+// The loop: buckets spaced along a stadium-shaped chain. The chain turns, so the current
+// bucket is always drawn at the picking window (left side, middle), as the operator sees it.
+function loopGeometry(n) {
+  const r = 60, cx = 110, top = 80, bottom = 220;
   const straight = bottom - top, length = 2 * straight + 2 * Math.PI * r;
-  const point = (s) => {  // s in [0, length): start at the window (left, middle) going up
-    let d = (s + straight / 2) % length;
+  const point = (s) => {  // s in [0, length): from the window going up the left side
+    let d = (((s + straight / 2) % length) + length) % length;
     if (d < straight) return [cx - r, bottom - d];
     d -= straight;
     if (d < Math.PI * r) { const a = Math.PI + d / r; return [cx + r * Math.cos(a), top + r * Math.sin(a)]; }
@@ -196,37 +196,60 @@ function drawLoop(svg, info) {
     d -= straight;
     const a = d / r; return [cx + r * Math.cos(a), bottom + r * Math.sin(a)];
   };
+  return { r, cx, top, bottom, length, point, size: Math.max(6, Math.min(16, (length / n) * 0.7)) };
+}
+
+function drawLoop(svg, info) {
+  const ns = "http://www.w3.org/2000/svg";
+  const g = loopGeometry(info.positions);
   const chain = document.createElementNS(ns, "path");
   chain.setAttribute("class", "chain");
-  chain.setAttribute("d", `M ${cx - r} ${bottom} V ${top} A ${r} ${r} 0 0 1 ${cx + r} ${top} V ${bottom} A ${r} ${r} 0 0 1 ${cx - r} ${bottom} Z`);
+  chain.setAttribute("d", `M ${g.cx - g.r} ${g.bottom} V ${g.top} A ${g.r} ${g.r} 0 0 1 ${g.cx + g.r} ${g.top} V ${g.bottom} A ${g.r} ${g.r} 0 0 1 ${g.cx - g.r} ${g.bottom} Z`);
   svg.append(chain);
-  const size = Math.max(6, Math.min(16, (length / n) * 0.7));
-  for (let i = 0; i < n; i++) {
-    const [x, y] = point((i * length) / n);
+  for (let i = 0; i < info.positions; i++) {
+    const bucket = document.createElementNS(ns, "g");
+    bucket.setAttribute("class", "slot");
+    bucket.dataset.index = i;
     const rect = document.createElementNS(ns, "rect");
-    rect.setAttribute("x", x - size / 2); rect.setAttribute("y", y - size / 2);
-    rect.setAttribute("width", size); rect.setAttribute("height", size);
+    rect.setAttribute("x", -g.size / 2); rect.setAttribute("y", -g.size / 2);
+    rect.setAttribute("width", g.size); rect.setAttribute("height", g.size);
     rect.setAttribute("rx", 2);
     rect.setAttribute("class", "bucket");
     rect.dataset.position = i + info.position_base;
-    svg.append(rect);
     const label = document.createElementNS(ns, "text");
-    const [lx, ly] = [x + (x < cx ? -14 : 14), y];
-    label.setAttribute("x", lx); label.setAttribute("y", ly);
     label.textContent = i + info.position_base;
-    svg.append(label);
+    bucket.append(rect, label);
+    svg.append(bucket);
   }
-  const [wx, wy] = point(0);
-  const window_ = document.createElementNS(ns, "rect");
-  window_.setAttribute("class", "window");
-  window_.setAttribute("x", wx - size); window_.setAttribute("y", wy - size);
-  window_.setAttribute("width", size * 2); window_.setAttribute("height", size * 2);
-  svg.append(window_);
+  const [wx, wy] = g.point(0);
+  const frame = document.createElementNS(ns, "rect");
+  frame.setAttribute("class", "window");
+  frame.setAttribute("x", wx - g.size); frame.setAttribute("y", wy - g.size);
+  frame.setAttribute("width", g.size * 2); frame.setAttribute("height", g.size * 2);
+  svg.append(frame);
+  const caption = document.createElementNS(ns, "text");
+  caption.setAttribute("x", wx - g.size - 4); caption.setAttribute("y", wy - g.size - 6);
+  caption.setAttribute("class", "window-label");
+  caption.textContent = "window";
+  svg.append(caption);
   const arrow = document.createElementNS(ns, "text");
   arrow.setAttribute("class", "arrow");
-  arrow.setAttribute("x", cx); arrow.setAttribute("y", (top + bottom) / 2);
-  arrow.style.fontSize = "28px";
+  arrow.setAttribute("x", g.cx); arrow.setAttribute("y", (g.top + g.bottom) / 2);
   svg.append(arrow);
+  placeBuckets(svg, info, info.position_base);
+}
+
+// Turn the chain so that ``position`` stands at the window.
+function placeBuckets(svg, info, position) {
+  const g = loopGeometry(info.positions);
+  const current = position - info.position_base;
+  for (const slot of svg.querySelectorAll(".slot")) {
+    const offset = (Number(slot.dataset.index) - current + info.positions) % info.positions;
+    const [x, y] = g.point((offset * g.length) / info.positions);
+    slot.setAttribute("transform", `translate(${x.toFixed(1)} ${y.toFixed(1)})`);
+    const label = slot.querySelector("text");
+    label.setAttribute("x", x < g.cx ? -14 : 14);
+  }
 }
 
 function decode(raw) {
@@ -274,13 +297,15 @@ function render(id) {
       const value = document.createElement("span");
       value.className = `v ${flagClass(key, decoded.flags[key])}`;
       value.textContent = live.status[key];
-      item.append(key.replace("_", " ").toLowerCase(), value);
+      item.append(key.replaceAll("_", " ").toLowerCase(), value);
       flagsList.append(item);
     }
   }
   const moving = decoded && decoded.flags.RUN;
   $(".direction", card).textContent = moving ? (decoded.flags.SENTIDO_GIRO ? "▼ descending" : "▲ ascending") : "";
-  $(".arrow", card).textContent = moving ? (decoded.flags.SENTIDO_GIRO ? "↻" : "↺") : "";
+  // Ascending: bucket numbers rise at the window, i.e. the chain turns clockwise here.
+  $(".arrow", card).textContent = moving ? (decoded.flags.SENTIDO_GIRO ? "↺" : "↻") : "";
+  if (live && live.position != null) placeBuckets($(".loop", card), machine.info, live.position);
   for (const bucket of card.querySelectorAll(".bucket")) {
     bucket.classList.toggle("current", live != null && Number(bucket.dataset.position) === live.position);
   }

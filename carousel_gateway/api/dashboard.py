@@ -1,0 +1,57 @@
+"""The operator dashboard: static files from ``carousel_gateway/web`` and its one setting.
+
+The page speaks the WebSocket API itself; all it needs from the HTTP server is its files
+and the WebSocket port to connect to. Nothing here is secret, so these paths are open (the
+WebSocket and the simulator controls check the token).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from carousel_gateway.api.messages import utc_timestamp
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+OPEN_PREFIXES = ("/static/",)
+OPEN_PATHS = frozenset({"/", "/index.html", "/v1/dashboard/config"})
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+@router.get("/index.html")
+async def index() -> FileResponse:
+    return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/v1/dashboard/config")
+async def dashboard_config(request: Request) -> JSONResponse:
+    api = request.app.state.api
+    websocket = api.websocket
+    return JSONResponse(
+        {
+            "success": True,
+            "data": {
+                "ws_port": websocket.port if websocket is not None else 8765,
+                "ws_path": "/",
+                "auth_enabled": api.authenticator.enabled,
+            },
+            "error": None,
+            "code": None,
+            "timestamp": utc_timestamp(),
+        }
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Serve the page at ``/`` and its assets at ``/static``."""
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+
+def is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)

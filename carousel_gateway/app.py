@@ -24,6 +24,7 @@ from carousel_gateway.fleet.fleet import Fleet
 from carousel_gateway.sim.carousel import CarouselModel
 from carousel_gateway.sim.modbus_server import ModbusSimulatorServer, ModbusSimulatorSettings
 from carousel_gateway.sim.server import SimulatorServer, SimulatorSettings
+from carousel_gateway.store import Journal
 
 log = logging.getLogger("carousel_gateway")
 
@@ -65,6 +66,7 @@ class Gateway:
         self.fleet: Fleet | None = None
         self.websocket: WebSocketApi | None = None
         self.http: HttpServer | None = None
+        self.journal: Journal | None = None
         self._stop = asyncio.Event()
         self._unsubscribe_log = None
 
@@ -82,17 +84,31 @@ class Gateway:
                     log.info("  ... and Modbus TCP on %s:%d", modbus.host, modbus.port)
         ports = {machine_id: server.port for machine_id, server in self.simulators.items()}
         modbus_ports = {machine_id: sim.port for machine_id, sim in self.modbus_simulators.items()}
-        self.fleet = Fleet(self.config.machines, ports=ports, modbus_ports=modbus_ports)
+        if self.config.journal.enabled:
+            self.journal = Journal(
+                self.config.journal.path, retention_days=self.config.journal.retention_days
+            )
+            await self.journal.start()
+            log.info("journal at %s", self.config.journal.path)
+        self.fleet = Fleet(
+            self.config.machines,
+            ports=ports,
+            modbus_ports=modbus_ports,
+            command_journal=self.journal.record_command if self.journal else None,
+        )
+        if self.journal is not None:
+            self.fleet.bus.subscribe(self.journal.on_event)
         self._unsubscribe_log = self.fleet.bus.subscribe(log_event)
         self.fleet.start()
         log.info("fleet started: %s", ", ".join(self.fleet.ids))
-        self.websocket = WebSocketApi(self.config, self.fleet)
+        self.websocket = WebSocketApi(self.config, self.fleet, journal=self.journal)
         await self.websocket.start()
         app = create_app(
             self.fleet,
             simulators=self.simulators,
             authenticator=self.websocket.authenticator,
             websocket=self.websocket,
+            journal=self.journal,
         )
         self.http = HttpServer(app, self.config.http.host, self.config.http.port)
         await self.http.start()
@@ -114,6 +130,8 @@ class Gateway:
             await server.stop()
         for modbus in self.modbus_simulators.values():
             await modbus.stop()
+        if self.journal is not None:
+            await self.journal.stop()  # writes what is still queued
         log.info("gateway stopped")
 
     def request_stop(self) -> None:

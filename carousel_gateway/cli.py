@@ -220,6 +220,31 @@ def move(
 
 
 @app.command()
+def history(
+    machine: Annotated[str | None, typer.Argument(help="Machine id (default: all)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many entries")] = 30,
+    kind: Annotated[
+        list[str] | None, typer.Option("--kind", help="Only this kind (repeatable)")
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+) -> None:
+    """The journal: who moved what, how it ended, faults and links (newest first)."""
+    from rich.console import Console
+
+    from carousel_gateway.cli_views import history_table
+    from carousel_gateway.client import CarouselClient
+
+    async def run() -> None:
+        async with CarouselClient(url, token=token, reconnect=False) as client:
+            page = await client.history(machine, kinds=kind, limit=limit)
+            counters = await client.counters(machine)
+        Console().print(history_table(page, counters))
+
+    _run_client(run)
+
+
+@app.command()
 def watch(url: UrlOption = DEFAULT_URL, token: TokenOption = None) -> None:
     """A live table of every machine and the event feed, until Ctrl-C."""
     from carousel_gateway.cli_views import watch_screen

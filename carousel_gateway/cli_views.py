@@ -11,7 +11,9 @@ from rich.text import Text
 
 from carousel_gateway.api.messages import (
     CommandResult,
+    Counters,
     FleetStatus,
+    History,
     MachineEvent,
     MachineInfo,
     MachineState,
@@ -68,6 +70,42 @@ def status_table(
             "-" if state.raw_status is None else str(state.raw_status),
         )
     return table
+
+
+def history_table(page: History, counters: Counters) -> Group:
+    """Journal entries (newest first) and the maintenance counters under them."""
+    table = Table(title="Journal")
+    for column in ("time (UTC)", "machine", "kind", "who", "what", "outcome"):
+        table.add_column(column)
+    for entry in page.entries:
+        extra = entry.model_extra or {}
+        what = ""
+        if entry.kind in ("command", "command_refused"):
+            what = f"cmd {extra.get('command', '?')} arg {extra.get('argument', '-')}"
+        elif "keys" in extra:
+            what = ", ".join(extra["keys"])
+        elif "position" in extra:
+            what = f"at {extra['position']}"
+        outcome = str(extra.get("outcome") or extra.get("code") or "")
+        if extra.get("reasons"):
+            outcome += f" ({', '.join(extra['reasons'])})"
+        style = "red" if entry.kind in ("move_failed", "fault_raised", "command_refused") else ""
+        table.add_row(
+            entry.timestamp.replace("T", " ").rstrip("Z"),
+            entry.machine_id,
+            Text(entry.kind, style=style),
+            str(extra.get("client", "")),
+            what,
+            outcome,
+        )
+    totals = Table(title="Counters")
+    totals.add_column("machine")
+    totals.add_column("counter")
+    totals.add_column("value", justify="right")
+    for machine_id, values in sorted(counters.counters.items()):
+        for name, value in sorted(values.items()):
+            totals.add_row(machine_id, name, f"{value:g}")
+    return Group(table, totals)
 
 
 def describe_event(event: object) -> str | None:

@@ -32,8 +32,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from carousel_gateway.api.messages import (
     CommandResult,
+    Counters,
     ErrorMessage,
     FleetStatus,
+    History,
     MachineEvent,
     MachineInfo,
     MachineStatus,
@@ -72,6 +74,8 @@ _MODELS: dict[str, type[BaseModel]] = {
     "machine_event": MachineEvent,
     "error": ErrorMessage,
     "pong": Pong,
+    "history": History,
+    "counters": Counters,
 }
 
 
@@ -264,6 +268,39 @@ class CarouselClient:
         kind = SubscriptionType(subscription_type)
         reply = await self._subscribe(kind, machine_ids)
         self._subscriptions.append((kind, machine_ids))
+        return reply
+
+    async def history(
+        self,
+        machine_id: str | None = None,
+        *,
+        kinds: list[str] | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 100,
+        cursor: int | None = None,
+    ) -> History:
+        """A page of the journal, newest first (``next_cursor`` continues)."""
+        message: dict[str, Any] = {"type": "get_history", "limit": limit}
+        for key, value in (
+            ("machine_id", machine_id),
+            ("kinds", kinds),
+            ("since", since),
+            ("until", until),
+            ("cursor", cursor),
+        ):
+            if value is not None:
+                message[key] = value
+        reply = await self._request(message)
+        assert isinstance(reply, History)
+        return reply
+
+    async def counters(self, machine_id: str | None = None) -> Counters:
+        message: dict[str, Any] = {"type": "get_counters"}
+        if machine_id is not None:
+            message["machine_id"] = machine_id
+        reply = await self._request(message)
+        assert isinstance(reply, Counters)
         return reply
 
     async def ping(self) -> Pong:

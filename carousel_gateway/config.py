@@ -158,11 +158,20 @@ class HttpConfig(_Strict):
     port: PortOrAuto = 5000
 
 
+class JournalConfig(_Strict):
+    """The SQLite journal of commands and machine events (``store.py``)."""
+
+    enabled: bool = True
+    path: str = "./carousel-gateway.db"  # ":memory:" keeps nothing across restarts
+    retention_days: Annotated[float, Field(gt=0, le=36500)] = 90.0
+
+
 class GatewayConfig(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     websocket: WebSocketConfig = WebSocketConfig()
     http: HttpConfig = HttpConfig()
     auth: AuthConfig = AuthConfig()
+    journal: JournalConfig = JournalConfig()
     machines: Annotated[tuple[MachineConfig, ...], Field(min_length=1)]
 
     @field_validator("machines")

@@ -23,6 +23,8 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "FORBIDDEN"  # the token's role may not do this
     UNAUTHORIZED = "UNAUTHORIZED"
     RATE_LIMITED = "RATE_LIMITED"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    JOURNAL_UNAVAILABLE = "JOURNAL_UNAVAILABLE"  # history asked, but the journal is off
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 

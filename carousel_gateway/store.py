@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS counters (
 """
 
 #: Row kinds a history query can filter on.
-KINDS = (
+KINDS: tuple[str, ...] = (
     "command",
     "command_refused",
     "move_completed",
@@ -81,6 +81,9 @@ KINDS = (
     "error",
     "fault_raised",
     "fault_cleared",
+    "telemetry_source_changed",
+    "position_desync",
+    "position_desync_cleared",
 )
 
 
@@ -114,7 +117,7 @@ class Journal:
         self._writer: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         self._last_complaint = 0.0
-        self._move_starts: dict[tuple[str, int], int | None] = {}
+        self._writing = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -144,7 +147,12 @@ class Journal:
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        """Records queued or being written."""
+        return self._queue.qsize() + self._writing
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is written (or dropped)."""
+        await self._queue.join()
 
     # -- writing --------------------------------------------------------------------------
 
@@ -178,6 +186,7 @@ class Journal:
             batch = [first]
             while not self._queue.empty() and len(batch) < 500:
                 batch.append(self._queue.get_nowait())
+            self._writing = len(batch)
             try:
                 await self._run(self._insert_events, batch)
             except sqlite3.Error as exc:
@@ -186,6 +195,7 @@ class Journal:
             else:
                 self._recovered()
             finally:
+                self._writing = 0
                 for _ in batch:
                     self._queue.task_done()
 
@@ -468,7 +478,11 @@ def _row_dict(row: sqlite3.Row) -> dict[str, Any]:
 
 def _is_extra_event(event: Event) -> bool:
     """Events added by later features (telemetry source changes, desync warnings)."""
-    return type(event).__name__ in ("TelemetrySourceChanged", "PositionDesync")
+    return type(event).__name__ in (
+        "TelemetrySourceChanged",
+        "PositionDesync",
+        "PositionDesyncCleared",
+    )
 
 
 def _extra_kind(event: Event) -> str:

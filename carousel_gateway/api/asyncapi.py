@@ -22,6 +22,8 @@ _REPLIES: dict[type[BaseModel], tuple[type[BaseModel], ...]] = {
     m.Subscribe: (m.SubscriptionConfirmed, m.StatusBroadcast),
     m.Unsubscribe: (m.UnsubscriptionConfirmed,),
     m.Ping: (m.Pong,),
+    m.GetHistory: (m.History,),
+    m.GetCounters: (m.Counters,),
 }
 
 _SUMMARIES: dict[type[BaseModel], str] = {
@@ -30,6 +32,10 @@ _SUMMARIES: dict[type[BaseModel], str] = {
     m.Subscribe: "Subscribe to status_updates, command_results or all_events.",
     m.Unsubscribe: "Remove subscriptions (same fields as subscribe).",
     m.Ping: "Application-level ping; answered with pong.",
+    m.GetHistory: "Journal entries (commands, moves, events), newest first, paged by cursor.",
+    m.GetCounters: "Maintenance counters per machine (moves, travel, faults...).",
+    m.History: "A page of journal entries; next_cursor continues to older ones.",
+    m.Counters: "Maintenance counters per machine, kept in the journal.",
     m.Welcome: "Sent on connect: server version, capabilities and machines.",
     m.MachineStatus: "One machine's live state (reply to get_status).",
     m.FleetStatus: "Every machine's live state (get_status without machine_id).",

@@ -23,16 +23,14 @@ STATUS_BY_CODE: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         ErrorCode.BUSY: HTTPStatus.CONFLICT,
         ErrorCode.MACHINE_NOT_READY: HTTPStatus.CONFLICT,
         ErrorCode.RATE_LIMITED: HTTPStatus.TOO_MANY_REQUESTS,
+        ErrorCode.PAYLOAD_TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        ErrorCode.JOURNAL_UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
         ErrorCode.INTERNAL_ERROR: HTTPStatus.INTERNAL_SERVER_ERROR,
         # The PLC, not the gateway, is unavailable or slow: the gateway's own "upstream" codes.
         ErrorCode.CONNECTION_ERROR: HTTPStatus.SERVICE_UNAVAILABLE,
         ErrorCode.PLC_TIMEOUT: HTTPStatus.GATEWAY_TIMEOUT,
     }
 )
-
-#: A request body over the size limit. The table has no code of its own for it, so the
-#: envelope says ``INVALID_MESSAGE_FORMAT`` while the status says what HTTP clients expect.
-PAYLOAD_TOO_LARGE: Final[int] = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
 
 def http_status(code: ErrorCode) -> int:

@@ -158,10 +158,52 @@ class Ping(_In):
     type: Literal["ping"]
 
 
-ClientMessage = Annotated[
-    GetStatus | SendCommand | Subscribe | Unsubscribe | Ping, Field(discriminator="type")
+HistoryKind = Literal[
+    "command",
+    "command_refused",
+    "move_completed",
+    "move_failed",
+    "connected",
+    "disconnected",
+    "error",
+    "fault_raised",
+    "fault_cleared",
+    "telemetry_source_changed",
+    "position_desync",
+    "position_desync_cleared",
 ]
-CLIENT_MESSAGE_TYPES = ("get_status", "send_command", "subscribe", "unsubscribe", "ping")
+
+
+class GetHistory(_In):
+    """Journal entries, newest first; ``next_cursor`` of a reply continues to older ones."""
+
+    type: Literal["get_history"]
+    machine_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    kinds: Annotated[list[HistoryKind], Field(max_length=50)] | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    cursor: Annotated[int, Field(ge=1, le=2**62)] | None = None
+
+
+class GetCounters(_In):
+    type: Literal["get_counters"]
+    machine_id: str | None = None
+
+
+ClientMessage = Annotated[
+    GetStatus | SendCommand | Subscribe | Unsubscribe | Ping | GetHistory | GetCounters,
+    Field(discriminator="type"),
+]
+CLIENT_MESSAGE_TYPES = (
+    "get_status",
+    "send_command",
+    "subscribe",
+    "unsubscribe",
+    "ping",
+    "get_history",
+    "get_counters",
+)
 _client_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 
 
@@ -256,7 +298,7 @@ class FleetStatus(_Out):
 
 class CommandData(BaseModel):
     command_sent: int
-    argument: int | None
+    argument: int | None = None
     result: str
     skipped: bool = False
     command_id: int
@@ -269,6 +311,10 @@ class CommandResult(_Out):
     data: CommandData
     timestamp: str
     request_id: str | None = None
+
+    def encode(self) -> str:
+        # data.argument stays even when null (a STATUS command has none), as in the spec.
+        return self.model_dump_json(exclude={"request_id"} if self.request_id is None else None)
 
 
 class MoveCompletedMessage(_Out):
@@ -336,6 +382,9 @@ class MachineEventKind(StrEnum):
     ERROR = "error"
     FAULT_RAISED = "fault_raised"
     FAULT_CLEARED = "fault_cleared"
+    TELEMETRY_SOURCE = "telemetry_source"  # Modbus ↔ port-3200 fallback
+    POSITION_DESYNC = "position_desync"  # warning: idle, latched target ≠ position
+    POSITION_DESYNC_CLEARED = "position_desync_cleared"
 
 
 class MachineEvent(_Out):
@@ -344,7 +393,38 @@ class MachineEvent(_Out):
     event: MachineEventKind
     keys: list[str] | None = None
     reason: str | None = None
+    source: str | None = None  # telemetry_source: "modbus" or "port3200"
+    position: int | None = None  # position_desync
+    target: int | None = None  # position_desync: the latched target
     timestamp: str
+
+
+class HistoryEntry(BaseModel):
+    """One journal row: a command (with its outcome once known) or a machine event."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    timestamp: str
+    machine_id: str
+    kind: str
+
+
+class History(_Out):
+    type: Literal["history"] = "history"
+    machine_id: str | None = None
+    entries: list[HistoryEntry]
+    next_cursor: int | None = None
+    timestamp: str
+    request_id: str | None = None
+
+
+class Counters(_Out):
+    type: Literal["counters"] = "counters"
+    machine_id: str | None = None
+    counters: dict[str, dict[str, float]]
+    timestamp: str
+    request_id: str | None = None
 
 
 class ErrorMessage(_Out):
@@ -388,8 +468,10 @@ ServerMessage = (
     | MachineEvent
     | ErrorMessage
     | Pong
+    | History
+    | Counters
 )
-CLIENT_MESSAGES = (GetStatus, SendCommand, Subscribe, Unsubscribe, Ping)
+CLIENT_MESSAGES = (GetStatus, SendCommand, Subscribe, Unsubscribe, Ping, GetHistory, GetCounters)
 SERVER_MESSAGES = (
     Welcome,
     MachineStatus,
@@ -403,4 +485,15 @@ SERVER_MESSAGES = (
     MachineEvent,
     ErrorMessage,
     Pong,
+    History,
+    Counters,
 )
+
+
+def history_entry(row: dict[str, Any]) -> HistoryEntry:
+    """A journal row as clients see it: times as ISO strings."""
+    data = dict(row)
+    data["timestamp"] = utc_timestamp(data.pop("at"))
+    if "completed_at" in data:
+        data["completed_at"] = utc_timestamp(data["completed_at"])
+    return HistoryEntry.model_validate(data)

@@ -20,6 +20,7 @@ import math
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -37,10 +38,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from carousel_gateway import __version__
 from carousel_gateway.api import dashboard
 from carousel_gateway.api.auth import Authenticator, Identity, token_from
-from carousel_gateway.api.http_status import PAYLOAD_TOO_LARGE, http_status
+from carousel_gateway.api.http_status import http_status
 from carousel_gateway.api.messages import (
+    HistoryEntry,
+    HistoryKind,
     MachineInfo,
     MachineState,
+    history_entry,
     machine_state,
     main_reason,
     utc_timestamp,
@@ -62,6 +66,7 @@ from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.plc.protocol import Command
 from carousel_gateway.sim.carousel import Fault
 from carousel_gateway.sim.server import LinkAction, SimulatorServer
+from carousel_gateway.store import KINDS, Journal
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +192,20 @@ class Refusal(_Reply):
     reasons: list[str]
 
 
+class TelemetryDiagnostics(_Reply):
+    """Where status and position come from (Modbus machines can fall back to port 3200)."""
+
+    configured: Literal["port3200", "modbus"]
+    source: str = Field(description="The source in use now: modbus or port3200")
+    fallbacks: int
+    modbus_state: str | None
+    modbus_last_error: str | None
+    registers: dict[str, int] | None = Field(description="Raw registers of the last Modbus read")
+    position_desync: dict[str, int] | None = Field(
+        description="Idle with the latched target (D2) not at the position (D0): a warning"
+    )
+
+
 class MachineDiagnostics(_Reply):
     connection: ConnectionDiagnostics
     state: MachineState
@@ -196,6 +215,22 @@ class MachineDiagnostics(_Reply):
     busy: bool
     active_target: int | None
     last_move: MoveOutcome | None
+    telemetry: TelemetryDiagnostics
+    counters: dict[str, float] | None = Field(
+        description="Maintenance counters from the journal (null when it is disabled)"
+    )
+
+
+class HistoryData(_Reply):
+    entries: list[HistoryEntry]
+    next_cursor: int | None = Field(description="Pass as `cursor` for the next, older page")
+
+
+class JournalHealth(_Reply):
+    state: Literal["ok", "degraded", "disabled"]
+    dropped: int = Field(description="Records the journal could not write so far")
+    pending: int
+    last_error: str | None
 
 
 class HealthData(_Reply):
@@ -204,6 +239,7 @@ class HealthData(_Reply):
     )
     version: str
     machines: dict[str, ConnectionState]
+    journal: JournalHealth
 
 
 class ReadyData(_Reply):
@@ -241,6 +277,10 @@ class DiagnosticsResponse(MachineEnvelope[MachineDiagnostics]):
 
 class HealthResponse(Envelope[HealthData]):
     pass
+
+
+class HistoryResponse(Envelope[HistoryData]):
+    machine_id: str | None = None
 
 
 class ReadyResponse(Envelope[ReadyData]):
@@ -441,8 +481,10 @@ class RestApi:
         websocket: WebSocketApi | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         rate_limiter: RateLimiter | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.fleet = fleet
+        self.journal = journal
         self.simulators = simulators
         self.authenticator = authenticator
         self.websocket = websocket
@@ -602,7 +644,24 @@ def _percentile(sorted_values: Sequence[float], fraction: float) -> float | None
     return round(sorted_values[rank - 1], 6)
 
 
-def _diagnostics(machine: Machine) -> MachineDiagnostics:
+def _telemetry(machine: Machine) -> TelemetryDiagnostics:
+    modbus = machine.modbus
+    reading = None if modbus is None else modbus.last_reading
+    desync = machine.position_desync
+    return TelemetryDiagnostics(
+        configured=machine.config.telemetry,
+        source=machine.telemetry_source.value,
+        fallbacks=machine.telemetry_fallbacks,
+        modbus_state=None if modbus is None else modbus.state.value,
+        modbus_last_error=None if modbus is None else modbus.last_error,
+        registers=None if reading is None else {f"D{k}": v for k, v in reading.registers},
+        position_desync=(
+            None if desync is None else {"position": desync.position, "target": desync.target}
+        ),
+    )
+
+
+def _diagnostics(machine: Machine, counters: dict[str, float] | None) -> MachineDiagnostics:
     connection = machine.connection
     snapshot = machine.snapshot
     latencies = sorted(connection.latencies_s)
@@ -645,6 +704,8 @@ def _diagnostics(machine: Machine) -> MachineDiagnostics:
         busy=machine.busy,
         active_target=machine.active_target,
         last_move=None if last is None else _outcome_of(last),
+        telemetry=_telemetry(machine),
+        counters=counters,
     )
 
 
@@ -738,11 +799,11 @@ class Gatekeeper:
                 drained += len(message.get("body", b""))
                 more = message.get("more_body", False)
         error = GatewayError(
-            ErrorCode.INVALID_MESSAGE_FORMAT,
+            ErrorCode.PAYLOAD_TOO_LARGE,
             f"request body over {self.api.max_body_bytes} bytes",
         )
         headers = {"Connection": "close"} if more else None
-        await error_response(error, status=PAYLOAD_TOO_LARGE, headers=headers)(scope, receive, send)
+        await error_response(error, headers=headers)(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -806,9 +867,9 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "FORBIDDEN: the token's role may not do this",
         404: "MACHINE_NOT_FOUND",
         409: "BUSY or MACHINE_NOT_READY, with data.reasons",
-        413: "Body too large (code INVALID_MESSAGE_FORMAT)",
+        413: "PAYLOAD_TOO_LARGE: the body is over the limit",
         429: "RATE_LIMITED (see Retry-After)",
-        503: "CONNECTION_ERROR: the PLC is not connected",
+        503: "CONNECTION_ERROR: the PLC is not connected (JOURNAL_UNAVAILABLE for history)",
         504: "PLC_TIMEOUT: the PLC did not answer (the command was not retried)",
     }
     responses: dict[int | str, dict[str, Any]] = {
@@ -903,8 +964,94 @@ async def machine_move(
     responses=_errors(*_MACHINE_READ_ERRORS),
     summary="Link details, decoded status with every fault and interlock, the last move",
 )
-async def machine_diagnostics(machine: MachineDep) -> DiagnosticsResponse:
-    return DiagnosticsResponse(machine_id=machine.id, data=_diagnostics(machine))
+async def machine_diagnostics(api: ApiDep, machine: MachineDep) -> DiagnosticsResponse:
+    counters = None
+    if api.journal is not None:
+        counters = (await api.journal.counters(machine.id)).get(machine.id, {})
+    return DiagnosticsResponse(machine_id=machine.id, data=_diagnostics(machine, counters))
+
+
+_HISTORY_KINDS = ", ".join(KINDS)
+SinceQuery = Annotated[datetime | None, Query(description="Only entries at or after (ISO 8601)")]
+UntilQuery = Annotated[datetime | None, Query(description="Only entries at or before (ISO 8601)")]
+KindsQuery = Annotated[
+    list[HistoryKind] | None,
+    Query(description=f"Only these kinds (repeat the parameter): {_HISTORY_KINDS}"),
+]
+LimitQuery = Annotated[int, Query(ge=1, le=1000, description="Entries per page (newest first)")]
+CursorQuery = Annotated[
+    int | None, Query(ge=1, le=2**62, description="next_cursor of the previous page")
+]
+
+
+async def _history(
+    api: RestApi,
+    machine_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    kinds: list[str] | None,
+    limit: int,
+    cursor: int | None,
+) -> HistoryResponse:
+    if api.journal is None:
+        raise GatewayError(ErrorCode.JOURNAL_UNAVAILABLE, "the journal is disabled")
+    page = await api.journal.history(
+        machine_id,
+        since=_epoch(since),
+        until=_epoch(until),
+        kinds=kinds,
+        limit=limit,
+        cursor=cursor,
+    )
+    return HistoryResponse(
+        machine_id=machine_id,
+        data=HistoryData(
+            entries=[history_entry(row) for row in page.rows], next_cursor=page.next_cursor
+        ),
+    )
+
+
+@router.get(
+    "/v1/machines/{machine_id}/history",
+    response_model=HistoryResponse,
+    responses=_errors(*_MACHINE_READ_ERRORS, 503),
+    summary="A machine's journal: commands (who, what, outcome) and events, newest first",
+)
+async def machine_history(
+    api: ApiDep,
+    machine: MachineDep,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
+    kinds: KindsQuery = None,
+    limit: LimitQuery = 100,
+    cursor: CursorQuery = None,
+) -> HistoryResponse:
+    return await _history(api, machine.id, since, until, kinds, limit, cursor)
+
+
+@router.get(
+    "/v1/events",
+    response_model=HistoryResponse,
+    responses=_errors(*_READ_ERRORS, 503),
+    summary="Every machine's journal, newest first (same filters as a machine's history)",
+)
+async def all_events(
+    api: ApiDep,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
+    kinds: KindsQuery = None,
+    limit: LimitQuery = 100,
+    cursor: CursorQuery = None,
+) -> HistoryResponse:
+    return await _history(api, None, since, until, kinds, limit, cursor)
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 @router.get(
@@ -986,7 +1133,16 @@ async def health(api: ApiDep) -> HealthResponse:
     status: Literal["healthy", "degraded", "critical"] = (
         "healthy" if connected == len(states) else "critical" if connected == 0 else "degraded"
     )
-    return HealthResponse(data=HealthData(status=status, version=__version__, machines=states))
+    journal = api.journal
+    journal_health = JournalHealth(
+        state="disabled" if journal is None else "ok" if journal.healthy else "degraded",
+        dropped=0 if journal is None else journal.dropped,
+        pending=0 if journal is None else journal.pending,
+        last_error=None if journal is None else journal.last_error,
+    )
+    return HealthResponse(
+        data=HealthData(status=status, version=__version__, machines=states, journal=journal_health)
+    )
 
 
 @open_router.get(
@@ -1026,6 +1182,7 @@ def create_app(
     websocket: WebSocketApi | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     rate_limiter: RateLimiter | None = None,
+    journal: Journal | None = None,
 ) -> FastAPI:
     """The REST API over a fleet. ``websocket`` (a WebSocketApi) adds its metrics."""
     api = RestApi(
@@ -1035,6 +1192,7 @@ def create_app(
         websocket=websocket,
         max_body_bytes=max_body_bytes,
         rate_limiter=rate_limiter,
+        journal=journal,
     )
     app = FastAPI(
         title="carousel-gateway REST API",

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
@@ -30,8 +31,12 @@ from carousel_gateway.api.messages import (
     CAPABILITIES,
     CommandData,
     CommandResult,
+    Counters,
     FleetStatus,
+    GetCounters,
+    GetHistory,
     GetStatus,
+    History,
     MachineEvent,
     MachineEventKind,
     MachineInfo,
@@ -49,6 +54,7 @@ from carousel_gateway.api.messages import (
     UnsubscriptionConfirmed,
     Welcome,
     error_message,
+    history_entry,
     machine_state,
     main_reason,
     parse_client_message,
@@ -70,11 +76,15 @@ from carousel_gateway.fleet.events import (
     MoveCompleted,
     MoveFailed,
     Origin,
+    PositionDesync,
+    PositionDesyncCleared,
     StatusChanged,
+    TelemetrySourceChanged,
 )
 from carousel_gateway.fleet.fleet import Fleet
 from carousel_gateway.fleet.machine import Machine
 from carousel_gateway.plc.connection import ConnectionState
+from carousel_gateway.store import Journal
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +117,11 @@ class WebSocketApi:
         fleet: Fleet,
         *,
         authenticator: Authenticator | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.config = config
         self.fleet = fleet
+        self.journal = journal
         self.authenticator = authenticator or Authenticator(config.auth)
         self.sessions: dict[int, Session] = {}
         self.subscriptions: SubscriptionIndex[Session] = SubscriptionIndex()
@@ -233,6 +245,8 @@ class WebSocketApi:
                     self._unsubscribe_session(session, message)
                 case Ping():
                     self._send(session, Pong(timestamp=utc_timestamp(), request_id=request_id))
+                case GetHistory() | GetCounters():
+                    self._spawn(session, self._read_journal(session, message))
         except GatewayError as exc:
             if request_id is None:
                 request_id = request_id_of(raw)
@@ -281,11 +295,51 @@ class WebSocketApi:
             request_id=message.request_id,
             session_id=session.id,
         )
-        task = asyncio.get_running_loop().create_task(
-            self._run_command(session, machine, command, argument, origin)
-        )
+        self._spawn(session, self._run_command(session, machine, command, argument, origin))
+
+    def _spawn(self, session: Session, work) -> None:
+        """Run work that awaits (a PLC, the journal) without holding up the session."""
+        task = asyncio.get_running_loop().create_task(work)
         session.tasks.add(task)
         task.add_done_callback(session.tasks.discard)
+
+    async def _read_journal(self, session: Session, message: GetHistory | GetCounters) -> None:
+        try:
+            if self.journal is None:
+                raise GatewayError(ErrorCode.JOURNAL_UNAVAILABLE, "the journal is disabled")
+            if message.machine_id is not None:
+                self.fleet.get(message.machine_id)  # MACHINE_NOT_FOUND for unknown ids
+            reply: History | Counters
+            if isinstance(message, GetHistory):
+                page = await self.journal.history(
+                    message.machine_id,
+                    since=_epoch(message.since),
+                    until=_epoch(message.until),
+                    kinds=message.kinds,
+                    limit=message.limit,
+                    cursor=message.cursor,
+                )
+                reply = History(
+                    machine_id=message.machine_id,
+                    entries=[history_entry(row) for row in page.rows],
+                    next_cursor=page.next_cursor,
+                    timestamp=utc_timestamp(),
+                    request_id=message.request_id,
+                )
+            else:
+                reply = Counters(
+                    machine_id=message.machine_id,
+                    counters=await self.journal.counters(message.machine_id),
+                    timestamp=utc_timestamp(),
+                    request_id=message.request_id,
+                )
+            self._send(session, reply)
+        except GatewayError as exc:
+            self._send(session, error_message(exc, message.request_id))
+        except Exception:
+            log.exception("session %d: reading the journal failed", session.id)
+            failed = GatewayError(ErrorCode.INTERNAL_ERROR, "reading the journal failed")
+            self._send(session, error_message(failed, message.request_id))
 
     async def _run_command(
         self, session: Session, machine: Machine, command: object, argument: object, origin: Origin
@@ -381,6 +435,18 @@ class WebSocketApi:
                 self._machine_event(event, MachineEventKind.FAULT_RAISED, keys=list(keys))
             case FaultCleared(keys=keys):
                 self._machine_event(event, MachineEventKind.FAULT_CLEARED, keys=list(keys))
+            case TelemetrySourceChanged(source=source, reason=reason):
+                self._machine_event(
+                    event, MachineEventKind.TELEMETRY_SOURCE, source=source.value, reason=reason
+                )
+            case PositionDesync(position=position, target=target):
+                self._machine_event(
+                    event, MachineEventKind.POSITION_DESYNC, position=position, target=target
+                )
+            case PositionDesyncCleared(position=position):
+                self._machine_event(
+                    event, MachineEventKind.POSITION_DESYNC_CLEARED, position=position
+                )
 
     def _to_requester_and_subscribers(self, event: Event, origin: Origin, build) -> None:
         requester = None
@@ -402,6 +468,9 @@ class WebSocketApi:
         *,
         keys: list[str] | None = None,
         reason: str | None = None,
+        source: str | None = None,
+        position: int | None = None,
+        target: int | None = None,
     ) -> None:
         sessions = self.subscriptions.sessions(Channel.EVENTS, event.machine_id)
         if sessions:
@@ -410,6 +479,9 @@ class WebSocketApi:
                 event=kind,
                 keys=keys,
                 reason=reason,
+                source=source,
+                position=position,
+                target=target,
                 timestamp=utc_timestamp(event.at),
             )
             self._broadcast(sessions, "machine_event", message.encode())
@@ -485,6 +557,15 @@ def _move_outcome(
         timestamp=utc_timestamp(event.at),
         request_id=request_id,
     )
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    """Seconds since the epoch; a time without a zone is taken as UTC."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def _peer(connection: ServerConnection) -> str:

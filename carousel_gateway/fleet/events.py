@@ -8,7 +8,7 @@ must therefore only do quick work (encode, enqueue) and never await.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -119,6 +119,7 @@ class MoveCompleted(Event):
     position: int
     duration_s: float
     origin: Origin = field(default_factory=Origin)
+    travelled: int = 0  # buckets passed the window (maintenance counters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +130,13 @@ class MoveFailed(Event):
     position: int | None
     duration_s: float
     origin: Origin = field(default_factory=Origin)
+    travelled: int = 0  # buckets passed the window before it ended
 
 
 Handler = Callable[[Event], None]
+
+#: Writes a command's record durably before its result is published (the journal).
+CommandJournal = Callable[["CommandAccepted | CommandRefused"], Awaitable[None]]
 
 
 class EventBus:

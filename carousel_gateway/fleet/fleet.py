@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from carousel_gateway.config import MachineConfig
 from carousel_gateway.errors import ErrorCode, GatewayError
-from carousel_gateway.fleet.events import EventBus
+from carousel_gateway.fleet.events import CommandJournal, EventBus
 from carousel_gateway.fleet.machine import Machine
 
 
@@ -22,6 +22,7 @@ class Fleet:
         *,
         ports: Mapping[str, int] | None = None,
         modbus_ports: Mapping[str, int] | None = None,
+        command_journal: CommandJournal | None = None,
     ) -> None:
         self.bus = bus or EventBus()
         ports = ports or {}
@@ -32,6 +33,7 @@ class Fleet:
                 self.bus,
                 port=ports.get(config.id),
                 modbus_port=modbus_ports.get(config.id),
+                command_journal=command_journal,
             )
             for config in configs
         }

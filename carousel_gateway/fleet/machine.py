@@ -26,6 +26,7 @@ from carousel_gateway.config import MachineConfig
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.fleet.events import (
     CommandAccepted,
+    CommandJournal,
     CommandRefused,
     ConnectionChanged,
     EventBus,
@@ -87,6 +88,7 @@ class _ActiveMove:
     target: int  # API numbering
     tracker: MoveTracker
     future: asyncio.Future[MoveCompleted | MoveFailed]
+    start_index: int | None = None
 
 
 def connection_settings(config: MachineConfig, port: int | None = None) -> ConnectionSettings:
@@ -130,10 +132,14 @@ class Machine:
         *,
         port: int | None = None,
         modbus_port: int | None = None,
+        command_journal: CommandJournal | None = None,
     ) -> None:
         self.config = config
         self.id = config.id
         self.bus = bus
+        #: Awaited with each command's record before the result is published, so that no
+        #: client ever holds a result the journal does not have.
+        self.command_journal = command_journal
         self.connection = PlcConnection(
             connection_settings(config, port),
             name=config.id,
@@ -221,19 +227,19 @@ class Machine:
         try:
             return await self._execute(command_id, command, argument, origin)
         except GatewayError as exc:
-            self.bus.publish(
-                CommandRefused(
-                    self.id,
-                    time.time(),
-                    command_id=command_id,
-                    command=command,
-                    argument=argument,
-                    code=exc.code.value,
-                    message=exc.message,
-                    reasons=exc.reasons,
-                    origin=origin,
-                )
+            refused = CommandRefused(
+                self.id,
+                time.time(),
+                command_id=command_id,
+                command=command,
+                argument=argument,
+                code=exc.code.value,
+                message=exc.message,
+                reasons=exc.reasons,
+                origin=origin,
             )
+            await self._journal(refused)
+            self.bus.publish(refused)
             raise
 
     def validate(self, command: int, argument: int | None) -> None:
@@ -311,12 +317,18 @@ class Machine:
         self.check_interlocks()
         if self.snapshot.position == position:
             accepted = self._accepted(command_id, Command.MOVE, position, origin, 0.0, skipped=True)
+            await self._publish_accepted(accepted)
             return ExecutedCommand(accepted)
+        start = self.snapshot.position
         started = time.perf_counter()
         reply = await self._request(lambda: self.connection.move(self.to_index(position)))
         latency = time.perf_counter() - started
         loop = asyncio.get_running_loop()
         now = loop.time()
+        accepted = self._accepted(command_id, Command.MOVE, position, origin, latency)
+        # The record is on disk before anything about this move is published. Tracking
+        # starts after it; an arrival meanwhile is still seen (it is a state, not an edge).
+        await self._journal(accepted)
         self._move = _ActiveMove(
             command_id,
             origin,
@@ -328,8 +340,9 @@ class Machine:
                 start_timeout_s=self.config.move_start_timeout_s,
             ),
             loop.create_future(),
+            None if start is None else self.to_index(start),
         )
-        accepted = self._accepted(command_id, Command.MOVE, position, origin, latency)
+        self.bus.publish(accepted)
         outcome = self._move.future
         self._clear_desync()  # the MOVE has overwritten the latched target
         self._apply_command_reply(reply)  # the MOVE's own reply is a reading too
@@ -347,9 +360,9 @@ class Machine:
             result = RESULT_OK
         latency = time.perf_counter() - started
         self._apply_command_reply(reply)
-        return ExecutedCommand(
-            self._accepted(command_id, command, argument, origin, latency, result)
-        )
+        accepted = self._accepted(command_id, command, argument, origin, latency, result)
+        await self._publish_accepted(accepted)
+        return ExecutedCommand(accepted)
 
     def _accepted(
         self,
@@ -373,8 +386,15 @@ class Machine:
             origin=origin,
             latency_s=latency,
         )
-        self.bus.publish(event)
         return event
+
+    async def _publish_accepted(self, event: CommandAccepted) -> None:
+        await self._journal(event)
+        self.bus.publish(event)
+
+    async def _journal(self, event: CommandAccepted | CommandRefused) -> None:
+        if self.command_journal is not None:
+            await self.command_journal(event)
 
     async def _request(self, send: object) -> Reply:
         """Run one PLC exchange, turning link errors into coded gateway errors."""
@@ -489,22 +509,34 @@ class Machine:
                 position=self.to_api_position(verdict.position_index),
                 duration_s=duration,
                 origin=move.origin,
+                travelled=self._travelled(move.start_index, verdict.position_index),
             )
         else:
+            position = self.snapshot.position
             event = MoveFailed(
                 self.id,
                 time.time(),
                 command_id=move.command_id,
                 target=move.target,
                 reasons=verdict.reasons,
-                position=self.snapshot.position,
+                position=position,
                 duration_s=duration,
                 origin=move.origin,
+                travelled=self._travelled(
+                    move.start_index, None if position is None else self.to_index(position)
+                ),
             )
         self.last_outcome = event
         if not move.future.done():
             move.future.set_result(event)
         self.bus.publish(event)
+
+    def _travelled(self, start: int | None, end: int | None) -> int:
+        """Buckets between two indexes the shorter way (the way a carousel turns)."""
+        if start is None or end is None:
+            return 0
+        forward = (end - start) % self.config.positions
+        return min(forward, self.config.positions - forward)
 
     def _on_connection_state(self, state: ConnectionState, reason: str | None) -> None:
         previous = self.snapshot

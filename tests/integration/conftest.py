@@ -148,6 +148,7 @@ def gateway_config(machines: int | list[dict[str, Any]] = 2, **overrides: Any) -
     data: dict[str, Any] = {
         "websocket": {"host": "127.0.0.1", "port": 0},
         "http": {"host": "127.0.0.1", "port": 0},
+        "journal": {"path": ":memory:"},
         "machines": tables,
     }
     for key, value in overrides.items():

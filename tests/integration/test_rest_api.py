@@ -387,7 +387,7 @@ async def test_body_over_the_limit_is_413(http):
     response = await http.post(
         "/v1/machines/machine_1/command", content=big, headers={"content-type": "application/json"}
     )
-    assert_error(response, 413, "INVALID_MESSAGE_FORMAT")
+    assert_error(response, 413, "PAYLOAD_TOO_LARGE")
 
 
 async def test_chunked_body_over_the_limit_is_413(gateway):
@@ -404,7 +404,7 @@ async def test_chunked_body_over_the_limit_is_413(gateway):
             headers={"content-type": "application/json"},
         )
     assert "content-length" not in response.request.headers
-    assert_error(response, 413, "INVALID_MESSAGE_FORMAT")
+    assert_error(response, 413, "PAYLOAD_TOO_LARGE")
 
 
 async def test_unknown_path_and_method_keep_the_envelope(http):
@@ -753,6 +753,8 @@ async def test_openapi_lists_every_endpoint_with_its_models(http):
         "/v1/machines/{machine_id}/status": {"get"},
         "/v1/machines/{machine_id}/command": {"post"},
         "/v1/machines/{machine_id}/move": {"post"},
+        "/v1/machines/{machine_id}/history": {"get"},
+        "/v1/events": {"get"},
         "/v1/machines/{machine_id}/diagnostics": {"get"},
         "/v1/status": {"get"},
         "/v1/command": {"post"},
@@ -796,6 +798,8 @@ def test_every_error_code_has_one_http_status():
         ErrorCode.BUSY: 409,
         ErrorCode.MACHINE_NOT_READY: 409,
         ErrorCode.RATE_LIMITED: 429,
+        ErrorCode.PAYLOAD_TOO_LARGE: 413,
+        ErrorCode.JOURNAL_UNAVAILABLE: 503,
         ErrorCode.INTERNAL_ERROR: 500,
         ErrorCode.CONNECTION_ERROR: 503,
         ErrorCode.PLC_TIMEOUT: 504,

@@ -183,7 +183,7 @@ async def test_no_server_error(gateway_factory):
     # all) answered with success at least once, so the run is not only error paths.
     called = {label for label, _ in replies}
     answered = {label for label, status in replies if status < 300}
-    assert len(called) == 11, sorted(replies)
+    assert len(called) == 13, sorted(replies)
     assert called - answered <= {"POST /v1/machines/{machine_id}/move"}, sorted(replies)
 
 

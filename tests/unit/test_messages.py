@@ -128,3 +128,12 @@ def test_main_reason_prefers_fault_keys():
     assert main_reason(("MODO_OPERACION",)) == "MODO_OPERACION"
     assert main_reason(("timeout",)) == "timeout"
     assert main_reason(()) == "unknown"
+
+
+def test_history_kinds_of_the_api_are_the_journal_kinds():
+    from typing import get_args
+
+    from carousel_gateway.api.messages import HistoryKind
+    from carousel_gateway.store import KINDS
+
+    assert set(get_args(HistoryKind)) == set(KINDS)

@@ -40,7 +40,7 @@ def accepted(command_id: int, argument: int, at: float, machine: str = "m1") -> 
 
 
 async def flush(journal: Journal) -> None:
-    await journal._queue.join()
+    await journal.flush()
 
 
 async def test_commands_and_their_outcomes_are_journalled(tmp_path):

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from carousel_gateway.fleet.events import (
     CommandAccepted,
@@ -70,8 +70,8 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 """
 
-#: Row kinds a history query can filter on.
-KINDS: tuple[str, ...] = (
+#: Row kinds a history query can filter on (the APIs validate against this type).
+HistoryKind = Literal[
     "command",
     "command_refused",
     "move_completed",
@@ -84,7 +84,8 @@ KINDS: tuple[str, ...] = (
     "telemetry_source_changed",
     "position_desync",
     "position_desync_cleared",
-)
+]
+KINDS: tuple[str, ...] = get_args(HistoryKind)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.fleet.events import Snapshot
 from carousel_gateway.plc.status import FLAG_BY_KEY, StatusKey
+from carousel_gateway.store import HistoryKind
 
 __all__ = ["ErrorCode", "GatewayError"]
 
@@ -156,22 +157,6 @@ class Unsubscribe(_In):
 
 class Ping(_In):
     type: Literal["ping"]
-
-
-HistoryKind = Literal[
-    "command",
-    "command_refused",
-    "move_completed",
-    "move_failed",
-    "connected",
-    "disconnected",
-    "error",
-    "fault_raised",
-    "fault_cleared",
-    "telemetry_source_changed",
-    "position_desync",
-    "position_desync_cleared",
-]
 
 
 class GetHistory(_In):

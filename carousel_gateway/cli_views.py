@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -108,6 +108,19 @@ def history_table(page: History, counters: Counters) -> Group:
     return Group(table, totals)
 
 
+def _describe_change(event: object) -> str | None:
+    if not isinstance(event, StatusBroadcast):
+        return None
+    parts = []
+    for machine_id, state in event.status.items():
+        labels = state.status or {}
+        parts.append(
+            f"{machine_id}: {state.connection_status}, position {state.position}, "
+            f"{labels.get('RUN', '-')}, raw {state.raw_status}"
+        )
+    return "; ".join(parts)
+
+
 def describe_event(event: object) -> str | None:
     """One line for the event feed (None for plain status broadcasts)."""
     match event:
@@ -130,8 +143,22 @@ async def watch_screen(url: str, token: str | None) -> None:
 
     states: dict[str, MachineState] = {}
     feed: deque[str] = deque(maxlen=15)
+    console = Console()
     async with CarouselClient(url, token=token) as client:
-        with Live(auto_refresh=False) as live:
+        if not console.is_terminal:  # piped: the table once, then one line per event
+            first = True
+            async for event in client.events("all_events"):
+                if isinstance(event, StatusBroadcast):
+                    states.update(event.status)
+                    if first:
+                        console.print(status_table(states, client.machines))
+                        first = False
+                        continue
+                line = describe_event(event) or _describe_change(event)
+                if line:
+                    console.print(f"{event.timestamp}  {line}", highlight=False, soft_wrap=True)
+            return
+        with Live(auto_refresh=False, console=console) as live:
             async for event in client.events("all_events"):
                 if isinstance(event, StatusBroadcast):
                     states.update(event.status)

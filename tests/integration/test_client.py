@@ -166,3 +166,40 @@ async def test_cli_status_and_move(gateway):
 
     code, output = await run_cli("status", "--url", "ws://127.0.0.1:9")
     assert code == 1 and "cannot reach" in output
+
+
+async def test_cli_history_and_watch(gateway):
+    async with CarouselClient(url(gateway)) as client:
+        await client.move("machine_1", 4, wait=True, arrival_timeout=5)
+    await gateway.journal.flush()
+    code, output = await run_cli("history", "machine_1", "--url", url(gateway))
+    assert code == 0, output
+    assert "move_completed" in output and "moves_completed" in output
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "carousel_gateway",
+        "watch",
+        "--url",
+        url(gateway),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    seen = b""
+    async with asyncio.timeout(20):
+        while b"machine_2" not in seen:
+            chunk = await process.stdout.read(4096)
+            assert chunk, seen.decode()
+            seen += chunk
+    gateway.simulators["machine_2"].model.set_fault(Fault.ALARM, True)
+    async with asyncio.timeout(20):
+        while b"fault_raised" not in seen:
+            chunk = await process.stdout.read(4096)
+            assert chunk, seen.decode()
+            seen += chunk
+    process.send_signal(2)  # Ctrl-C
+    async with asyncio.timeout(10):
+        await process.wait()
+    assert process.returncode == 0

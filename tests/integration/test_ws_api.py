@@ -525,3 +525,73 @@ async def test_client_that_stops_reading_is_dropped_without_slowing_others(gatew
     assert (await fast.request({"type": "ping"}))["type"] == "pong"
     assert loop.time() - started < 1.0
     await fast.close()
+
+
+# -- authentication ---------------------------------------------------------------------------
+
+
+def auth_config():
+    import hashlib
+
+    def digest(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    return gateway_config(
+        auth={
+            "tokens": [
+                {"name": "wms", "role": "operator", "sha256": digest("op-token")},
+                {"name": "screen", "role": "viewer", "sha256": digest("view-token")},
+            ]
+        }
+    )
+
+
+async def test_auth_on_refuses_missing_or_wrong_tokens_with_401(gateway_factory):
+    from websockets.exceptions import InvalidStatus
+
+    gateway = await gateway_factory(auth_config())
+    for kwargs in ({}, {"additional_headers": {"Authorization": "Bearer nope"}}):
+        with pytest.raises(InvalidStatus) as refused:
+            await TestClient.open(url(gateway), **kwargs)
+        assert refused.value.response.status_code == 401
+    with pytest.raises(InvalidStatus):
+        await TestClient.open(url(gateway) + "/?token=nope")
+
+
+async def test_operator_token_in_header_commands_viewer_in_query_is_forbidden(gateway_factory):
+    gateway = await gateway_factory(auth_config())
+    operator = await TestClient.open(
+        url(gateway), additional_headers={"Authorization": "Bearer op-token"}
+    )
+    welcome = await operator.next()
+    assert welcome["auth"] == {"client": "wms", "role": "operator"}
+    reply = await operator.request(
+        {
+            "type": "send_command",
+            "machine_id": "machine_1",
+            "command": {"command": 1, "argument": 3},
+        }
+    )
+    assert reply["type"] == "command_result"
+
+    viewer = await TestClient.open(url(gateway) + "/?token=view-token")
+    assert (await viewer.next())["auth"] == {"client": "screen", "role": "viewer"}
+    status = await viewer.request({"type": "get_status", "machine_id": "machine_1"})
+    assert status["type"] == "machine_status"
+    subscribed = await viewer.request({"type": "subscribe", "subscription_type": "all_events"})
+    assert subscribed["type"] == "subscription_confirmed"
+    refused = await viewer.request(
+        {
+            "type": "send_command",
+            "machine_id": "machine_2",
+            "command": {"command": 1, "argument": 3},
+        }
+    )
+    assert refused["type"] == "error" and refused["code"] == "FORBIDDEN"
+    assert gateway.simulators["machine_2"].model.moves_started == 0
+    await operator.close()
+    await viewer.close()
+
+
+async def test_auth_off_needs_no_token_and_welcome_has_no_auth(client):
+    assert "auth" not in client.received[0]

@@ -1,10 +1,19 @@
 """Fan-out: many subscribed clients, machines changing state at a steady rate.
 
-The gateway runs in its own process (pinned to CPU 0) with embedded simulators that keep
-moving, so each machine changes position ``--rate`` times per second; the clients run in
-another process (pinned to CPU 1), all subscribed to ``status_updates`` for every machine.
-Latency is from the gateway's detection of the change (the broadcast's timestamp) to the
-client's receipt, on the same host clock.
+``--rate`` is the number of state changes per second across the whole fleet, which is also
+the number of ``status_broadcast`` messages (one machine's state, ~390 bytes) each client
+receives per second: ``--machines 10 --rate 10`` moves each carousel one bucket per second
+(the pace of a real carousel) and gives every client a 10 Hz stream. The gateway's
+deliveries per second are ``clients x rate``. A stress row with ``--rate 100`` (ten buckets
+per second per machine) shows the headroom.
+
+Three processes: the gateway (pinned to CPU 0); this driver (CPU 1) with one PLC stub per
+machine, answering after ``--reply-delay`` and kept moving by a commanding client; and the
+receiving clients (CPU 1), all subscribed to ``status_updates`` for every machine. Latency is
+from the gateway's detection of a change (the broadcast's ``timestamp``, taken when the
+PLC's reply is applied; millisecond resolution, so up to 1 ms high) to receipt by a client,
+on the host's clock; a fifth of the clients are timed. Messages lost: every client must
+receive every broadcast stamped inside the measuring window.
 
     .venv/bin/python benchmarks/fanout.py --clients 100,500,1000 --machines 10 --rate 10
 """
@@ -17,7 +26,6 @@ import json
 import os
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -25,185 +33,346 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from websockets.asyncio.client import connect
 
 from benchmarks._common import (
+    CpuMeter,
+    EpollReceivers,
     GatewayProcess,
+    PlcStub,
     free_port,
+    gateway_toml,
     machine_line,
+    machines_toml,
     percentile,
+    pin,
+    stamp_of,
     wait_for_port,
 )
+from carousel_gateway.sim.carousel import CarouselModel
+
+POSITIONS = 30
+STATUS_BROADCAST = b'{"type":"status_broadcast"'
 
 
-def gateway_config(ws_port: int, machines: int, rate: float, compression: bool) -> str:
-    tables = []
-    for index in range(1, machines + 1):
-        tables.append(
-            f"""[[machines]]
-id = "machine_{index}"
-name = "Carrusel {index}"
-kind = "simulator"
-port = 0
-poll_idle_s = 0.2
-poll_active_s = {min(0.2, 0.25 / rate):g}
-move_timeout_s = 600
-
-[machines.simulator]
-embedded = true
-seconds_per_position = {1 / rate:g}
-"""
-        )
-    return (
-        f'[websocket]\nhost = "127.0.0.1"\nport = {ws_port}\n'
-        f"compression = {'true' if compression else 'false'}\n"
-        f"max_send_buffer_bytes = 16777216\n\n"
-        f'[http]\nhost = "127.0.0.1"\nport = {free_port()}\n\n' + "\n".join(tables)
-    )
+# -- the machines ------------------------------------------------------------------------------
 
 
-# -- the client process ------------------------------------------------------------------------
+async def moving_stubs(machines: int, rate: float, reply_delay: float) -> list[PlcStub]:
+    """One PLC stub per machine; each changes bucket every ``machines / rate`` seconds."""
+    stubs = []
+    for index in range(machines):
+        model = CarouselModel(POSITIONS, machines / rate, start_index=index % POSITIONS)
+        stub = PlcStub(model, reply_delay)
+        await stub.start()
+        stubs.append(stub)
+    return stubs
 
 
-def parse_timestamp(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+def stub_machines_toml(stubs: list[PlcStub], first: int = 1, **settings: object) -> str:
+    tables = machines_toml([s.port for s in stubs], move_timeout_s=600.0, **settings)
+    if first != 1:  # renumber: machine_{first}...
+        for i in range(len(stubs), 0, -1):
+            tables = tables.replace(f'"machine_{i}"', f'"machine_{i + first - 1}"')
+            tables = tables.replace(f'"Carrusel {i}"', f'"Carrusel {i + first - 1}"')
+    return tables
 
 
-async def clients_main(url: str, count: int, seconds: float, compression: bool) -> None:
-    """Open ``count`` sessions, subscribe, count and time every broadcast stamped inside a
-    fixed window, and print one JSON line. Every session must get the same broadcasts."""
-    latencies: list[float] = []
-    received = [0] * count
-    window = [float("inf"), float("inf")]
-    done = asyncio.Event()
-
-    async def one(index: int, ready: asyncio.Event) -> None:
-        async with connect(
-            url, max_queue=None, compression="deflate" if compression else None
-        ) as ws:
-            await ws.recv()
-            await ws.send('{"type": "subscribe", "subscription_type": "status_updates"}')
-            await ws.recv()  # confirmation
-            await ws.recv()  # current state
-            ready.set()
-            sample = index % 10 == 0  # time a tenth of the sessions: client CPU is the limit
-            while not done.is_set():
-                try:
-                    async with asyncio.timeout(0.5):
-                        frame = await ws.recv()
-                except TimeoutError:
-                    continue
-                now = time.time()
-                start = frame.index('"timestamp":"') + 13
-                stamp = parse_timestamp(frame[start : start + 24])
-                if window[0] <= stamp < window[1]:
-                    received[index] += 1
-                    if sample:
-                        latencies.append(now - stamp)
-
-    readies = [asyncio.Event() for _ in range(count)]
-    tasks = []
-    for i in range(count):
-        tasks.append(asyncio.create_task(one(i, readies[i])))
-        if i % 50 == 49:
-            await asyncio.gather(*(r.wait() for r in readies[i - 49 : i + 1]))
-    await asyncio.gather(*(r.wait() for r in readies))
-    window[0] = time.time() + 1.0  # settle first
-    window[1] = window[0] + seconds
-    await asyncio.sleep(seconds + 1.0 + 3.0)  # the window, then a grace for in-flight frames
-    done.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    print(json.dumps({"received": received, "latencies": latencies, "elapsed": seconds}))
+async def wait_connected(url: str, ids: list[str], timeout: float = 60.0) -> None:
+    """Until the gateway has a reading from every machine."""
+    async with connect(url) as ws, asyncio.timeout(timeout):
+        await ws.recv()
+        while True:
+            await ws.send(json.dumps({"type": "get_status"}))
+            while True:
+                reply = json.loads(await ws.recv())
+                if reply["type"] == "machine_status":
+                    break
+            states = reply.get("machines", {})
+            if all(states.get(i, {}).get("raw_status") is not None for i in ids):
+                return
+            await asyncio.sleep(0.2)
 
 
-# -- the driver (this process) -----------------------------------------------------------------
+async def keep_moving(url: str, ids: list[str], stop: asyncio.Event, spread: float = 0.0) -> None:
+    """Half turns (15 buckets) on every machine, the next one as each arrives.
 
-
-async def keep_moving(url: str, machines: int, stop: asyncio.Event) -> None:
+    The first moves start ``spread`` seconds apart, so that machines moving at the same
+    pace change bucket one after the other rather than all at once (as a real fleet does);
+    ``fanout.py`` spreads them over one bucket's time."""
     async with connect(url) as ws:
         await ws.recv()
-        await ws.send('{"type": "subscribe", "subscription_type": "command_results"}')
-        for index in range(1, machines + 1):
-            await ws.send(json.dumps(half_turn(f"machine_{index}", 1)))
+        await ws.send(
+            json.dumps(
+                {"type": "subscribe", "subscription_type": "command_results", "machine_ids": ids}
+            )
+        )
+        positions = {machine_id: 1 for machine_id in ids}
+        for machine_id in ids:
+            await ws.send(json.dumps(half_turn(machine_id, None)))
+            await asyncio.sleep(spread)
         async for frame in ws:
             if stop.is_set():
                 return
             message = json.loads(frame)
-            if message["type"] in ("move_completed", "move_failed"):
-                position = message.get("position") or 1
-                await ws.send(json.dumps(half_turn(message["machine_id"], position)))
+            kind = message["type"]
+            if kind in ("move_completed", "move_failed"):
+                machine_id = message["machine_id"]
+                positions[machine_id] = message.get("position") or positions[machine_id]
+                await ws.send(json.dumps(half_turn(machine_id, positions[machine_id])))
+            elif kind == "command_result" and message["data"].get("skipped"):
+                machine_id = message["machine_id"]
+                positions[machine_id] = message["data"]["argument"]
+                await ws.send(json.dumps(half_turn(machine_id, positions[machine_id])))
+            elif kind == "error" and message.get("machine_id") in positions:
+                await asyncio.sleep(0.5)  # e.g. not connected yet: try again
+                await ws.send(json.dumps(half_turn(message["machine_id"], None)))
 
 
-def half_turn(machine_id: str, position: int) -> dict:
-    """A move of 15 buckets: never to the current one (that would be skipped)."""
+def half_turn(machine_id: str, position: int | None) -> dict:
+    """A move of 15 buckets from ``position`` (or to bucket 16 when unknown)."""
+    target = 16 if position is None else (position - 1 + 15) % POSITIONS + 1
     return {
         "type": "send_command",
         "machine_id": machine_id,
-        "command": {"command": 1, "argument": (position - 1 + 15) % 30 + 1},
+        "command": {"command": 1, "argument": target},
     }
 
 
-async def run(clients: int, machines: int, rate: float, seconds: float, compression: bool) -> None:
-    ws_port = free_port()
-    url = f"ws://127.0.0.1:{ws_port}"
-    async with GatewayProcess(gateway_config(ws_port, machines, rate, compression), cpu=0) as gw:
-        await wait_for_port(ws_port)
-        stop = asyncio.Event()
-        mover = asyncio.create_task(keep_moving(url, machines, stop))
-        rss_before = gw.rss_bytes()
-        process = await asyncio.create_subprocess_exec(
+# -- the receiving clients (their own process) -------------------------------------------------
+
+
+def clients_main(
+    port: int, count: int, seconds: float, compression: bool, machines: int = 0
+) -> None:
+    """Open ``count`` sessions, subscribe each to ``status_updates`` (of ``machine_1`` to
+    ``machine_{machines}``; 0: all machines); print one JSON line when
+    all are ready (``window``: the measuring window, epoch seconds) and one with the results
+    (per-client counts of broadcasts stamped inside the window, sampled latencies).
+
+    ``seconds`` 0: the window lasts until stdin closes (another benchmark drives it)."""
+    received = [0] * count
+    latencies: list[float] = []
+    receivers = EpollReceivers(port, deflate=compression)
+    subscribe: dict[str, object] = {"type": "subscribe", "subscription_type": "status_updates"}
+    if machines:
+        subscribe["machine_ids"] = [f"machine_{i}" for i in range(1, machines + 1)]
+    receivers.open(count, json.dumps(subscribe).encode())
+    start = time.time() + 1.0  # settle
+    end = start + seconds if seconds > 0 else float("inf")
+    print(json.dumps({"window": [start, end]}), flush=True)
+
+    def on_message(index: int, payload: bytes, now: float) -> None:
+        if payload.startswith(STATUS_BROADCAST):
+            stamp = stamp_of(payload)
+            if stamp is not None and start <= stamp < end:
+                received[index] += 1
+                if index % 5 == 0:
+                    latencies.append(now - stamp)
+
+    if seconds > 0:
+        receivers.run(on_message, lambda: time.time() > end)
+    else:
+        receivers.run(on_message, lambda: False, stop_fd=sys.stdin.fileno())
+        end = time.time()
+    grace = time.time() + 2.0  # frames stamped inside the window still in flight
+    receivers.run(on_message, lambda: time.time() > grace)
+    print(
+        json.dumps(
+            {
+                "received": received,
+                "latencies": latencies,
+                "elapsed": end - start,
+                "closed": receivers.closed,
+            }
+        ),
+        flush=True,
+    )
+    receivers.close()
+
+
+class ClientsProcess:
+    """The receiving clients in their own process, pinned to ``cpu``."""
+
+    def __init__(
+        self,
+        port: int,
+        count: int,
+        seconds: float,
+        compression: bool,
+        cpu: int,
+        machines: int = 0,
+    ) -> None:
+        self.args = [str(port), str(count), str(seconds), "1" if compression else "0"]
+        self.args.append(str(machines))
+        self.cpu = cpu
+        self.process: asyncio.subprocess.Process | None = None
+        self.window = (0.0, 0.0)
+
+    async def start(self) -> tuple[float, float]:
+        """Start them; returns once every client is subscribed, with the measuring window."""
+        self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             __file__,
             "--client-process",
-            url,
-            str(clients),
-            str(seconds),
-            "1" if compression else "0",
+            *self.args,
             stdout=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.PIPE,
         )
-        if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-            os.sched_setaffinity(process.pid, {1})
-        # Measure the gateway's CPU over the client's measuring window (approximately).
-        await asyncio.sleep(2.0 + clients / 400)
-        cpu_start, wall_start = gw.cpu_seconds(), time.perf_counter()
-        rss_loaded = gw.rss_bytes()
-        output, _ = await process.communicate()
-        cpu = (gw.cpu_seconds() - cpu_start) / (time.perf_counter() - wall_start)
-        stop.set()
-        mover.cancel()
-    result = json.loads(output.decode().strip().splitlines()[-1])
+        pin(self.process.pid, {self.cpu})
+        assert self.process.stdout is not None
+        line = await self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the client process failed (see above)")
+        start, end = json.loads(line)["window"]
+        self.window = (start, end)
+        return self.window
+
+    async def result(self) -> dict:
+        """End an open window (``seconds`` 0) and collect the results."""
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.close()
+        output, _ = await self.process.communicate()
+        return json.loads(output.decode().strip().splitlines()[-1])
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+
+
+def losses(result: dict) -> tuple[int, int]:
+    """(expected per client, messages lost in all): every client must get every broadcast."""
     received = result["received"]
-    expected = max(received)
-    lost = sum(expected - r for r in received)
+    expected = max(received, default=0)
+    return expected, sum(expected - r for r in received)
+
+
+# -- one run -----------------------------------------------------------------------------------
+
+
+async def sleep_until(moment: float) -> None:
+    await asyncio.sleep(max(0.0, moment - time.time()))
+
+
+async def run(args: argparse.Namespace, clients: int) -> dict:
+    stubs = await moving_stubs(args.machines, args.rate, args.reply_delay)
+    ids = [f"machine_{i}" for i in range(1, args.machines + 1)]
+    ws_port = free_port()
+    url = f"ws://127.0.0.1:{ws_port}"
+    websocket: dict[str, object] = {
+        "compression": args.compression,
+        "max_send_buffer_bytes": 16 * 2**20,
+    }
+    websocket |= dict(settings_of(args.ws_setting))
+    tables = stub_machines_toml(stubs, **dict(settings_of(args.machine_setting)))
+    config = gateway_toml(ws_port, tables, **websocket)
+    try:
+        async with GatewayProcess(config, cpu=0) as gateway:
+            await wait_for_port(ws_port)
+            await wait_connected(url, ids)
+            stop = asyncio.Event()
+            mover = asyncio.create_task(keep_moving(url, ids, stop, 1 / args.rate))
+            await asyncio.sleep(1.0 + args.machines / args.rate)
+            rss_before = gateway.rss_bytes()
+            receivers = ClientsProcess(ws_port, clients, args.seconds, args.compression, 1)
+            try:
+                start, end = await receivers.start()
+                rss_connected = gateway.rss_bytes()
+                meter = CpuMeter(gateway)
+                await sleep_until(start)
+                meter.start()
+                await sleep_until(end)
+                cpu = meter.stop()
+                rss_loaded = gateway.rss_bytes()
+                result = await receivers.result()
+            finally:
+                receivers.kill()
+                stop.set()
+                mover.cancel()
+    finally:
+        for stub in stubs:
+            await stub.stop()
+    expected, lost = losses(result)
     latencies = result["latencies"]
-    per_client_rate = expected / result["elapsed"]
-    print(
-        f"clients={clients:<5} machines={machines} rate={rate:g}/s/machine "
-        f"compression={'on' if compression else 'off'}\n"
-        f"  deliveries/s {sum(received) / result['elapsed']:10.0f}"
-        f"   per client {per_client_rate:6.1f}/s"
-        f"   lost {lost}\n"
-        f"  latency p50 {percentile(latencies, 50) * 1000:6.1f} ms  p99 "
-        f"{percentile(latencies, 99) * 1000:6.1f} ms"
-        f"  max {max(latencies, default=0) * 1000:6.1f} ms"
-        f"  (n={len(latencies)})\n"
-        f"  gateway CPU {cpu * 100:5.1f} % of one core   RSS {rss_loaded / 2**20:6.1f} MiB"
-        f"   ≈ {(rss_loaded - rss_before) / max(1, clients) / 1024:5.1f} KiB per connection"
+    return {
+        "clients": clients,
+        "deliveries_per_s": sum(result["received"]) / result["elapsed"],
+        "per_client_per_s": expected / result["elapsed"],
+        "lost": lost,
+        "closed": result["closed"],
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "max_ms": max(latencies, default=0.0) * 1000,
+        "samples": len(latencies),
+        "cpu_pct": cpu * 100,
+        "rss_mib": rss_loaded / 2**20,
+        "kib_per_connection": (rss_connected - rss_before) / max(1, clients) / 1024,
+    }
+
+
+def report(args: argparse.Namespace, r: dict) -> str:
+    return (
+        f"clients={r['clients']:<5} machines={args.machines} rate={args.rate:g}/s (fleet) "
+        f"reply_delay={args.reply_delay * 1000:g} ms "
+        f"compression={'on' if args.compression else 'off'}\n"
+        f"  deliveries/s {r['deliveries_per_s']:8.0f}   per client {r['per_client_per_s']:6.2f}/s"
+        f"   lost {r['lost']}   connections lost {r['closed']}\n"
+        f"  change → client  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms"
+        f"  max {r['max_ms']:6.1f} ms  (n={r['samples']})\n"
+        f"  gateway CPU {r['cpu_pct']:5.1f} % of one core   RSS {r['rss_mib']:6.1f} MiB"
+        f"   {r['kib_per_connection']:5.1f} KiB per subscribed connection"
     )
+
+
+def settings_of(items: list[str] | None) -> list[tuple[str, object]]:
+    """``key=value`` options as TOML values (numbers and booleans as such)."""
+    out: list[tuple[str, object]] = []
+    for item in items or []:
+        key, _, text = item.partition("=")
+        value: object = text
+        if text in ("true", "false"):
+            value = text == "true"
+        else:
+            try:
+                value = int(text)
+            except ValueError:
+                try:
+                    value = float(text)
+                except ValueError:
+                    value = text
+        out.append((key.strip(), value))
+    return out
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--client-process":
-        url, count, seconds = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-        asyncio.run(clients_main(url, count, seconds, sys.argv[5] == "1"))
+        port, count, seconds = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+        clients_main(port, count, seconds, sys.argv[5] == "1", int(sys.argv[6]))
         return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="100,500,1000")
     parser.add_argument("--machines", type=int, default=10)
-    parser.add_argument("--rate", type=float, default=10.0, help="position changes/s per machine")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=10.0,
+        help="state changes per second across the fleet (= messages/s each client receives)",
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring window")
+    parser.add_argument("--reply-delay", type=float, default=0.0, help="PLC reply delay, s")
     parser.add_argument("--compression", action="store_true", help="permessage-deflate on")
+    parser.add_argument("--json", action="store_true", help="also print each result as JSON")
+    parser.add_argument(
+        "--machine-setting", action="append", metavar="KEY=VALUE", help="for every machine"
+    )
+    parser.add_argument(
+        "--ws-setting", action="append", metavar="KEY=VALUE", help="[websocket] setting"
+    )
     args = parser.parse_args()
+    pin(os.getpid(), {1})  # the gateway gets CPU 0 to itself
     print(machine_line())
     for clients in (int(x) for x in args.clients.split(",")):
-        asyncio.run(run(clients, args.machines, args.rate, args.seconds, args.compression))
+        result = asyncio.run(run(args, clients))
+        print(report(args, result), flush=True)
+        if args.json:
+            print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 
+from carousel_gateway.api.guard import Guard
 from carousel_gateway.api.rest import HttpServer, create_app
 from carousel_gateway.api.ws import WebSocketApi
-from carousel_gateway.config import GatewayConfig, MachineConfig
+from carousel_gateway.config import GatewayConfig, MachineConfig, SecurityConfig
 from carousel_gateway.fleet.events import (
     CommandAccepted,
     CommandRefused,
@@ -56,6 +58,22 @@ def build_modbus_simulator(config: MachineConfig, model: CarouselModel) -> Modbu
     )
 
 
+def tls_context(security: SecurityConfig) -> ssl.SSLContext | None:
+    """The server TLS context both APIs use (None without ``tls_cert``): TLS 1.2 or newer,
+    Python's default (secure) ciphers. A bad certificate or key stops the start (OSError)."""
+    if security.tls_cert is None or security.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(security.tls_cert, security.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise OSError(
+            f"TLS certificate {security.tls_cert} / key {security.tls_key}: {exc}"
+        ) from exc
+    return context
+
+
 class Gateway:
     """The whole service in one event loop."""
 
@@ -71,6 +89,7 @@ class Gateway:
         self._unsubscribe_log = None
 
     async def start(self) -> None:
+        context = tls_context(self.config.security)  # first: a bad key starts nothing
         for machine in self.config.machines:
             if machine.embedded_simulator:
                 server = build_simulator(machine)
@@ -101,7 +120,10 @@ class Gateway:
         self._unsubscribe_log = self.fleet.bus.subscribe(log_event)
         self.fleet.start()
         log.info("fleet started: %s", ", ".join(self.fleet.ids))
-        self.websocket = WebSocketApi(self.config, self.fleet, journal=self.journal)
+        guard = Guard(self.config.limits, self.config.security)
+        self.websocket = WebSocketApi(
+            self.config, self.fleet, journal=self.journal, guard=guard, ssl_context=context
+        )
         await self.websocket.start()
         app = create_app(
             self.fleet,
@@ -109,8 +131,11 @@ class Gateway:
             authenticator=self.websocket.authenticator,
             websocket=self.websocket,
             journal=self.journal,
+            guard=guard,
         )
-        self.http = HttpServer(app, self.config.http.host, self.config.http.port)
+        self.http = HttpServer(
+            app, self.config.http.host, self.config.http.port, ssl_context=context
+        )
         await self.http.start()
 
     @property
@@ -121,7 +146,8 @@ class Gateway:
 
     async def stop(self) -> None:
         # The HTTP server is told to stop first; both API servers then close together,
-        # and before the fleet, so no request reaches a stopped machine.
+        # and before the fleet, so no request reaches a stopped machine. Each waits for the
+        # commands it handed to machines, so they are journalled before the journal stops.
         servers = [api for api in (self.http, self.websocket) if api is not None]
         await asyncio.gather(*(api.stop() for api in servers))
         if self.fleet is not None:

@@ -69,6 +69,11 @@ class MachineConfig(_Strict):
     position_base: Annotated[int, Field(ge=0, le=1)] = 1
     reply: ReplyLayoutConfig = ReplyLayoutConfig()
     poll_idle_s: Seconds = 1.0
+    #: While a move or command is pending or the machine runs, poll back to back: the next
+    #: STATUS as soon as the reply is in, at most one every ``poll_min_gap_s`` (from one
+    #: request to the next). Off: wait ``poll_active_s`` after each reply instead.
+    poll_back_to_back: bool = True
+    poll_min_gap_s: Annotated[float, Field(ge=0, le=60)] = 0.02
     poll_active_s: Seconds = 0.2
     request_timeout_s: Seconds = 1.5
     connect_timeout_s: Seconds = 2.0
@@ -143,7 +148,8 @@ class AuthConfig(_Strict):
 
 
 class WebSocketConfig(_Strict):
-    host: str = "0.0.0.0"
+    # Serves the plant network; set host to narrow it.
+    host: str = "0.0.0.0"  # nosec B104
     port: PortOrAuto = 8765
     ping_interval_s: Seconds = 30.0
     ping_timeout_s: Seconds = 30.0
@@ -151,11 +157,86 @@ class WebSocketConfig(_Strict):
     #: A session whose unsent output passes this many bytes is disconnected.
     max_send_buffer_bytes: Annotated[int, Field(ge=4096)] = 1024 * 1024
     compression: bool = False
+    #: A broadcast to more sessions than this is written in slices of this many, the event
+    #: loop serving other work between slices (per-session order is kept).
+    broadcast_slice_sessions: Annotated[int, Field(ge=1, le=1_000_000)] = 64
+    #: Seconds to wait for a peer's closing handshake before dropping it (a dead or deaf
+    #: client holds its session slot that long after being closed).
+    close_timeout_s: Seconds = 5.0
 
 
 class HttpConfig(_Strict):
-    host: str = "0.0.0.0"
+    # Serves the plant network; set host to narrow it.
+    host: str = "0.0.0.0"  # nosec B104
     port: PortOrAuto = 5000
+
+
+class SecurityConfig(_Strict):
+    """TLS and the browser origins allowed (docs/security.md)."""
+
+    #: PEM certificate (chain) and private key: with both, the WebSocket API serves wss://
+    #: and the HTTP server https://, on the same ports.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: Browser origins allowed besides the gateway's own pages ("same host": the host the
+    #: request was addressed to, on the gateway's HTTP or WebSocket port). Each is
+    #: ``scheme://host[:port]``; ``"*"`` allows any origin (not recommended). Requests
+    #: without an Origin header (non-browser clients) are not affected.
+    allowed_origins: tuple[str, ...] = ()
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @model_validator(mode="after")
+    def _check(self) -> SecurityConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        for origin in self.allowed_origins:
+            if origin in ("*", "null"):
+                continue
+            scheme, sep, rest = origin.partition("://")
+            if (
+                scheme.lower() not in ("http", "https")
+                or not sep
+                or not rest
+                or any(c in rest for c in "/?#@ ")
+            ):
+                raise ValueError(
+                    f"allowed_origins: {origin!r} is not an origin (scheme://host[:port])"
+                )
+        return self
+
+
+PerSecond = Annotated[float, Field(gt=0, le=1_000_000)]
+Count = Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+class LimitsConfig(_Strict):
+    """Limits that keep one client (or one attacker) from costing anyone else."""
+
+    #: Messages a WebSocket session may send: a sustained rate and a burst (RATE_LIMITED).
+    messages_per_second: PerSecond = 20.0
+    message_burst: Count = 50
+    #: A session whose messages keep being refused this many times in a row is closed (1008).
+    max_refused_messages: Count = 100
+    #: Commands to one machine from all clients together (MACHINE_RATE_LIMITED).
+    commands_per_machine_per_second: PerSecond = 2.0
+    command_burst: Count = 10
+    #: Open WebSocket sessions in all (SESSION_LIMIT) and from one client address
+    #: (ADDRESS_SESSION_LIMIT); a handshake over either is refused with 503.
+    max_sessions: Count = 1000
+    max_sessions_per_address: Count = 100
+    #: Seconds a client has to complete the WebSocket handshake after connecting.
+    handshake_timeout_s: Seconds = 10.0
+    #: Wrong tokens from one address within the window before it is locked out (every
+    #: authenticated request from it refused with AUTH_LOCKED_OUT) for ``lockout_s``.
+    auth_failures: Count = 10
+    auth_failure_window_s: Seconds = 60.0
+    lockout_s: Seconds = 300.0
+    #: REST writes (POST) per client: a sustained rate and a burst (RATE_LIMITED).
+    http_writes_per_second: PerSecond = 20.0
+    http_write_burst: Count = 40
 
 
 class JournalConfig(_Strict):
@@ -171,6 +252,8 @@ class GatewayConfig(_Strict):
     websocket: WebSocketConfig = WebSocketConfig()
     http: HttpConfig = HttpConfig()
     auth: AuthConfig = AuthConfig()
+    security: SecurityConfig = SecurityConfig()
+    limits: LimitsConfig = LimitsConfig()
     journal: JournalConfig = JournalConfig()
     machines: Annotated[tuple[MachineConfig, ...], Field(min_length=1)]
 

@@ -22,8 +22,14 @@ class ErrorCode(StrEnum):
     PLC_TIMEOUT = "PLC_TIMEOUT"  # sent, but no reply in time: outcome unknown, not retried
     FORBIDDEN = "FORBIDDEN"  # the token's role may not do this
     UNAUTHORIZED = "UNAUTHORIZED"
-    RATE_LIMITED = "RATE_LIMITED"
+    RATE_LIMITED = "RATE_LIMITED"  # this session (or REST client) sends too fast
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    # Limits and browser origins (docs/security.md): each refusal has its own code.
+    MACHINE_RATE_LIMITED = "MACHINE_RATE_LIMITED"  # commands to one machine, all clients
+    SESSION_LIMIT = "SESSION_LIMIT"  # the gateway has its maximum of open sessions
+    ADDRESS_SESSION_LIMIT = "ADDRESS_SESSION_LIMIT"  # this client address has its maximum
+    AUTH_LOCKED_OUT = "AUTH_LOCKED_OUT"  # too many wrong tokens from this address: wait
+    ORIGIN_NOT_ALLOWED = "ORIGIN_NOT_ALLOWED"  # a browser page from an origin not allowed
     JOURNAL_UNAVAILABLE = "JOURNAL_UNAVAILABLE"  # history asked, but the journal is off
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
@@ -38,12 +44,15 @@ class GatewayError(Exception):
         *,
         machine_id: str | None = None,
         reasons: Sequence[str] = (),
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.machine_id = machine_id
         self.reasons = tuple(reasons)
+        #: For refusals that pass with time (limits, lockouts): when trying again may work.
+        self.retry_after_s = retry_after_s
 
     def __repr__(self) -> str:
         return f"GatewayError({self.code.value}, {self.message!r})"

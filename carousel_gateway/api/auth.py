@@ -1,13 +1,18 @@
 """Token authentication shared by the WebSocket and HTTP servers.
 
 Tokens live in the config only as SHA-256 digests. A presented token is hashed and compared
-with every configured digest in constant time, so neither timing nor logs reveal it.
+with every configured digest in constant time, so neither timing nor logs reveal it: every
+log record is scrubbed of ``token=`` query values and ``Authorization`` header values before
+any handler sees it (uvicorn's access log and websockets' debug log print request targets
+and headers).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import re
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
@@ -63,3 +68,65 @@ def token_from(authorization: str | None, target: str | None) -> str | None:
         if values:
             return values[0]
     return None
+
+
+# -- keeping tokens out of logs ----------------------------------------------------------------
+
+REDACTED = "[redacted]"
+_SECRETS = (
+    # ?token=X / &token=X in a request target (also %-encoded "token" keys are plain ASCII).
+    (re.compile(r"(?i)([?&;](?:access_)?token=)[^&\s\"'#]*"), r"\1" + REDACTED),
+    # "Authorization: Bearer X", "authorization=Bearer X" (a header dump), "Bearer X".
+    (re.compile(r"(?i)(authorization['\"]?\s*[:=,]\s*['\"]?)[^'\"\r\n]*"), r"\1" + REDACTED),
+    (re.compile(r"(?i)(\bbearer\s+)[^\s'\",]+"), r"\1" + REDACTED),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with token values replaced by ``[redacted]``."""
+    if "oken" not in text and "uthorization" not in text and "earer" not in text:
+        return text  # the common case: nothing to look at
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    args = record.args
+    if isinstance(record.msg, str):
+        record.msg = redact(record.msg)
+    if isinstance(args, tuple) and args:
+        # Keep the arguments' shape (uvicorn's access formatter unpacks them).
+        record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
+    elif isinstance(args, dict):
+        record.args = {k: redact(v) if isinstance(v, str) else v for k, v in args.items()}
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken record is the logging module's business, not ours
+        return
+    cleaned = redact(message)
+    if cleaned != message:  # a secret split across arguments: keep the message as text
+        record.msg, record.args = cleaned, None
+
+
+_installed = False
+
+
+def install_log_redaction() -> None:
+    """Scrub tokens from every log record this process creates (idempotent).
+
+    Done where records are made (the log record factory), so it covers every logger,
+    handler and formatter, including uvicorn's and websockets' own.
+    """
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        _redact_record(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True

@@ -24,6 +24,12 @@ STATUS_BY_CODE: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         ErrorCode.MACHINE_NOT_READY: HTTPStatus.CONFLICT,
         ErrorCode.RATE_LIMITED: HTTPStatus.TOO_MANY_REQUESTS,
         ErrorCode.PAYLOAD_TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        ErrorCode.MACHINE_RATE_LIMITED: HTTPStatus.TOO_MANY_REQUESTS,
+        ErrorCode.AUTH_LOCKED_OUT: HTTPStatus.TOO_MANY_REQUESTS,
+        ErrorCode.ORIGIN_NOT_ALLOWED: HTTPStatus.FORBIDDEN,
+        # A WebSocket handshake over a session limit (the server is full, not broken).
+        ErrorCode.SESSION_LIMIT: HTTPStatus.SERVICE_UNAVAILABLE,
+        ErrorCode.ADDRESS_SESSION_LIMIT: HTTPStatus.SERVICE_UNAVAILABLE,
         ErrorCode.JOURNAL_UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
         ErrorCode.INTERNAL_ERROR: HTTPStatus.INTERNAL_SERVER_ERROR,
         # The PLC, not the gateway, is unavailable or slow: the gateway's own "upstream" codes.

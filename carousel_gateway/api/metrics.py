@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from carousel_gateway.api.guard import LIMIT_CODES, PLACES, Guard
 from carousel_gateway.api.messages import main_reason
 from carousel_gateway.fleet.events import (
     CommandAccepted,
@@ -42,9 +43,13 @@ _FAULT_FLAGS = tuple(spec for spec in FLAGS if spec.is_fault)
 class GatewayMetrics:
     """Every metric of one gateway; ``render()`` is what ``GET /metrics`` returns."""
 
-    def __init__(self, fleet: Fleet, websocket: WebSocketApi | None = None) -> None:
+    def __init__(
+        self, fleet: Fleet, websocket: WebSocketApi | None = None, *, guard: Guard | None = None
+    ) -> None:
         self.fleet = fleet
         self.websocket = websocket
+        if guard is None and websocket is not None:
+            guard = websocket.guard
         self.registry = CollectorRegistry()
         registry = self.registry
         self.commands = Counter(
@@ -88,7 +93,7 @@ class GatewayMetrics:
             # Zero-valued series exist from the start, so rate() works on the first move.
             self.moves_completed.labels(machine.id)
             self.plc_latency.labels(machine.id)
-        registry.register(_LiveCollector(fleet, websocket))
+        registry.register(_LiveCollector(fleet, websocket, guard))
         # The last latency sample taken from each connection's recent-samples deque.
         self._last_sample: dict[str, float] = {}
         self._unsubscribe = fleet.bus.subscribe(self._on_event)
@@ -147,14 +152,42 @@ class GatewayMetrics:
 class _LiveCollector(Collector):
     """States read from the fleet and the WebSocket API when Prometheus scrapes."""
 
-    def __init__(self, fleet: Fleet, websocket: WebSocketApi | None) -> None:
+    def __init__(self, fleet: Fleet, websocket: WebSocketApi | None, guard: Guard | None) -> None:
         self._fleet = fleet
         self._websocket = websocket
+        self._guard = guard
 
     def collect(self) -> Iterator[Metric]:
         yield from self._machines()
         if self._websocket is not None:
             yield from self._sessions(self._websocket)
+        if self._guard is not None:
+            yield from self._limits(self._guard)
+
+    @staticmethod
+    def _limits(guard: Guard) -> Iterator[Metric]:
+        refusals = CounterMetricFamily(
+            "carousel_refusals",
+            "Handshakes, messages and requests refused by a limit, the origin check or auth, "
+            "by where (ws_handshake, ws_message, http) and error code",
+            labels=["where", "code"],
+        )
+        counts = dict.fromkeys(((w, c.value) for w in PLACES for c in LIMIT_CODES), 0)
+        counts.update(guard.refusals)
+        for (where, code), count in sorted(counts.items()):
+            refusals.add_metric([where, code], count)
+        lockouts = CounterMetricFamily(
+            "carousel_auth_lockouts", "Addresses locked out after repeated wrong tokens"
+        )
+        lockouts.add_metric([], guard.lockout.lockouts)
+        locked = GaugeMetricFamily("carousel_auth_locked_out_addresses", "Addresses locked out now")
+        locked.add_metric([], guard.lockout.locked_out)
+        slots = GaugeMetricFamily(
+            "carousel_ws_session_slots",
+            "WebSocket sessions open or being opened (what the session limits count)",
+        )
+        slots.add_metric([], guard.sessions.count)
+        yield from (refusals, lockouts, locked, slots)
 
     def _machines(self) -> Iterator[Metric]:
         labels = ["machine"]
@@ -193,7 +226,7 @@ class _LiveCollector(Collector):
         )
         bad_replies = CounterMetricFamily(
             "carousel_plc_bad_replies",
-            "PLC replies ignored (position outside the machine's range)",
+            "PLC replies refused (position outside the machine's range)",
             labels=labels,
         )
         for machine in self._fleet:
@@ -215,7 +248,7 @@ class _LiveCollector(Collector):
                     fault.add_metric([machine.id, spec.key.value], float(spec.key in active))
             busy.add_metric(key, float(machine.busy))
             reconnects.add_metric(key, machine.connection.reconnects)
-            bad_replies.add_metric(key, machine.bad_replies)
+            bad_replies.add_metric(key, machine.bad_replies + machine.connection.bad_replies)
         yield from (connected, state, position, status_byte, ready, remote, moving, fault, busy)
         yield from (reconnects, bad_replies)
 

@@ -6,9 +6,10 @@ API: the machines' snapshots (no endpoint waits on a PLC to report state), the c
 table of error codes. Every JSON reply has the envelope ``{success, data, error, code,
 timestamp}``, plus ``machine_id`` where one machine is involved.
 
-Before FastAPI parses anything, a small ASGI gatekeeper authenticates (401), checks the
-role (403: viewers may only read), rate-limits writes (429) and bounds the body (413), so
-each of those is decided in one place and in that order for every path.
+Before FastAPI parses anything, a small ASGI gatekeeper checks the browser origin (403,
+and answers CORS), the address's lockout (429), authenticates (401), checks the role (403:
+viewers may only read), rate-limits writes (429) and bounds the body (413), so each of
+those is decided in one place and in that order for every path.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import contextlib
 import logging
 import math
 import socket
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import ssl
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -35,9 +36,17 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+__all__ = ["Gatekeeper", "HttpServer", "RateLimiter", "RestApi", "create_app"]
+
 from carousel_gateway import __version__
 from carousel_gateway.api import dashboard
-from carousel_gateway.api.auth import Authenticator, Identity, token_from
+from carousel_gateway.api.auth import (
+    Authenticator,
+    Identity,
+    install_log_redaction,
+    token_from,
+)
+from carousel_gateway.api.guard import HTTP, Guard, RateLimiter
 from carousel_gateway.api.http_status import http_status
 from carousel_gateway.api.messages import (
     HistoryEntry,
@@ -74,9 +83,6 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 #: A larger body is refused without reading the rest of it (the connection is closed).
 DRAIN_LIMIT_BYTES = 1024 * 1024
-#: Writes (POST) each client may make: a sustained rate per second and a burst.
-DEFAULT_WRITE_RATE = 20.0
-DEFAULT_WRITE_BURST = 40
 #: Paths anyone may read, token or not: probes, scrapers and the API's own description.
 OPEN_PATHS = frozenset(
     {"/v1/health", "/v1/ready", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
@@ -84,8 +90,16 @@ OPEN_PATHS = frozenset(
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Seconds uvicorn gives open requests to finish at shutdown before cancelling them.
 GRACEFUL_SHUTDOWN_S = 5
+#: Seconds ``stop()`` then waits for commands already handed to machines.
+DRAIN_COMMANDS_S = 10.0
 
 _WWW_AUTHENTICATE = 'Bearer realm="carousel-gateway"'
+#: CORS answers for allowed browser origins (see security.allowed_origins).
+_CORS_PREFLIGHT = {
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "600",
+}
 
 
 # -- response models ------------------------------------------------------------------------
@@ -361,10 +375,13 @@ def error_response(
     body = ErrorResponse(
         data=data, error=error.message, code=error.code, machine_id=error.machine_id
     )
+    all_headers = dict(headers) if headers else {}
+    if error.retry_after_s is not None:
+        all_headers.setdefault("Retry-After", str(max(1, math.ceil(error.retry_after_s))))
     return JSONResponse(
         body.model_dump(mode="json"),
         status_code=status or http_status(error.code),
-        headers=dict(headers) if headers else None,
+        headers=all_headers or None,
     )
 
 
@@ -436,39 +453,6 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 # -- the API's state -------------------------------------------------------------------------
 
 
-class RateLimiter:
-    """A token bucket per client: ``rate`` requests a second on average, ``burst`` at once."""
-
-    MAX_CLIENTS = 10_000
-
-    def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def acquire(self, client: str) -> float:
-        """Take one request: 0 when allowed, else the seconds until one would be."""
-        now = self._clock()
-        tokens, at = self._buckets.get(client, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[client] = (tokens - 1.0, now)
-            self._forget_idle(now)
-            return 0.0
-        self._buckets[client] = (tokens, now)
-        return (1.0 - tokens) / self.rate if self.rate > 0 else math.inf
-
-    def _forget_idle(self, now: float) -> None:
-        """Drop full buckets once there are many clients (they would start full anyway)."""
-        if len(self._buckets) <= self.MAX_CLIENTS:
-            return
-        refill = self.burst / self.rate if self.rate > 0 else math.inf
-        self._buckets = {c: b for c, b in self._buckets.items() if now - b[1] < refill}
-
-
 class RestApi:
     """What the endpoints share: the fleet, the simulators, auth, metrics, readiness."""
 
@@ -482,6 +466,7 @@ class RestApi:
         max_body_bytes: int = MAX_BODY_BYTES,
         rate_limiter: RateLimiter | None = None,
         journal: Journal | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.fleet = fleet
         self.journal = journal
@@ -489,8 +474,17 @@ class RestApi:
         self.authenticator = authenticator
         self.websocket = websocket
         self.max_body_bytes = max_body_bytes
-        self.limiter = rate_limiter or RateLimiter(DEFAULT_WRITE_RATE, DEFAULT_WRITE_BURST)
-        self.metrics = GatewayMetrics(fleet, websocket)
+        #: Origins, lockouts, per-machine command rates (shared with the WebSocket API).
+        if guard is None:
+            guard = websocket.guard if websocket is not None else Guard()
+        self.guard = guard
+        limits = guard.limits
+        self.limiter = rate_limiter or RateLimiter(
+            limits.http_writes_per_second, limits.http_write_burst
+        )
+        #: Commands handed to machines (they run to the end; stop() waits for them).
+        self.commands: set[asyncio.Future[ExecutedCommand]] = set()
+        self.metrics = GatewayMetrics(fleet, websocket, guard=guard)
         #: True while the servers are up (set by :class:`HttpServer`).
         self.ready = False
         self._closing = asyncio.Event()
@@ -522,7 +516,15 @@ class RestApi:
         wait: bool,
     ) -> CommandResponse | JSONResponse:
         origin = Origin(client=identity.client, channel=OriginChannel.REST)
-        executed = await machine.execute(command, argument, origin)
+        # Before the machine sees it: a flood must not reach the PLC nor the journal.
+        self.guard.check_machine_command(HTTP, machine.id)
+        # Shielded: once handed to the machine, a command runs to the end (sent at most
+        # once, journalled) even if the client goes away or the server stops.
+        execution = asyncio.ensure_future(machine.execute(command, argument, origin))
+        self.commands.add(execution)
+        execution.add_done_callback(self.commands.discard)
+        execution.add_done_callback(_retrieve)
+        executed = await asyncio.shield(execution)
         data = _command_data(executed.accepted)
         if not wait or command != Command.MOVE:
             return CommandResponse(machine_id=machine.id, data=data)
@@ -577,6 +579,12 @@ class RestApi:
             machine_id=machine.id,
             reasons=(FailReason.TIMEOUT.value,),
         )
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark an orphaned command's outcome as seen (its request may be gone)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _failure_code(reasons: Sequence[str]) -> ErrorCode:
@@ -691,7 +699,7 @@ def _diagnostics(machine: Machine, counters: dict[str, float] | None) -> Machine
             latency_p50_s=_percentile(latencies, 0.50),
             latency_p99_s=_percentile(latencies, 0.99),
             latency_samples=len(latencies),
-            bad_replies=machine.bad_replies,
+            bad_replies=machine.bad_replies + connection.bad_replies,
         ),
         state=machine_state(snapshot),
         faults=[] if status is None else [key.value for key in status.faults()],
@@ -713,7 +721,7 @@ def _diagnostics(machine: Machine, counters: dict[str, float] | None) -> Machine
 
 
 class Gatekeeper:
-    """Pure ASGI middleware deciding 401/403/429/413 before any parsing."""
+    """Pure ASGI middleware deciding 403/429/401/403/429/413 before any parsing."""
 
     def __init__(self, app: ASGIApp, api: RestApi) -> None:
         self.app = app
@@ -729,13 +737,27 @@ class Gatekeeper:
         path: str = scope["path"]
         client = scope.get("client")
         peer = str(client[0]) if client else "unknown"
+        origin = headers.get("origin")
+        if not api.guard.origins.allows(origin, headers.get("host")):
+            log.warning("HTTP request from %s refused: origin %r not allowed", peer, origin)
+            refused = error_response(
+                api.guard.refuse(
+                    HTTP, ErrorCode.ORIGIN_NOT_ALLOWED, "this page's origin may not use the gateway"
+                )
+            )
+            await refused(scope, receive, send)
+            return
+        if origin is not None:
+            send = _with_cors(send, origin)
+            if method == "OPTIONS" and "access-control-request-method" in headers:
+                await Response(status_code=204, headers=_CORS_PREFLIGHT)(scope, receive, send)
+                return
         query = scope.get("query_string", b"").decode("latin-1")
         target = f"{path}?{query}" if query else path
-        identity = api.authenticator.identify(
-            token_from(headers.get("authorization"), target), peer
-        )
+        token = token_from(headers.get("authorization"), target)
+        identity = api.authenticator.identify(token, peer)
         if path not in OPEN_PATHS and not dashboard.is_open(path):
-            refused = self._refusal(identity, method, peer)
+            refused = self._refusal(identity, method, peer, token_given=bool(token))
             if refused is not None:
                 await refused(scope, receive, send)
                 return
@@ -758,13 +780,23 @@ class Gatekeeper:
                 break
         await self.app(scope, _replay(bytes(body), receive), send)
 
-    def _refusal(self, identity: Identity | None, method: str, peer: str) -> JSONResponse | None:
+    def _refusal(
+        self, identity: Identity | None, method: str, peer: str, *, token_given: bool
+    ) -> JSONResponse | None:
+        guard = self.api.guard
+        if self.api.authenticator.enabled:
+            try:
+                guard.check_lockout(HTTP, peer)
+            except GatewayError as exc:
+                return error_response(exc)
         if identity is None:
             log.warning("HTTP request from %s refused: missing or invalid token", peer)
             return error_response(
-                GatewayError(ErrorCode.UNAUTHORIZED, "missing or invalid token"),
+                guard.auth_failed(HTTP, peer, token_given=token_given),
                 headers={"WWW-Authenticate": _WWW_AUTHENTICATE},
             )
+        if self.api.authenticator.enabled:
+            guard.lockout.succeeded(peer)
         if method in READ_METHODS:
             return None
         if not identity.can_command:
@@ -776,7 +808,7 @@ class Gatekeeper:
         retry_after = self.api.limiter.acquire(identity.client)
         if retry_after > 0:
             return error_response(
-                GatewayError(ErrorCode.RATE_LIMITED, "too many requests; slow down"),
+                guard.refuse(HTTP, ErrorCode.RATE_LIMITED, "too many requests; slow down"),
                 headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
             )
         return None
@@ -798,12 +830,28 @@ class Gatekeeper:
                     return
                 drained += len(message.get("body", b""))
                 more = message.get("more_body", False)
-        error = GatewayError(
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"request body over {self.api.max_body_bytes} bytes",
+        error = self.api.guard.refuse(
+            HTTP, ErrorCode.PAYLOAD_TOO_LARGE, f"request body over {self.api.max_body_bytes} bytes"
         )
         headers = {"Connection": "close"} if more else None
         await error_response(error, headers=headers)(scope, receive, send)
+
+
+def _with_cors(send: Send, origin: str) -> Send:
+    """A ``send`` that lets the (allowed) origin read the response."""
+
+    async def cors_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            headers += [
+                (b"access-control-allow-origin", origin.encode("latin-1")),
+                (b"access-control-expose-headers", b"Retry-After"),
+                (b"vary", b"Origin"),
+            ]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return cors_send
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -864,11 +912,12 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     texts = {
         400: "Bad body or parameters: INVALID_MESSAGE_FORMAT, or INVALID_COMMAND",
         401: "UNAUTHORIZED: missing or invalid token (when tokens are configured)",
-        403: "FORBIDDEN: the token's role may not do this",
+        403: "FORBIDDEN: the token's role may not do this (ORIGIN_NOT_ALLOWED: a browser "
+        "page from an origin that is not allowed, on any path)",
         404: "MACHINE_NOT_FOUND",
         409: "BUSY or MACHINE_NOT_READY, with data.reasons",
         413: "PAYLOAD_TOO_LARGE: the body is over the limit",
-        429: "RATE_LIMITED (see Retry-After)",
+        429: "RATE_LIMITED, MACHINE_RATE_LIMITED or AUTH_LOCKED_OUT (see Retry-After)",
         503: "CONNECTION_ERROR: the PLC is not connected (JOURNAL_UNAVAILABLE for history)",
         504: "PLC_TIMEOUT: the PLC did not answer (the command was not retried)",
     }
@@ -1183,8 +1232,10 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     rate_limiter: RateLimiter | None = None,
     journal: Journal | None = None,
+    guard: Guard | None = None,
 ) -> FastAPI:
-    """The REST API over a fleet. ``websocket`` (a WebSocketApi) adds its metrics."""
+    """The REST API over a fleet. ``websocket`` (a WebSocketApi) adds its metrics and,
+    unless ``guard`` is given, shares its limits."""
     api = RestApi(
         fleet,
         simulators=simulators,
@@ -1193,6 +1244,7 @@ def create_app(
         max_body_bytes=max_body_bytes,
         rate_limiter=rate_limiter,
         journal=journal,
+        guard=guard,
     )
     app = FastAPI(
         title="carousel-gateway REST API",
@@ -1251,10 +1303,13 @@ class _EmbeddedServer(uvicorn.Server):
 class HttpServer:
     """Serves a FastAPI app built by :func:`create_app` with ``uvicorn.Server.serve()``."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(
+        self, app: FastAPI, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.app = app
         self.api: RestApi = app.state.api
         self.host = host
+        self.ssl_context = ssl_context
         self._requested_port = port
         self._port: int | None = None
         self._server: _EmbeddedServer | None = None
@@ -1267,6 +1322,7 @@ class HttpServer:
         return self._port
 
     async def start(self) -> None:
+        install_log_redaction()  # uvicorn.access logs request targets (?token=...)
         # Binding here makes a busy port an OSError for the caller (uvicorn would exit).
         sock = _listening_socket(self.host, self._requested_port)
         config = uvicorn.Config(
@@ -1276,6 +1332,10 @@ class HttpServer:
             ws="none",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
+        config.load()
+        # The gateway's own TLS context (the one the WebSocket server uses too), not one
+        # built by uvicorn from file names with its own cipher choice.
+        config.ssl = self.ssl_context
         server = _EmbeddedServer(config)
         task = asyncio.get_running_loop().create_task(
             server.serve(sockets=[sock]), name="http-server"
@@ -1289,8 +1349,10 @@ class HttpServer:
             raise RuntimeError("the HTTP server stopped while starting")
         self._server, self._task = server, task
         self._port = sock.getsockname()[1]
+        self.api.guard.origins.ports.add(self._port)
         self.api.ready = True
-        log.info("REST API on http://%s:%d", self.host, self._port)
+        scheme = "https" if self.ssl_context is not None else "http"
+        log.info("REST API on %s://%s:%d", scheme, self.host, self._port)
 
     async def stop(self) -> None:
         """Refuse readiness, release waiting requests, let uvicorn finish open ones."""
@@ -1300,6 +1362,10 @@ class HttpServer:
         if server is not None and task is not None:
             server.request_exit()
             await task
+        # Commands already handed to machines finish (and are journalled) before the fleet
+        # and the journal stop.
+        if self.api.commands:
+            await asyncio.wait(set(self.api.commands), timeout=DRAIN_COMMANDS_S)
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:

@@ -1,7 +1,9 @@
 """Who wants what: an index from (channel, machine) to sessions. Pure, no I/O.
 
 Broadcasting looks up the sessions of one machine on one channel in O(1), so the hot path
-does no per-session filtering.
+does no per-session filtering. The lookup returns a tuple cached until the subscriptions of
+that machine and channel change: a broadcast neither copies nor filters, and what it got
+stays valid while sessions come and go during its (sliced) writing.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class SubscriptionIndex(Generic[S]):
     def __init__(self) -> None:
         self._by_machine: dict[Channel, dict[str, set[S]]] = {c: {} for c in Channel}
         self._by_session: dict[S, dict[Channel, set[str]]] = {}
+        self._cached: dict[Channel, dict[str, tuple[S, ...]]] = {c: {} for c in Channel}
 
     def add(self, session: S, kind: SubscriptionType, machine_ids: Iterable[str]) -> None:
         ids = list(machine_ids)
@@ -41,8 +44,10 @@ class SubscriptionIndex(Generic[S]):
         for channel in CHANNELS_OF[kind]:
             own.setdefault(channel, set()).update(ids)
             table = self._by_machine[channel]
+            cached = self._cached[channel]
             for machine_id in ids:
                 table.setdefault(machine_id, set()).add(session)
+                cached.pop(machine_id, None)
 
     def remove(self, session: S, kind: SubscriptionType, machine_ids: Iterable[str]) -> None:
         own = self._by_session.get(session)
@@ -52,11 +57,13 @@ class SubscriptionIndex(Generic[S]):
         for channel in CHANNELS_OF[kind]:
             subscribed = own.get(channel, set())
             table = self._by_machine[channel]
+            cached = self._cached[channel]
             for machine_id in ids:
                 subscribed.discard(machine_id)
                 sessions = table.get(machine_id)
                 if sessions is not None:
                     sessions.discard(session)
+                    cached.pop(machine_id, None)
                     if not sessions:
                         del table[machine_id]
 
@@ -67,19 +74,23 @@ class SubscriptionIndex(Generic[S]):
             return
         for channel, machine_ids in own.items():
             table = self._by_machine[channel]
+            cached = self._cached[channel]
             for machine_id in machine_ids:
                 sessions = table.get(machine_id)
                 if sessions is not None:
                     sessions.discard(session)
+                    cached.pop(machine_id, None)
                     if not sessions:
                         del table[machine_id]
 
-    def sessions(self, channel: Channel, machine_id: str) -> set[S]:
-        """The sessions subscribed to ``machine_id`` on ``channel`` (do not mutate)."""
-        return self._by_machine[channel].get(machine_id, _EMPTY)
+    def sessions(self, channel: Channel, machine_id: str) -> tuple[S, ...]:
+        """The sessions subscribed to ``machine_id`` on ``channel``: an immutable snapshot,
+        the same object until those subscriptions change."""
+        cached = self._cached[channel]
+        found = cached.get(machine_id)
+        if found is None:
+            found = cached[machine_id] = tuple(self._by_machine[channel].get(machine_id, ()))
+        return found
 
     def machines(self, session: S, channel: Channel) -> set[str]:
         return set(self._by_session.get(session, {}).get(channel, ()))
-
-
-_EMPTY: set = set()

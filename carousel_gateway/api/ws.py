@@ -3,30 +3,39 @@
 Built on the ``websockets`` asyncio server. Every reply is answered from the machines'
 snapshots; only ``send_command`` waits on a PLC, in its own task, so a session keeps being
 served while its command runs. Outgoing frames are written without awaiting (one encoding
-per event, shared by every matching session); a session that stops reading is cut off once
-its unsent output passes a bound, so it never slows anyone else.
+and one WebSocket frame per event, shared by every matching session; large broadcasts in
+slices, each session's order kept: ``outbox.py``); a session that stops reading is cut off
+once its unsent output passes a bound, so it never slows anyone else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import http
 import itertools
 import logging
+import math
+import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from carousel_gateway import __version__
-from carousel_gateway.api.auth import Authenticator, Identity, token_from
+from carousel_gateway.api.auth import (
+    Authenticator,
+    Identity,
+    install_log_redaction,
+    token_from,
+)
+from carousel_gateway.api.guard import WS_HANDSHAKE, WS_MESSAGE, Guard, TokenBucket
+from carousel_gateway.api.http_status import http_status
 from carousel_gateway.api.messages import (
     CAPABILITIES,
     CommandData,
@@ -61,6 +70,7 @@ from carousel_gateway.api.messages import (
     request_id_of,
     utc_timestamp,
 )
+from carousel_gateway.api.outbox import Outbox
 from carousel_gateway.api.subscriptions import CHANNELS_OF, Channel, SubscriptionIndex
 from carousel_gateway.config import GatewayConfig
 from carousel_gateway.errors import ErrorCode, GatewayError
@@ -90,6 +100,9 @@ log = logging.getLogger(__name__)
 
 #: Commands one session may have waiting on PLCs at once (each machine takes one anyway).
 MAX_COMMANDS_IN_FLIGHT = 16
+#: Seconds ``stop()`` waits for commands already handed to machines to finish (each is one
+#: or two PLC exchanges, bounded by the request timeouts), so their journal rows are written.
+DRAIN_COMMANDS_S = 10.0
 
 
 @dataclass(eq=False, slots=True)
@@ -102,6 +115,10 @@ class Session:
     commands_in_flight: int = 0
     alive: bool = True
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Its message rate limit, and how many messages in a row it refused.
+    bucket: TokenBucket | None = None
+    refused_in_a_row: int = 0
+    flooding: bool = False  # closing for a flood: what it still sends is read and dropped
 
     @property
     def peer(self) -> str:
@@ -118,19 +135,32 @@ class WebSocketApi:
         *,
         authenticator: Authenticator | None = None,
         journal: Journal | None = None,
+        guard: Guard | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self.fleet = fleet
         self.journal = journal
         self.authenticator = authenticator or Authenticator(config.auth)
+        #: Origins, session slots, rates and lockouts (shared with the HTTP server).
+        self.guard = guard or Guard(config.limits, config.security)
+        self.ssl_context = ssl_context
+        #: Commands handed to machines; they run to the end even if their session closes.
+        self.commands: set[asyncio.Task[None]] = set()
         self.sessions: dict[int, Session] = {}
         self.subscriptions: SubscriptionIndex[Session] = SubscriptionIndex()
         self.sent_by_type: Counter[str] = Counter()
         self.slow_clients_dropped = 0
         #: Called with the seconds from a state change to its broadcast written (metrics).
         self.broadcast_delay_observer: Callable[[float], None] | None = None
+        #: Every frame goes out through it: framed once, sliced, in order per session.
+        self.outbox: Outbox[Session] = Outbox(
+            slice_size=config.websocket.broadcast_slice_sessions,
+            max_buffer_bytes=config.websocket.max_send_buffer_bytes,
+            on_slow=self._drop_slow,
+            on_sent=self._count_sent,
+        )
         self._session_ids = itertools.count(1)
-        self._identities: dict[ServerConnection, Identity] = {}
         self._server: Server | None = None
         self._unsubscribe = fleet.bus.subscribe(self._on_event)
         self._machine_infos = [self._machine_info(m) for m in fleet]
@@ -139,6 +169,7 @@ class WebSocketApi:
 
     async def start(self) -> None:
         ws = self.config.websocket
+        install_log_redaction()
         self._server = await serve(
             self._handle,
             ws.host,
@@ -148,9 +179,14 @@ class WebSocketApi:
             ping_interval=ws.ping_interval_s,
             ping_timeout=ws.ping_timeout_s,
             max_size=ws.max_message_bytes,
+            open_timeout=self.config.limits.handshake_timeout_s,
+            close_timeout=ws.close_timeout_s,
+            ssl=self.ssl_context,
             logger=logging.getLogger("carousel_gateway.ws.protocol"),
         )
-        log.info("WebSocket API on ws://%s:%d", ws.host, self.port)
+        self.guard.origins.ports.add(self.port)
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        log.info("WebSocket API on %s://%s:%d", scheme, ws.host, self.port)
 
     @property
     def port(self) -> int:
@@ -164,32 +200,62 @@ class WebSocketApi:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
             self._server = None
+        # Commands already handed to machines finish (and are journalled) before the fleet
+        # and the journal stop; nothing new can start now.
+        if self.commands:
+            await asyncio.wait(set(self.commands), timeout=DRAIN_COMMANDS_S)
 
     # -- handshake ------------------------------------------------------------------------
 
     def _authenticate(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Admit a handshake or refuse it: origin (403), lockout (429), token (401), then
+        session limits (503). An admitted handshake holds a session slot until its
+        connection closes, whether or not it becomes a session."""
+        guard = self.guard
         peer = _peer(connection)
-        token = token_from(request.headers.get("Authorization"), request.path)
-        identity = self.authenticator.identify(token, peer)
-        if identity is None:
-            log.warning("WebSocket handshake from %s refused: missing or invalid token", peer)
-            response = connection.respond(http.HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="carousel-gateway"'
-            return response
-        self._identities[connection] = identity
+        address = _address(connection)
+        try:
+            guard.check_origin(
+                WS_HANDSHAKE, request.headers.get("Origin"), request.headers.get("Host")
+            )
+            token = token_from(request.headers.get("Authorization"), request.path)
+            if self.authenticator.enabled:
+                guard.check_lockout(WS_HANDSHAKE, address)
+                if self.authenticator.identify(token, peer) is None:
+                    raise guard.auth_failed(WS_HANDSHAKE, address, token_given=bool(token))
+                guard.lockout.succeeded(address)
+            code = guard.sessions.refusal(address)
+            if code is not None:
+                raise guard.refuse(WS_HANDSHAKE, code, "too many WebSocket sessions; try later")
+        except GatewayError as exc:
+            log.warning("WebSocket handshake from %s refused: %s", peer, exc.code.value)
+            return _refusal(connection, exc)
+        guard.sessions.take(address)
+        connection.connection_lost_waiter.add_done_callback(
+            lambda _: guard.sessions.release(address)
+        )
         return None
 
     # -- session --------------------------------------------------------------------------
 
     async def _handle(self, connection: ServerConnection) -> None:
-        identity = self._identities.pop(connection, None) or Identity(_peer(connection), "viewer")
-        session = Session(next(self._session_ids), connection, identity)
+        identity = self._identity(connection)
+        session = Session(
+            next(self._session_ids), connection, identity, bucket=self.guard.session_bucket()
+        )
         self.sessions[session.id] = session
         log.info("session %d opened by %s (%s)", session.id, session.peer, identity.role)
         try:
             self._send(session, self._welcome(session))
             async for raw in connection:
-                self._dispatch(session, raw)
+                if session.flooding:
+                    continue  # keep reading, so the client's close frame is seen
+                if self._admit(session, raw):
+                    self._dispatch(session, raw)
+                elif session.refused_in_a_row > self.config.limits.max_refused_messages:
+                    log.warning("session %d (%s) closed: message flood", session.id, session.peer)
+                    session.flooding = True
+                    self._spawn(session, connection.close(1008, "message rate limit exceeded"))
         except ConnectionClosed:
             pass
         finally:
@@ -197,10 +263,37 @@ class WebSocketApi:
             self.subscriptions.drop(session)
             self.sessions.pop(session.id, None)
             for task in list(session.tasks):
-                task.cancel()
+                task.cancel()  # journal reads; commands run on (see _run_command)
             log.info(
                 "session %d closed (%s)", session.id, connection.close_code or "connection lost"
             )
+
+    def _identity(self, connection: ServerConnection) -> Identity:
+        """Who the admitted handshake authenticated as (the token is checked again)."""
+        request = connection.request
+        if request is not None:
+            token = token_from(request.headers.get("Authorization"), request.path)
+            identity = self.authenticator.identify(token, _peer(connection))
+            if identity is not None:
+                return identity
+        return Identity(_peer(connection), "viewer")
+
+    def _admit(self, session: Session, raw: str | bytes) -> bool:
+        """The session's message rate limit: False (and RATE_LIMITED sent) when over it."""
+        assert session.bucket is not None
+        wait = session.bucket.acquire()
+        if wait <= 0:
+            session.refused_in_a_row = 0
+            return True
+        session.refused_in_a_row += 1
+        error = self.guard.refuse(
+            WS_MESSAGE,
+            ErrorCode.RATE_LIMITED,
+            f"over {self.config.limits.messages_per_second:g} messages per second; slow down",
+            retry_after_s=wait,
+        )
+        self._send(session, error_message(error, request_id_of(raw)))
+        return False
 
     def _welcome(self, session: Session) -> Welcome:
         return Welcome(
@@ -288,6 +381,8 @@ class WebSocketApi:
                 "too many commands in flight on this session",
                 machine_id=machine.id,
             )
+        # Before the machine sees it: a flood must not reach the PLC nor the journal.
+        self.guard.check_machine_command(WS_MESSAGE, machine.id)
         command, argument = message.command_and_argument()
         origin = Origin(
             client=session.identity.client,
@@ -345,8 +440,14 @@ class WebSocketApi:
         self, session: Session, machine: Machine, command: object, argument: object, origin: Origin
     ) -> None:
         session.commands_in_flight += 1
+        # Its own task, shielded: a command handed to a machine runs to the end (sent at
+        # most once, journalled) even when its session closes or the gateway stops.
+        execution = asyncio.ensure_future(machine.execute(command, argument, origin))  # type: ignore[arg-type]
+        self.commands.add(execution)
+        execution.add_done_callback(self.commands.discard)
+        execution.add_done_callback(_retrieve)
         try:
-            await machine.execute(command, argument, origin)  # type: ignore[arg-type]
+            await asyncio.shield(execution)
             # The command_result itself goes out from the CommandAccepted event, in order
             # with the move_completed/move_failed that follows it.
         except GatewayError as exc:
@@ -416,10 +517,12 @@ class WebSocketApi:
                         timestamp=utc_timestamp(snapshot.changed_at),
                         status={event.machine_id: machine_state(snapshot)},
                     )
-                    self._broadcast(sessions, "status_broadcast", message.encode())
+                    done = None
                     observe = self.broadcast_delay_observer
-                    if observe is not None and snapshot.changed_monotonic is not None:
-                        observe(time.monotonic() - snapshot.changed_monotonic)
+                    changed = snapshot.changed_monotonic
+                    if observe is not None and changed is not None:
+                        done = lambda: observe(time.monotonic() - changed)  # noqa: E731
+                    self._broadcast(sessions, "status_broadcast", message.encode(), done)
             case CommandAccepted():
                 self._to_requester_and_subscribers(event, event.origin, _command_result)
             case MoveCompleted() | MoveFailed():
@@ -456,7 +559,9 @@ class WebSocketApi:
             message = build(event, origin.request_id)
             self._send(requester, message)
         subscribers = self.subscriptions.sessions(Channel.COMMANDS, event.machine_id)
-        others = [s for s in subscribers if s is not requester]
+        others = subscribers
+        if requester is not None and requester in subscribers:
+            others = tuple(s for s in subscribers if s is not requester)
         if others:
             message = build(event, None)
             self._broadcast(others, message.type, message.encode())
@@ -491,18 +596,20 @@ class WebSocketApi:
     def _send(self, session: Session, message) -> None:
         self._broadcast((session,), message.type, message.encode())
 
-    def _broadcast(self, sessions: Iterable[Session], kind: str, data: str) -> None:
-        """Write one encoded frame to sessions without awaiting; cut off those not reading."""
-        targets = [s for s in sessions if s.alive]
-        if not targets:
-            return
-        broadcast([s.connection for s in targets], data)
-        self.sent_by_type[kind] += len(targets)
-        limit = self.config.websocket.max_send_buffer_bytes
-        for session in targets:
-            transport = session.connection.transport
-            if transport is not None and transport.get_write_buffer_size() > limit:
-                self._drop_slow(session)
+    def _broadcast(
+        self,
+        sessions: Sequence[Session],
+        kind: str,
+        data: str,
+        done: Callable[[], None] | None = None,
+    ) -> None:
+        """Write one encoded message to sessions without awaiting (``outbox.py``: framed
+        once, large broadcasts in slices, per-session order kept); cut off those not
+        reading. ``sessions`` must not change afterwards."""
+        self.outbox.send(sessions, kind, data.encode(), done)
+
+    def _count_sent(self, kind: str, count: int) -> None:
+        self.sent_by_type[kind] += count
 
     def _drop_slow(self, session: Session) -> None:
         session.alive = False
@@ -566,6 +673,32 @@ def _epoch(moment: datetime | None) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def _retrieve(task: asyncio.Future[object]) -> None:
+    """Mark an orphaned command's outcome as seen (its session may be gone)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _refusal(connection: ServerConnection, error: GatewayError) -> Response:
+    """A refused handshake: the HTTP status of its code and an ``error`` message as body."""
+    response = connection.respond(http_status(error.code), error_message(error).encode())
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = "application/json"
+    if error.code is ErrorCode.UNAUTHORIZED:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="carousel-gateway"'
+    if error.retry_after_s is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    return response
+
+
+def _address(connection: ServerConnection) -> str:
+    """The client's address without its port (what per-address limits count)."""
+    address = connection.remote_address
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return str(address)
 
 
 def _peer(connection: ServerConnection) -> str:

@@ -101,6 +101,7 @@ def connection_settings(config: MachineConfig, port: int | None = None) -> Conne
         backoff=Backoff(config.backoff_initial_s, config.backoff_max_s),
         breaker_threshold=config.breaker_threshold,
         breaker_cooldown_s=config.breaker_cooldown_s,
+        positions=config.positions,
     )
 
 
@@ -308,6 +309,7 @@ class Machine:
             return await self._execute_other(command_id, command, argument, origin)
         finally:
             self._command_in_flight = False
+            self._wake.set()  # polling resumes (back to back if a move is now pending)
 
     async def _execute_move(
         self, command_id: int, position: int, origin: Origin
@@ -417,22 +419,63 @@ class Machine:
     # -- polling --------------------------------------------------------------------------
 
     async def _poll_loop(self) -> None:
+        """STATUS polls: every ``poll_idle_s`` while idle, back to back while active.
+
+        While a command is talking to the PLC there is no poll: its own replies are
+        readings, and a poll would only queue on the single link and hold the command's
+        next request back by a PLC round trip.
+        """
         loop = asyncio.get_running_loop()
         while True:
             if self.connection.state is not ConnectionState.CONNECTED:
                 await self.connection.wait_state_change()
                 continue
+            if self._command_in_flight:
+                await self._idle(None)  # woken when the command is done
+                continue
+            started = loop.time()
             try:
                 reply = await self.connection.status()
             except PlcError:
                 continue  # the connection callback reports it; the next turn waits
             self._apply_reply(reply)
-            self._check_deadline(loop.time())
-            interval = self.config.poll_active_s if self.busy else self.config.poll_idle_s
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._wake.wait()
+            now = loop.time()
+            self._check_deadline(now)
+            await self._idle(self._poll_delay(started, now))
+
+    async def _idle(self, delay: float | None) -> None:
+        """Wait ``delay`` seconds (None: until woken), or less if woken (a command starts or
+        ends, a link changes state)."""
+        if delay is not None and delay <= 0:
+            return
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+
+    @property
+    def active(self) -> bool:
+        """A move or command pending, or the machine seen running (moved from its panel)."""
+        if self.busy:
+            return True
+        status = self.snapshot.status
+        return status is not None and status.running
+
+    def _poll_delay(self, started: float, now: float) -> float:
+        """Seconds from ``now`` to the next STATUS request, the last one sent at ``started``.
+
+        Idle: ``poll_idle_s`` after the reply. Active: back to back, the next request as
+        soon as the reply is in but never sooner than ``poll_min_gap_s`` after the last one
+        (with the field's 0.2-0.8 s replies, at once), so a change reaches clients within
+        one PLC round trip; or, with ``poll_back_to_back`` off, ``poll_active_s`` after the
+        reply.
+        """
+        config = self.config
+        if not self.active:
+            return config.poll_idle_s
+        if config.poll_back_to_back:
+            return started + config.poll_min_gap_s - now
+        return config.poll_active_s
 
     def _apply_reply(self, reply: Reply) -> bool:
         """Take one reading into the snapshot; publish what changed; advance a move.
@@ -596,8 +639,8 @@ class Machine:
         """Seconds to the next reading; None while no link is up (a state change wakes us).
 
         Modbus readings start every ``modbus_poll_*_s`` (the reading's own ~2 x 50 ms is
-        not added to the period); port-3200 polls wait their interval after each reply, as
-        on a port-3200 machine, so a slow PLC is never asked back to back.
+        not added to the period); port-3200 polls follow the cadence of a port-3200 machine
+        (``_poll_delay``: the idle interval, or back to back while active).
         """
         assert self.modbus is not None
         modbus_up = self.modbus.state is ConnectionState.CONNECTED
@@ -605,7 +648,7 @@ class Machine:
         if not modbus_up and not plc_up:
             return None
         if self.telemetry_source is TelemetrySource.PORT3200:
-            return self.config.poll_active_s if self.busy else self.config.poll_idle_s
+            return max(0.0, self._poll_delay(started, now))
         period = self.config.modbus_poll_active_s if self.busy else self.config.modbus_poll_idle_s
         interval = max(0.0, started + period - now)
         fallback_in = self._modbus_ok_at + self.config.modbus_fallback_s - now

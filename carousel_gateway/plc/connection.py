@@ -4,7 +4,9 @@ A supervisor task keeps the connection up (exponential backoff with jitter, a ci
 breaker). Requests never connect by themselves: when the link is down they fail at once, so
 a dead PLC costs its callers nothing. A request that gets no reply in time marks the link as
 broken (it is re-established) and fails with :class:`PlcTimeout`; nothing is ever retried
-here, so a MOVE is sent at most once.
+here, so a MOVE is sent at most once. So does a reply that cannot be right (a position
+outside the machine): with no framing on the wire, the byte stream can no longer be trusted
+to be in step, and a fresh connection is the only way back.
 """
 
 from __future__ import annotations
@@ -51,7 +53,11 @@ class PlcTimeout(PlcError):
 
 
 class PlcConnectionLost(PlcError):
-    """The link closed while waiting for a reply."""
+    """The link closed while waiting for a reply (the request may have been acted on)."""
+
+
+class PlcBadReply(PlcError):
+    """A reply that cannot be right; the link is re-established."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,9 @@ class ConnectionSettings:
     backoff: Backoff = field(default_factory=Backoff)
     breaker_threshold: int = 5
     breaker_cooldown_s: float = 5.0
+    #: The machine's bucket count: a reply with a position index at or past it is refused
+    #: (None: not checked).
+    positions: int | None = None
 
 
 StateListener = Callable[[ConnectionState, str | None], None]
@@ -91,9 +100,22 @@ class _LinkProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         reason = str(exc) if exc else "closed by peer"
         if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(PlcConnectionLost(f"connection lost: {reason}"))
+            self._waiter.set_exception(
+                PlcConnectionLost(f"connection lost before the reply: {reason}")
+            )
         if not self.closed.done():
             self.closed.set_result(reason)
+
+    @property
+    def usable(self) -> bool:
+        """False once the link is closed or closing (even before the supervisor knows)."""
+        transport = self.transport
+        return transport is not None and not transport.is_closing() and not self.closed.done()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received toward the reply awaited."""
+        return len(self._buffer)
 
     def expect(self, length: int) -> asyncio.Future[bytes]:
         """Drop anything stale, then wait for the next ``length`` bytes."""
@@ -130,6 +152,8 @@ class PlcConnection:
         self.connected_since: float | None = None  # wall clock (time.time())
         self.connects = 0
         self.latencies_s: deque[float] = deque(maxlen=1024)
+        #: Replies refused as impossible (the link was re-established after each).
+        self.bad_replies = 0
         self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s)
         self._on_state_change = on_state_change
         self._protocol: _LinkProtocol | None = None
@@ -183,26 +207,54 @@ class PlcConnection:
         """Send one request and read exactly one reply; fails fast when the link is down."""
         async with self._lock:
             protocol = self._protocol
+            if (
+                self.state is ConnectionState.CONNECTED
+                and protocol is not None
+                and not protocol.usable
+            ):
+                # Closed, and the supervisor has not run yet: say so now, so nobody writes
+                # into a dead link (nor loops on it) meanwhile.
+                reason = protocol.closed.result() if protocol.closed.done() else "closing"
+                self.last_error = self.last_error or f"connection lost: {reason}"
+                self._set_state(ConnectionState.DISCONNECTED, self.last_error)
+                protocol = None
             if self.state is not ConnectionState.CONNECTED or protocol is None:
                 raise PlcNotConnected(self._not_connected_reason())
             assert protocol.transport is not None
-            waiter = protocol.expect(self.settings.layout.reply_length)
+            layout = self.settings.layout
+            waiter = protocol.expect(layout.reply_length)
             started = time.perf_counter()
             protocol.transport.write(payload)
             try:
                 async with asyncio.timeout(self.settings.request_timeout_s):
                     data = await waiter
             except TimeoutError:
-                message = f"no reply within {self.settings.request_timeout_s:g} s"
-                self._fail(message)
+                timeout = self.settings.request_timeout_s
+                got = protocol.buffered
+                message = (
+                    f"incomplete reply ({got} of {layout.reply_length} bytes) within {timeout:g} s"
+                    if got
+                    else f"no reply within {timeout:g} s"
+                )
+                self._fail(protocol, message)
                 raise PlcTimeout(message) from None
             except PlcConnectionLost as exc:
-                self._fail(str(exc))
+                self._fail(protocol, str(exc))
                 raise
+            reply = decode_reply(data, layout)
+            positions = self.settings.positions
+            if positions is not None and reply.position_index >= positions:
+                self.bad_replies += 1
+                message = (
+                    f"invalid reply: position index {reply.position_index} outside "
+                    f"0..{positions - 1}"
+                )
+                self._fail(protocol, message)
+                raise PlcBadReply(message)
             self.latencies_s.append(time.perf_counter() - started)
             self._replies_on_link += 1
             self.breaker.record_success()
-            return decode_reply(data, self.settings.layout)
+            return reply
 
     def _not_connected_reason(self) -> str:
         if self.state is ConnectionState.ERROR:
@@ -210,12 +262,20 @@ class PlcConnection:
         detail = f": {self.last_error}" if self.last_error else ""
         return f"PLC {self.name} not connected{detail}"
 
-    def _fail(self, reason: str) -> None:
-        """A request failed: count it and break the link so it is re-established cleanly."""
+    def _fail(self, protocol: _LinkProtocol, reason: str) -> None:
+        """A request failed: count it and break its link so it is re-established cleanly.
+
+        Only the link the request used is broken (never one re-established meanwhile), and
+        the state says so at once: requests queued behind this one fail fast instead of
+        writing into a dead link.
+        """
         self.last_error = reason
         self.breaker.record_failure(time.monotonic())
-        self._link_failure_counted = True
-        self._drop_link()
+        if protocol.transport is not None:
+            protocol.transport.abort()
+        if protocol is self._protocol:
+            self._link_failure_counted = True
+            self._set_state(ConnectionState.DISCONNECTED, reason)
 
     def _drop_link(self) -> None:
         protocol = self._protocol

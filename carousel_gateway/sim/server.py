@@ -3,7 +3,9 @@
 The server behaves like the field PLC where it matters to a client: replies come after a
 configurable delay, in a configurable layout, and it is a single-session server (while a
 client is connected, and for ``release_time_s`` after it closes, new connections are
-refused). It can also drop the link or stall (stop answering) on demand, to rehearse faults.
+refused). It can also drop the link or stall (stop answering) on demand, and play the ways
+a PLC link fails in the field (:class:`FaultMode`) for chaos tests. Every request it reads
+is counted by command byte, so a test can prove a MOVE was never sent twice.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -35,6 +38,24 @@ class LinkAction(StrEnum):
     RESUME = "resume"  # answer again
 
 
+class FaultMode(StrEnum):
+    """How the simulated PLC link misbehaves (``NONE``: it does not)."""
+
+    NONE = "none"
+    REFUSE = "refuse"  # nothing listens: every connection attempt is refused
+    SILENT = "silent"  # accepts and reads, never answers (nor acts on a MOVE)
+    SHORT = "short"  # answers with too few bytes (the reply without its last byte)
+    GARBAGE = "garbage"  # answers with bytes that cannot be a reply (all 0xFF)
+    EXTRA = "extra"  # answers, then sends bytes nobody asked for
+    CLOSE_MID_REPLY = "close_mid_reply"  # sends the first byte of the reply, then closes
+    SLOW = "slow"  # answers after ``slow_reply_s`` (2 s: past the default 1.5 s timeout)
+    FLAP = "flap"  # up for ``flap_period_s``, then down (dropped, refusing), and again
+
+
+#: What EXTRA mode sends after each reply.
+EXTRA_BYTES = b"\xaa\x55\x00"
+
+
 @dataclass(slots=True)
 class SimulatorSettings:
     """How the simulated PLC behaves on the wire (mutable: tests change it live)."""
@@ -43,6 +64,13 @@ class SimulatorSettings:
     layout: ReplyLayout = field(default_factory=lambda: DEFAULT_LAYOUT)
     single_session: bool = True
     release_time_s: float = 0.0
+    #: Reply delay in ``FaultMode.SLOW``.
+    slow_reply_s: float = 2.0
+    #: Seconds up, then seconds down, in ``FaultMode.FLAP``.
+    flap_period_s: float = 3.0
+    #: A command byte: the reply faults (SILENT, SHORT, GARBAGE, EXTRA, CLOSE_MID_REPLY,
+    #: SLOW) hit only its replies, e.g. ``Command.MOVE`` to break a MOVE in flight.
+    fault_only_on: int | None = None
 
 
 class SimulatorServer:
@@ -62,10 +90,25 @@ class SimulatorServer:
         self.stalled = False
         self.requests_served = 0
         self.connections_accepted = 0
+        #: Every request read, by command byte (answered or not): ``[Command.MOVE]`` counts
+        #: the MOVEs that reached the PLC.
+        self.requests_received: Counter[int] = Counter()
+        self.fault_mode = FaultMode.NONE
         self._listener: asyncio.Server | None = None
         self._session: _Session | None = None
         self._reopen: asyncio.TimerHandle | None = None
         self._stopping = False
+        self._down = False  # REFUSE, or the down half of FLAP: not listening
+        self._flapper: asyncio.Task[None] | None = None
+
+    @property
+    def moves_received(self) -> int:
+        return self.requests_received[Command.MOVE]
+
+    def faulty_for(self, command: int) -> FaultMode:
+        """The fault mode that applies to the reply to ``command``."""
+        only = self.settings.fault_only_on
+        return self.fault_mode if only is None or only == command else FaultMode.NONE
 
     @property
     def session_open(self) -> bool:
@@ -84,6 +127,9 @@ class SimulatorServer:
     async def stop(self) -> None:
         """Stop listening and close any session (like switching the PLC off)."""
         self._stopping = True
+        if self._flapper is not None:
+            self._flapper.cancel()
+            self._flapper = None
         if self._reopen is not None:
             self._reopen.cancel()
             self._reopen = None
@@ -100,6 +146,48 @@ class SimulatorServer:
                 self._session.abort()
         else:
             self.stalled = action is LinkAction.STALL
+
+    def set_fault_mode(self, mode: FaultMode | str) -> None:
+        """Misbehave from now on as ``mode`` says (``FaultMode.NONE`` ends it)."""
+        mode = FaultMode(mode)
+        self.fault_mode = mode
+        if self._flapper is not None:
+            self._flapper.cancel()
+            self._flapper = None
+        if mode is FaultMode.REFUSE:
+            self._go_down()
+        elif mode is FaultMode.FLAP:
+            self._flapper = asyncio.get_running_loop().create_task(self._flap())
+        else:
+            self._go_up()
+
+    async def _flap(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.flap_period_s)
+            self._go_down()
+            await asyncio.sleep(self.settings.flap_period_s)
+            self._go_up()
+
+    def _go_down(self) -> None:
+        """Like a PLC switched off: the session dropped, new connections refused."""
+        self._down = True
+        if self._reopen is not None:
+            self._reopen.cancel()
+            self._reopen = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        if self._session is not None:
+            self._session.abort()
+
+    def _go_up(self) -> None:
+        if not self._down:
+            return
+        self._down = False
+        if self._stopping or self._listener is not None or self._session is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._reopen = loop.call_later(0, lambda: loop.create_task(self._reopen_listener()))
 
     # -- listener management -------------------------------------------------------------
 
@@ -119,7 +207,11 @@ class SimulatorServer:
 
     def _session_opened(self, session: _Session) -> bool:
         """Accept or refuse a new session; returns False when it must be refused."""
-        if self._stopping or (self.settings.single_session and self._session is not None):
+        if (
+            self._stopping
+            or self._down
+            or (self.settings.single_session and self._session is not None)
+        ):
             return False
         self._session = session
         self.connections_accepted += 1
@@ -134,7 +226,7 @@ class SimulatorServer:
         if self._session is not session:
             return
         self._session = None
-        if self._stopping or self._listener is not None:
+        if self._stopping or self._down or self._listener is not None:
             return
         loop = asyncio.get_running_loop()
         self._reopen = loop.call_later(
@@ -143,7 +235,7 @@ class SimulatorServer:
 
     async def _reopen_listener(self) -> None:
         self._reopen = None
-        if self._stopping or self._listener is not None:
+        if self._stopping or self._down or self._listener is not None:
             return
         try:
             await self._listen()
@@ -186,11 +278,13 @@ class _Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._transport is None:
             return
+        server = self._server
         for request in self._parser.feed(data):
-            if self._server.stalled:
+            server.requests_received[request.command] += 1
+            if server.stalled or server.faulty_for(request.command) is FaultMode.SILENT:
                 continue
-            if self._server.settings.reply_delay_s <= 0 and self._worker is None:
-                self._reply(self._server._answer(request))
+            if self._delay(request) <= 0 and self._worker is None:
+                self._reply(request, self._server._answer(request))
             else:
                 self._pending.put_nowait(request)
                 if self._worker is None:
@@ -206,6 +300,12 @@ class _Session(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def _delay(self, request: Request) -> float:
+        settings = self._server.settings
+        if self._server.faulty_for(request.command) is FaultMode.SLOW:
+            return max(settings.reply_delay_s, settings.slow_reply_s)
+        return settings.reply_delay_s
+
     async def _work(self) -> None:
         """Answer queued requests one by one, each after the PLC's reply delay."""
         try:
@@ -214,15 +314,28 @@ class _Session(asyncio.Protocol):
                 if request.command == Command.MOVE:
                     # The PLC acts on a MOVE when it reads it, then answers after its scan.
                     reply = self._server._answer(request)
-                    await asyncio.sleep(self._server.settings.reply_delay_s)
+                    await asyncio.sleep(self._delay(request))
                 else:
-                    await asyncio.sleep(self._server.settings.reply_delay_s)
+                    await asyncio.sleep(self._delay(request))
                     reply = self._server._answer(request)
                 if not self._server.stalled:
-                    self._reply(reply)
+                    self._reply(request, reply)
         finally:
             self._worker = None
 
-    def _reply(self, reply: bytes | None) -> None:
-        if reply is not None and self._transport is not None:
-            self._transport.write(reply)
+    def _reply(self, request: Request, reply: bytes | None) -> None:
+        transport = self._transport
+        if reply is None or transport is None:
+            return
+        match self._server.faulty_for(request.command):
+            case FaultMode.SHORT:
+                transport.write(reply[:-1])
+            case FaultMode.GARBAGE:
+                transport.write(b"\xff" * len(reply))
+            case FaultMode.EXTRA:
+                transport.write(reply + EXTRA_BYTES)
+            case FaultMode.CLOSE_MID_REPLY:
+                transport.write(reply[:1])
+                transport.close()  # the byte goes out, then the connection ends
+            case _:
+                transport.write(reply)

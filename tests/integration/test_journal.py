@@ -153,6 +153,12 @@ port = {free_port()}
 [journal]
 path = "{database}"
 
+[limits]  # a stream as fast as the gateway answers: durability, not limits, is tested here
+messages_per_second = 1000000
+message_burst = 1000000
+commands_per_machine_per_second = 1000000
+command_burst = 1000000
+
 [[machines]]
 id = "machine_1"
 name = "Carrusel Principal"

@@ -167,7 +167,13 @@ def fleet_ids(gateway: Any) -> list[str]:
 
 
 async def test_no_server_error(gateway_factory):
-    gateway = await gateway_factory()
+    # Generous PLC timeouts: on a loaded CI machine a slow simulator reply must not become a
+    # 504, since this run asserts that no 5xx happens at all.
+    patient = {"request_timeout_s": 10.0, "connect_timeout_s": 5.0}
+    machines = [
+        {**FAST_MACHINE, "id": f"machine_{i}", "name": f"Carrusel {i}", **patient} for i in (1, 2)
+    ]
+    gateway = await gateway_factory(gateway_config(machines))
     gateway.http.api.limiter = RateLimiter(rate=1e6, burst=1_000_000)  # fuzzing, not flooding
     failures, replies = await asyncio.to_thread(
         fuzz,

@@ -7,11 +7,12 @@ out is built from these models; nothing else writes JSON by hand.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.fleet.events import Snapshot
@@ -159,13 +160,28 @@ class Ping(_In):
     type: Literal["ping"]
 
 
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _iso_only(value: Any) -> Any:
+    """Times are ISO 8601 strings; a bare number (epoch seconds?) is ambiguous: refused."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError("expected an ISO 8601 date-time string, not a number")
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        raise ValueError("expected an ISO 8601 date-time string, not a number")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
+
+
 class GetHistory(_In):
     """Journal entries, newest first; ``next_cursor`` of a reply continues to older ones."""
 
     type: Literal["get_history"]
     machine_id: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: IsoDateTime | None = None
+    until: IsoDateTime | None = None
     kinds: Annotated[list[HistoryKind], Field(max_length=50)] | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     cursor: Annotated[int, Field(ge=1, le=2**62)] | None = None

@@ -51,6 +51,7 @@ from carousel_gateway.api.http_status import http_status
 from carousel_gateway.api.messages import (
     HistoryEntry,
     HistoryKind,
+    IsoDateTime,
     MachineInfo,
     MachineState,
     history_entry,
@@ -1021,8 +1022,10 @@ async def machine_diagnostics(api: ApiDep, machine: MachineDep) -> DiagnosticsRe
 
 
 _HISTORY_KINDS = ", ".join(KINDS)
-SinceQuery = Annotated[datetime | None, Query(description="Only entries at or after (ISO 8601)")]
-UntilQuery = Annotated[datetime | None, Query(description="Only entries at or before (ISO 8601)")]
+SinceQuery = Annotated[IsoDateTime | None, Query(description="Only entries at or after (ISO 8601)")]
+UntilQuery = Annotated[
+    IsoDateTime | None, Query(description="Only entries at or before (ISO 8601)")
+]
 KindsQuery = Annotated[
     list[HistoryKind] | None,
     Query(description=f"Only these kinds (repeat the parameter): {_HISTORY_KINDS}"),

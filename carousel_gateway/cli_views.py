@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 from collections import deque
 
 from rich.console import Console, Group
@@ -138,7 +141,19 @@ def describe_event(event: object) -> str | None:
 
 
 async def watch_screen(url: str, token: str | None) -> None:
-    """Live table + event feed until cancelled (Ctrl-C)."""
+    """Live table + event feed until Ctrl-C (or SIGTERM)."""
+    # Ctrl-C or SIGTERM end the watch cleanly, even where SIGINT was inherited as ignored.
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await _watch(url, token)
+
+
+async def _watch(url: str, token: str | None) -> None:
     from carousel_gateway.client import CarouselClient
 
     states: dict[str, MachineState] = {}

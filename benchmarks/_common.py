@@ -719,3 +719,77 @@ class EpollReceivers:
         for sock in self.sockets.values():
             sock.close()
         self.epoll.close()
+
+
+# -- what else ran meanwhile ---------------------------------------------------------------------
+
+
+def _process_ticks() -> dict[int, tuple[int, int]]:
+    """``pid: (parent pid, user + system ticks)`` of every process."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return out
+
+
+class OtherLoad:
+    """CPU used by processes outside this benchmark's process tree during a window.
+
+    The benchmarks run on a shared machine; a number measured while something else was
+    busy says so (``other processes: N % of a core``) rather than passing for the gateway's.
+    """
+
+    def __init__(self) -> None:
+        self._start: dict[int, tuple[int, int]] = {}
+        self._wall = 0.0
+        self._steal = 0
+        #: Percent of one core the hypervisor took from this VM during the window.
+        self.steal_pct = 0.0
+
+    def start(self) -> None:
+        self._start, self._wall = _process_ticks(), time.perf_counter()
+        self._steal = _steal_ticks()
+
+    def stop(self) -> float:
+        """Percent of one core used by other processes since :meth:`start`."""
+        end = _process_ticks()
+        elapsed = time.perf_counter() - self._wall
+        ours = {os.getpid()}
+        changed = True
+        while changed:  # our descendants
+            changed = False
+            for pid, (parent, _) in end.items():
+                if parent in ours and pid not in ours:
+                    ours.add(pid)
+                    changed = True
+        ticks = sum(
+            total - self._start.get(pid, (0, 0))[1]
+            for pid, (_, total) in end.items()
+            if pid not in ours and pid in self._start
+        )
+        hertz = os.sysconf("SC_CLK_TCK") * max(elapsed, 1e-9)
+        self.steal_pct = (_steal_ticks() - self._steal) / hertz * 100
+        return ticks / hertz * 100
+
+    def describe(self, other_pct: float) -> str:
+        return (
+            f"other processes meanwhile: {other_pct:.0f} % of a core, "
+            f"VM steal {self.steal_pct:.0f} %"
+        )
+
+
+def _steal_ticks() -> int:
+    """Ticks stolen from this VM by its host, all CPUs (the ``steal`` of /proc/stat)."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as stat:
+            fields = stat.readline().split()
+        return int(fields[8]) if len(fields) > 8 else 0
+    except OSError:
+        return 0

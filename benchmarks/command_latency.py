@@ -35,6 +35,7 @@ from websockets.asyncio.client import connect
 from benchmarks._common import (
     CpuMeter,
     GatewayProcess,
+    OtherLoad,
     PlcStub,
     free_port,
     gateway_toml,
@@ -173,13 +174,15 @@ async def run_case(args: argparse.Namespace, clients: int) -> tuple[dict, dict]:
                     receivers = ClientsProcess(ws_port, clients, 0, False, 1, args.machines)
                     start, _ = await receivers.start()
                     await asyncio.sleep(max(0.0, start - time.time()))
-                meter = CpuMeter(gateway)
+                meter, others = CpuMeter(gateway), OtherLoad()
                 meter.start()
+                others.start()
                 results = await round_trips(
                     url, command_id, command_stub, args.samples, random.Random(args.seed)
                 )
                 results["raw"] = await raw_exchanges(command_stub.port, args.samples)
                 extra["cpu_pct"] = meter.stop() * 100
+                extra["other"] = others.describe(others.stop())
                 if receivers is not None:
                     fanout = await receivers.result()
                     expected, lost = losses(fanout)
@@ -221,6 +224,7 @@ def report(results: dict, extra: dict) -> str:
             f"(round trip minus {exchanges} x raw exchange p50)"
         )
     lines.append(f"  JSON ping → pong            {summary_ms(results['ping'])}")
+    lines.append(f"  ({extra['other']})")
     return "\n".join(lines)
 
 

@@ -36,6 +36,7 @@ from benchmarks._common import (
     CpuMeter,
     EpollReceivers,
     GatewayProcess,
+    OtherLoad,
     PlcStub,
     free_port,
     gateway_toml,
@@ -275,11 +276,13 @@ async def run(args: argparse.Namespace, clients: int) -> dict:
             try:
                 start, end = await receivers.start()
                 rss_connected = gateway.rss_bytes()
-                meter = CpuMeter(gateway)
+                meter, others = CpuMeter(gateway), OtherLoad()
                 await sleep_until(start)
                 meter.start()
+                others.start()
                 await sleep_until(end)
                 cpu = meter.stop()
+                other = others.stop()
                 rss_loaded = gateway.rss_bytes()
                 result = await receivers.result()
             finally:
@@ -304,6 +307,7 @@ async def run(args: argparse.Namespace, clients: int) -> dict:
         "cpu_pct": cpu * 100,
         "rss_mib": rss_loaded / 2**20,
         "kib_per_connection": (rss_connected - rss_before) / max(1, clients) / 1024,
+        "other": others.describe(other),
     }
 
 
@@ -317,7 +321,8 @@ def report(args: argparse.Namespace, r: dict) -> str:
         f"  change → client  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms"
         f"  max {r['max_ms']:6.1f} ms  (n={r['samples']})\n"
         f"  gateway CPU {r['cpu_pct']:5.1f} % of one core   RSS {r['rss_mib']:6.1f} MiB"
-        f"   {r['kib_per_connection']:5.1f} KiB per subscribed connection"
+        f"   {r['kib_per_connection']:5.1f} KiB per subscribed connection\n"
+        f"  ({r['other']})"
     )
 
 

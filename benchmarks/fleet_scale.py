@@ -35,6 +35,7 @@ from websockets.asyncio.client import connect
 from benchmarks._common import (
     CpuMeter,
     GatewayProcess,
+    OtherLoad,
     PlcStub,
     free_port,
     gateway_toml,
@@ -103,10 +104,12 @@ async def run(args: argparse.Namespace, machines: int) -> dict:
             requests = sum(s.requests for s in stubs)
             for stub in stubs:
                 stub.record = True
-            meter = CpuMeter(gateway)
+            meter, others = CpuMeter(gateway), OtherLoad()
             meter.start()
+            others.start()
             await asyncio.sleep(args.seconds)
             cpu = meter.stop()
+            other = others.stop()
             polls = (sum(s.requests for s in stubs) - requests) / args.seconds
             for stub in stubs:
                 stub.record = False
@@ -126,6 +129,7 @@ async def run(args: argparse.Namespace, machines: int) -> dict:
         "jitter": idle,
         "back_to_back": busy,
         "change": delays,
+        "other": others.describe(other),
     }
 
 
@@ -163,7 +167,8 @@ def main() -> None:
             f"{r['cpu_pct']:5.1f} % of one core   {r['polls_per_s']:6.0f} polls/s\n"
             f"  idle poll jitter (late by)     {ms(r['jitter'])}\n"
             f"  moving: reply → next request   {ms(r['back_to_back'])}\n"
-            f"  change → broadcast received    {ms(r['change'])}",
+            f"  change → broadcast received    {ms(r['change'])}\n"
+            f"  ({r['other']})",
             flush=True,
         )
 

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (
     GatewayProcess,
+    OtherLoad,
     PlcStub,
     RawWsClient,
     free_port,
@@ -116,6 +117,8 @@ async def run(args: argparse.Namespace, compression: bool) -> dict:
             await open_and_close(ws_port, args.warmup, compression)
             rss_before = gateway.rss_bytes()
             cpu_before = gateway.cpu_seconds()
+            others = OtherLoad()
+            others.start()
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 __file__,
@@ -134,6 +137,7 @@ async def run(args: argparse.Namespace, compression: bool) -> dict:
             result = json.loads(line)
             await asyncio.sleep(2.0)  # idle
             rss_open = gateway.rss_bytes()
+            other = others.stop()
             process.stdin.close()
             await process.wait()
     finally:
@@ -151,6 +155,7 @@ async def run(args: argparse.Namespace, compression: bool) -> dict:
         "rss_before_mib": rss_before / 2**20,
         "rss_open_mib": rss_open / 2**20,
         "kib_per_connection": (rss_open - rss_before) / max(1, opened) / 1024,
+        "other": others.describe(other),
     }
 
 
@@ -180,7 +185,8 @@ def main() -> None:
             f"p50 {r['handshake_p50_ms']:.1f} ms  p99 {r['handshake_p99_ms']:.1f} ms   "
             f"gateway CPU {r['cpu_ms_per_handshake']:.2f} ms per handshake\n"
             f"  idle memory: RSS {r['rss_before_mib']:.1f} → {r['rss_open_mib']:.1f} MiB = "
-            f"{r['kib_per_connection']:.1f} KiB per connection",
+            f"{r['kib_per_connection']:.1f} KiB per connection\n"
+            f"  ({r['other']})",
             flush=True,
         )
 

@@ -32,6 +32,7 @@ from websockets.asyncio.client import connect
 
 from benchmarks._common import (
     GatewayProcess,
+    OtherLoad,
     free_port,
     gateway_toml,
     machine_line,
@@ -96,6 +97,8 @@ async def run_case(
     config = gateway_toml(ws_port, machines_toml([s.port for s in servers], **settings))
     ids = [f"machine_{i}" for i in range(1, machines + 1)]
     results: dict[str, list[float]] = {"get_status": [], "change": [], "ping": []}
+    others = OtherLoad()
+    others.start()
     async with GatewayProcess(config, cpu=cpu):
         await wait_for_port(ws_port)
         url = f"ws://127.0.0.1:{ws_port}"
@@ -142,6 +145,7 @@ async def run_case(
                 task.cancel()
     for server in servers:
         await server.stop()
+    results["other"] = others.describe(others.stop())  # type: ignore[assignment]
     return results
 
 
@@ -240,7 +244,8 @@ def main() -> None:
                 f"      p99 - reply delay = {(percentile(change, 99) - delay) * 1000:.1f} ms "
                 f"(target ≤ 5 ms)"
             )
-            print(f"  JSON ping → pong (moving)    {summary_ms(results['ping'])}", flush=True)
+            print(f"  JSON ping → pong (moving)    {summary_ms(results['ping'])}")
+            print(f"  ({results['other']})", flush=True)
 
 
 if __name__ == "__main__":

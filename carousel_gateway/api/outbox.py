@@ -96,7 +96,7 @@ class Outbox(Generic[T]):
         self._on_sent = on_sent
         self._jobs: deque[_Job[T]] = deque()
         self._scheduled = False
-        #: Broadcasts that could not be written in one go (diagnostics, tests).
+        #: Broadcasts written in more than one slice (diagnostics, tests).
         self.sliced = 0
 
     @property
@@ -124,6 +124,7 @@ class Outbox(Generic[T]):
         if self._jobs:
             if len(targets) > DIRECT_MAX:
                 self._jobs.append(_Job(targets, kind, frame, payload, done))
+                self.sliced += len(targets) > self.slice_size
                 return
             for target in targets:
                 self._pay_debts(target)

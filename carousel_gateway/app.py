@@ -181,8 +181,13 @@ def log_event(event: Event) -> None:
     """One log line per machine event (status polls that change nothing are not logged)."""
     match event:
         case ConnectionChanged(state=state, reason=reason):
-            log.info(
-                "%s link %s%s", event.machine_id, state.value, f" ({reason})" if reason else ""
+            expected = state.value == "connected" or reason == "closed by the gateway"
+            log.log(
+                logging.INFO if expected else logging.WARNING,
+                "%s link %s%s",
+                event.machine_id,
+                state.value,
+                f" ({reason})" if reason else "",
             )
         case FaultRaised(keys=keys):
             log.warning("%s fault raised: %s", event.machine_id, ", ".join(keys))

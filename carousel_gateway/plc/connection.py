@@ -342,8 +342,8 @@ class PlcConnection:
         self.state = state
         self._state_changed.set()
         if state is ConnectionState.CONNECTED:
-            log.info("PLC %s connected", self.name)
+            log.debug("PLC %s connected", self.name)  # the machine's event is the log line
         else:
-            log.warning("PLC %s %s: %s", self.name, state.value, reason)
+            log.debug("PLC %s %s: %s", self.name, state.value, reason)
         if self._on_state_change is not None:
             self._on_state_change(state, reason)

@@ -447,6 +447,7 @@ class ModbusTelemetry:
         if state is ConnectionState.CONNECTED:
             log.info("Modbus %s connected", self.name)
         else:
-            log.warning("Modbus %s %s: %s", self.name, state.value, reason)
+            level = logging.INFO if reason == "closed by the gateway" else logging.WARNING
+            log.log(level, "Modbus %s %s: %s", self.name, state.value, reason)
         if self._on_state_change is not None:
             self._on_state_change(state, reason)

@@ -21,7 +21,7 @@ import math
 import socket
 import ssl
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from http import HTTPStatus
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -54,6 +54,7 @@ from carousel_gateway.api.messages import (
     IsoDateTime,
     MachineInfo,
     MachineState,
+    epoch_seconds,
     history_entry,
     machine_state,
     main_reason,
@@ -1049,8 +1050,8 @@ async def _history(
         raise GatewayError(ErrorCode.JOURNAL_UNAVAILABLE, "the journal is disabled")
     page = await api.journal.history(
         machine_id,
-        since=_epoch(since),
-        until=_epoch(until),
+        since=epoch_seconds(since),
+        until=epoch_seconds(until),
         kinds=kinds,
         limit=limit,
         cursor=cursor,
@@ -1096,14 +1097,6 @@ async def all_events(
     cursor: CursorQuery = None,
 ) -> HistoryResponse:
     return await _history(api, None, since, until, kinds, limit, cursor)
-
-
-def _epoch(moment: datetime | None) -> float | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 @router.get(

@@ -20,7 +20,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -62,6 +61,7 @@ from carousel_gateway.api.messages import (
     Unsubscribe,
     UnsubscriptionConfirmed,
     Welcome,
+    epoch_seconds,
     error_message,
     history_entry,
     machine_state,
@@ -408,8 +408,8 @@ class WebSocketApi:
             if isinstance(message, GetHistory):
                 page = await self.journal.history(
                     message.machine_id,
-                    since=_epoch(message.since),
-                    until=_epoch(message.until),
+                    since=epoch_seconds(message.since),
+                    until=epoch_seconds(message.until),
                     kinds=message.kinds,
                     limit=message.limit,
                     cursor=message.cursor,
@@ -664,15 +664,6 @@ def _move_outcome(
         timestamp=utc_timestamp(event.at),
         request_id=request_id,
     )
-
-
-def _epoch(moment: datetime | None) -> float | None:
-    """Seconds since the epoch; a time without a zone is taken as UTC."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _retrieve(task: asyncio.Future[object]) -> None:

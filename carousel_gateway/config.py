@@ -79,6 +79,11 @@ class MachineConfig(_Strict):
     connect_timeout_s: Seconds = 2.0
     move_timeout_s: Seconds = 120.0
     move_start_timeout_s: Seconds = 5.0
+    #: Before a MOVE's interlock reading, the port-3200 link must have carried nothing for
+    #: this long after its last reply: bytes a PLC sends after its reply (a trailing byte,
+    #: a second copy of the reply) then arrive with no request outstanding, where they are
+    #: seen for what they are, instead of being read as the interlock reading.
+    stray_guard_s: Annotated[float, Field(ge=0, le=5)] = 0.05
     backoff_initial_s: Seconds = 0.25
     backoff_max_s: Seconds = 5.0
     breaker_threshold: Annotated[int, Field(ge=1, le=1000)] = 5

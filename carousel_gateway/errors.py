@@ -20,6 +20,9 @@ class ErrorCode(StrEnum):
     # Ours, for what the spec leaves open.
     MACHINE_NOT_READY = "MACHINE_NOT_READY"  # a safety interlock forbids the move
     PLC_TIMEOUT = "PLC_TIMEOUT"  # sent, but no reply in time: outcome unknown, not retried
+    # A MOVE was written but its reply never came or could not be trusted: the carousel may
+    # be moving. Never retry it; the machine refuses MOVEs until a reading settles it.
+    MOVE_OUTCOME_UNKNOWN = "MOVE_OUTCOME_UNKNOWN"
     FORBIDDEN = "FORBIDDEN"  # the token's role may not do this
     UNAUTHORIZED = "UNAUTHORIZED"
     RATE_LIMITED = "RATE_LIMITED"  # this session (or REST client) sends too fast

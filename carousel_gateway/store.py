@@ -288,7 +288,7 @@ class Journal:
                 db.execute(
                     "INSERT INTO journal (at, machine_id, kind, boot, command_id, client, channel,"
                     " command, argument, code, skipped, latency_s, outcome, data)"
-                    " VALUES (?, ?, 'command', ?, ?, ?, ?, ?, ?, 'OK', ?, ?, ?, ?)",
+                    " VALUES (?, ?, 'command', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         event.at,
                         event.machine_id,
@@ -298,6 +298,8 @@ class Journal:
                         event.origin.channel.value,
                         event.command,
                         event.argument,
+                        # Sent either way; a MOVE with no trustworthy reply says so.
+                        "MOVE_OUTCOME_UNKNOWN" if event.outcome_unknown else "OK",
                         int(event.skipped),
                         event.latency_s,
                         "skipped"

@@ -35,6 +35,7 @@ STATUS_BY_CODE: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         # The PLC, not the gateway, is unavailable or slow: the gateway's own "upstream" codes.
         ErrorCode.CONNECTION_ERROR: HTTPStatus.SERVICE_UNAVAILABLE,
         ErrorCode.PLC_TIMEOUT: HTTPStatus.GATEWAY_TIMEOUT,
+        ErrorCode.MOVE_OUTCOME_UNKNOWN: HTTPStatus.GATEWAY_TIMEOUT,
     }
 )
 

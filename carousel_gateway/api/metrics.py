@@ -229,6 +229,16 @@ class _LiveCollector(Collector):
             "PLC replies refused (position outside the machine's range)",
             labels=labels,
         )
+        out_of_step = CounterMetricFamily(
+            "carousel_plc_out_of_step",
+            "PLC links dropped for bytes no request explains (stray, doubled or junk bytes)",
+            labels=labels,
+        )
+        unknown = GaugeMetricFamily(
+            "carousel_move_outcome_unknown",
+            "1 while a MOVE was sent with no trustworthy reply and no reading has settled it",
+            labels=labels,
+        )
         for machine in self._fleet:
             snapshot = machine.snapshot
             key = [machine.id]
@@ -249,8 +259,10 @@ class _LiveCollector(Collector):
             busy.add_metric(key, float(machine.busy))
             reconnects.add_metric(key, machine.connection.reconnects)
             bad_replies.add_metric(key, machine.bad_replies + machine.connection.bad_replies)
+            out_of_step.add_metric(key, machine.connection.out_of_step_faults)
+            unknown.add_metric(key, float(machine.move_outcome_unknown))
         yield from (connected, state, position, status_byte, ready, remote, moving, fault, busy)
-        yield from (reconnects, bad_replies)
+        yield from (reconnects, bad_replies, out_of_step, unknown)
 
     @staticmethod
     def _sessions(websocket: WebSocketApi) -> Iterator[Metric]:

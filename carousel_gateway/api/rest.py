@@ -678,10 +678,7 @@ def _diagnostics(machine: Machine, counters: dict[str, float] | None) -> Machine
     status = snapshot.status
     refusal: Refusal | None = None
     try:
-        if machine.busy:
-            raise GatewayError(
-                ErrorCode.BUSY, f"{machine.id} is executing a command", machine_id=machine.id
-            )
+        machine.check_free()  # a command in flight, a move, or one whose outcome is unknown
         machine.check_interlocks(snapshot)
     except GatewayError as exc:
         refusal = Refusal(code=exc.code, message=exc.message, reasons=list(exc.reasons))

@@ -89,7 +89,12 @@ class FaultCleared(Event):
 
 @dataclass(frozen=True, slots=True)
 class CommandAccepted(Event):
-    """The PLC took the command (or it was skipped: already at that position)."""
+    """The PLC took the command (or it was skipped: already at that position).
+
+    ``outcome_unknown``: a MOVE whose bytes were written but whose reply never came (or
+    could not be trusted). It is journalled as sent, never published as a result: its
+    requester is told ``MOVE_OUTCOME_UNKNOWN`` and the carousel is followed all the same.
+    """
 
     command_id: int
     command: int
@@ -98,6 +103,7 @@ class CommandAccepted(Event):
     skipped: bool
     origin: Origin
     latency_s: float
+    outcome_unknown: bool = False
 
 
 @dataclass(frozen=True, slots=True)

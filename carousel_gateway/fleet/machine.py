@@ -20,7 +20,9 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from carousel_gateway.config import MachineConfig
 from carousel_gateway.errors import ErrorCode, GatewayError
@@ -48,6 +50,7 @@ from carousel_gateway.plc.connection import (
     ConnectionState,
     PlcConnection,
     PlcError,
+    PlcNotConnected,
     PlcTimeout,
 )
 from carousel_gateway.plc.modbus import (
@@ -66,11 +69,23 @@ RESULT_OK = "Comando ejecutado correctamente"
 RESULT_SKIPPED = "Ya en la posición solicitada: no se envió el movimiento"
 RESULT_STATUS = "Estado leído correctamente"
 
+#: The refusal reason while a MOVE's outcome is unknown (sent, no trustworthy reply).
+PREVIOUS_MOVE_UNCONFIRMED = "previous_move_unconfirmed"
+
+#: Port-3200 readings taken for a MOVE's interlocks before giving up on two that agree.
+INTERLOCK_READINGS_MAX = 4
+
 #: Consecutive idle readings with D2 != D0 before a desync is reported: one reading could
 #: catch a move started by someone else between the PLC's writes of D2 and RUN.
 DESYNC_CONFIRM_READINGS = 2
 
 _command_ids = itertools.count(1)
+_T = TypeVar("_T")
+
+
+class MoveOutcomeUnknown(GatewayError):
+    """``MOVE_OUTCOME_UNKNOWN``: the MOVE was written, its reply never came or could not
+    be trusted. The command is journalled as sent (never as refused)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +229,11 @@ class Machine:
         return self._command_in_flight or self._move is not None
 
     @property
+    def move_outcome_unknown(self) -> bool:
+        """A MOVE was sent with no trustworthy reply, and no reading has settled it yet."""
+        return self._move is not None and self._move.tracker.outcome_unknown
+
+    @property
     def active_target(self) -> int | None:
         return self._move.target if self._move is not None else None
 
@@ -227,6 +247,8 @@ class Machine:
         command_id = next(_command_ids)
         try:
             return await self._execute(command_id, command, argument, origin)
+        except MoveOutcomeUnknown:
+            raise  # journalled as sent, not refused
         except GatewayError as exc:
             refused = CommandRefused(
                 self.id,
@@ -269,6 +291,23 @@ class Machine:
         ):
             raise self._error(ErrorCode.INVALID_COMMAND, "argument must be an integer in 0..255")
 
+    def check_free(self) -> None:
+        """Raise if a command or a move holds the machine (one command at a time)."""
+        if self._command_in_flight:
+            raise self._error(ErrorCode.BUSY, f"a command is already in flight on {self.id}")
+        move = self._move
+        if move is None:
+            return
+        if move.tracker.outcome_unknown:
+            raise self._error(
+                ErrorCode.MACHINE_NOT_READY,
+                f"{self.id}: the MOVE to position {move.target} was sent but its outcome is "
+                "unknown; no other MOVE until a reading shows the carousel stopped, "
+                f"{self.config.move_start_timeout_s:g} s after that MOVE",
+                reasons=(PREVIOUS_MOVE_UNCONFIRMED,),
+            )
+        raise self._error(ErrorCode.BUSY, f"{self.id} is moving to position {move.target}")
+
     def check_interlocks(self, snapshot: Snapshot | None = None) -> None:
         """Raise why a move would be refused now, judged on ``snapshot`` (default: latest)."""
         snapshot = snapshot or self.snapshot
@@ -294,12 +333,7 @@ class Machine:
         self, command_id: int, command: int, argument: int | None, origin: Origin
     ) -> ExecutedCommand:
         self.validate(command, argument)
-        if self._command_in_flight:
-            raise self._error(ErrorCode.BUSY, f"a command is already in flight on {self.id}")
-        if self._move is not None:
-            raise self._error(
-                ErrorCode.BUSY, f"{self.id} is moving to position {self._move.target}"
-            )
+        self.check_free()
         self._command_in_flight = True
         self._wake.set()
         try:
@@ -314,41 +348,103 @@ class Machine:
     async def _execute_move(
         self, command_id: int, position: int, origin: Origin
     ) -> ExecutedCommand:
-        # Interlocks are judged on a fresh reading, never on a possibly stale snapshot.
-        await self._fresh_reading()
-        self.check_interlocks()
-        if self.snapshot.position == position:
+        # Interlocks are judged on a fresh reading, never on a possibly stale snapshot, and
+        # on port 3200 on the reading before it too (see _interlock_readings).
+        readings = await self._interlock_readings()
+        if all(self.to_api_position(r.position_index) == position for r in readings):
             accepted = self._accepted(command_id, Command.MOVE, position, origin, 0.0, skipped=True)
             await self._publish_accepted(accepted)
             return ExecutedCommand(accepted)
         start = self.snapshot.position
-        started = time.perf_counter()
-        reply = await self._request(lambda: self.connection.move(self.to_index(position)))
-        latency = time.perf_counter() - started
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        written_at = loop.time()
+        try:
+            reply = await self.connection.move(self.to_index(position))
+        except PlcNotConnected as exc:
+            raise self._error(ErrorCode.CONNECTION_ERROR, str(exc)) from None
+        except PlcError as exc:
+            # The bytes went out; whether the PLC took them nobody knows.
+            latency = time.perf_counter() - started
+            await self._move_outcome_unknown(
+                command_id, position, origin, start, written_at, latency, exc
+            )
+            raise AssertionError("unreachable") from None
+        latency = time.perf_counter() - started
         now = loop.time()
         accepted = self._accepted(command_id, Command.MOVE, position, origin, latency)
         # The record is on disk before anything about this move is published. Tracking
         # starts after it; an arrival meanwhile is still seen (it is a state, not an edge).
         await self._journal(accepted)
+        self._track(command_id, origin, position, start, now, acknowledged=True)
+        self.bus.publish(accepted)
+        assert self._move is not None
+        outcome = self._move.future
+        self._clear_desync()  # the MOVE has overwritten the latched target
+        self._apply_command_reply(reply)  # the MOVE's own reply is a reading too
+        return ExecutedCommand(accepted, outcome)
+
+    async def _move_outcome_unknown(
+        self,
+        command_id: int,
+        position: int,
+        origin: Origin,
+        start: int | None,
+        written_at: float,
+        latency: float,
+        exc: PlcError,
+    ) -> None:
+        """A MOVE written with no trustworthy reply: journal it as sent, keep following the
+        carousel (a later arrival is still reported), and lock out other MOVEs until a
+        reading settles it. Raises :class:`MoveOutcomeUnknown`."""
+        sent = replace(
+            self._accepted(command_id, Command.MOVE, position, origin, latency),
+            result=f"MOVE enviado sin respuesta fiable: {exc}",
+            outcome_unknown=True,
+        )
+        await self._journal(sent)
+        self._track(command_id, origin, position, start, written_at, acknowledged=False)
+        self._clear_desync()
+        log.warning(
+            "%s: MOVE to position %d sent, outcome unknown (%s); other MOVEs are refused "
+            "until a reading settles it",
+            self.id,
+            position,
+            exc,
+        )
+        raise MoveOutcomeUnknown(
+            ErrorCode.MOVE_OUTCOME_UNKNOWN,
+            f"MOVE to position {position} was sent to {self.id} but {exc}; it may be moving. "
+            "It was not retried; move_completed or move_failed follows once a reading tells",
+            machine_id=self.id,
+            reasons=(PREVIOUS_MOVE_UNCONFIRMED,),
+        )
+
+    def _track(
+        self,
+        command_id: int,
+        origin: Origin,
+        position: int,
+        start: int | None,
+        started_at: float,
+        *,
+        acknowledged: bool,
+    ) -> None:
+        loop = asyncio.get_running_loop()
         self._move = _ActiveMove(
             command_id,
             origin,
             position,
             MoveTracker(
                 self.to_index(position),
-                started_at=now,
+                started_at=started_at,
                 timeout_s=self.config.move_timeout_s,
                 start_timeout_s=self.config.move_start_timeout_s,
+                acknowledged=acknowledged,
             ),
             loop.create_future(),
             None if start is None else self.to_index(start),
         )
-        self.bus.publish(accepted)
-        outcome = self._move.future
-        self._clear_desync()  # the MOVE has overwritten the latched target
-        self._apply_command_reply(reply)  # the MOVE's own reply is a reading too
-        return ExecutedCommand(accepted, outcome)
 
     async def _execute_other(
         self, command_id: int, command: int, argument: int | None, origin: Origin
@@ -398,9 +494,8 @@ class Machine:
         if self.command_journal is not None:
             await self.command_journal(event)
 
-    async def _request(self, send: object) -> Reply:
+    async def _request(self, send: Callable[[], Awaitable[_T]]) -> _T:
         """Run one PLC exchange, turning link errors into coded gateway errors."""
-        assert callable(send)
         try:
             return await send()
         except PlcTimeout as exc:
@@ -438,7 +533,7 @@ class Machine:
                 reply = await self.connection.status()
             except PlcError:
                 continue  # the connection callback reports it; the next turn waits
-            self._apply_reply(reply)
+            self._apply_reply(reply, confirmed=False)
             now = loop.time()
             self._check_deadline(now)
             await self._idle(self._poll_delay(started, now))
@@ -477,9 +572,11 @@ class Machine:
             return started + config.poll_min_gap_s - now
         return config.poll_active_s
 
-    def _apply_reply(self, reply: Reply) -> bool:
+    def _apply_reply(self, reply: Reply, *, confirmed: bool) -> bool:
         """Take one reading into the snapshot; publish what changed; advance a move.
 
+        ``confirmed`` is False for port-3200 replies: unframed, so a move's verdict on one
+        waits for the next reply on the same link to agree (see ``MoveTracker.observe``).
         Returns False when the reading was ignored (a position outside the machine).
         """
         if not 0 <= reply.position_index < self.config.positions:
@@ -504,7 +601,10 @@ class Machine:
             self._publish_fault_changes(previous, current)
         if self._move is not None:
             verdict = self._move.tracker.observe(
-                reply.status, reply.position_index, asyncio.get_running_loop().time()
+                reply.status,
+                reply.position_index,
+                asyncio.get_running_loop().time(),
+                confirmed=confirmed,
             )
             if verdict is not None:
                 self._finish_move(verdict)
@@ -582,6 +682,8 @@ class Machine:
         return min(forward, self.config.positions - forward)
 
     def _on_connection_state(self, state: ConnectionState, reason: str | None) -> None:
+        if state is not ConnectionState.CONNECTED and self._move is not None:
+            self._move.tracker.stream_restarted()  # a verdict awaiting this link is void
         previous = self.snapshot
         self._publish_snapshot(previous, replace(previous, connection=state))
         self.bus.publish(ConnectionChanged(self.id, time.time(), state=state, reason=reason))
@@ -633,7 +735,7 @@ class Machine:
             reply = await self.connection.status()
         except PlcError:
             return  # the connection callback reports it
-        self._apply_reply(reply)
+        self._apply_reply(reply, confirmed=False)
 
     def _next_reading_in(self, now: float, started: float) -> float | None:
         """Seconds to the next reading; None while no link is up (a state change wakes us).
@@ -667,7 +769,7 @@ class Machine:
         return self._take_modbus_reading(reading)
 
     def _take_modbus_reading(self, reading: TelemetryReading) -> bool:
-        if not self._apply_reply(reading.reply):
+        if not self._apply_reply(reading.reply, confirmed=True):
             return False  # a position outside the machine: the register map is suspect
         self._modbus_ok_at = asyncio.get_running_loop().time()
         if self.telemetry_source is not TelemetrySource.MODBUS:
@@ -675,12 +777,18 @@ class Machine:
         self._check_desync(reading)
         return True
 
-    async def _fresh_reading(self) -> None:
-        """A reading taken now for the interlocks.
+    async def _interlock_readings(self) -> list[Reply]:
+        """Readings taken now to judge a MOVE's interlocks on.
 
-        With Modbus as the live source it is a Modbus read: the same PLC memory as a STATUS,
-        in ~50 ms instead of 0.2–0.8 s, and it leaves the single-session command link free
-        for the MOVE. Otherwise, or if that read fails, a port-3200 STATUS.
+        With Modbus as the live source, one Modbus read: framed, the same PLC memory as a
+        STATUS, in ~50 ms instead of 0.2–0.8 s, and it leaves the single-session command
+        link free for the MOVE. Otherwise port-3200 STATUS replies, after the link has been
+        quiet for ``stray_guard_s`` (bytes a PLC sends after a reply show up there), and two
+        of them: the
+        fresh one and the one before it on the same link. The later completing cleanly
+        proves the earlier was read in step; both must allow the move. If the two disagree
+        (the PLC's state changed in between) more are read, up to a bound. A refusal needs
+        no such proof: any reading that forbids the move refuses it.
         """
         if (
             self.modbus is not None
@@ -688,15 +796,42 @@ class Machine:
             and self.modbus.state is ConnectionState.CONNECTED
             and await self._read_modbus()
         ):
-            return
-        reply = await self._request(lambda: self.connection.status())
-        self._apply_reply(reply)
+            self.check_interlocks()
+            return [self._as_reply(self.snapshot)]
+        await self._request(lambda: self.connection.quiet_for(self.config.stray_guard_s))
+        for _ in range(INTERLOCK_READINGS_MAX):
+            reply = await self._request(lambda: self.connection.status())
+            self._apply_reply(reply, confirmed=False)
+            self.check_interlocks()
+            self.check_interlocks(self._as_snapshot(reply))
+            pair = self.connection.confirmed_pair()
+            if pair is not None:
+                self.check_interlocks(self._as_snapshot(pair[0]))
+                if pair[0] == pair[1]:
+                    return list(pair)
+        raise self._error(
+            ErrorCode.CONNECTION_ERROR,
+            f"{INTERLOCK_READINGS_MAX} readings of {self.id}'s PLC in a row did not agree; "
+            "the MOVE was not sent",
+        )
+
+    def _as_reply(self, snapshot: Snapshot) -> Reply:
+        assert snapshot.status is not None and snapshot.position is not None
+        return Reply(status=snapshot.status, position_index=self.to_index(snapshot.position))
+
+    def _as_snapshot(self, reply: Reply) -> Snapshot:
+        """The latest snapshot as one reading showed it (to judge interlocks on it)."""
+        return replace(
+            self.snapshot,
+            raw_status=reply.status.raw,
+            position=self.to_api_position(reply.position_index),
+        )
 
     def _apply_command_reply(self, reply: Reply) -> None:
         """A command's reply is a reading too, unless Modbus is the live source: the reply
         then left the PLC up to 0.8 s ago and can be older than the last Modbus reading."""
         if self.telemetry_source is TelemetrySource.PORT3200:
-            self._apply_reply(reply)
+            self._apply_reply(reply, confirmed=False)
 
     def _set_telemetry_source(self, source: TelemetrySource, reason: str) -> None:
         if source is self.telemetry_source:

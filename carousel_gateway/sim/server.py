@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -50,6 +51,10 @@ class FaultMode(StrEnum):
     CLOSE_MID_REPLY = "close_mid_reply"  # sends the first byte of the reply, then closes
     SLOW = "slow"  # answers after ``slow_reply_s`` (2 s: past the default 1.5 s timeout)
     FLAP = "flap"  # up for ``flap_period_s``, then down (dropped, refusing), and again
+    # Bytes that put a client's stream out of step if it is not careful:
+    TRAILING_BYTE = "trailing_byte"  # answers, then ``stray_byte`` ``stray_delay_s`` later
+    DOUBLE_REPLY = "double_reply"  # answers, then the same reply again ``stray_delay_s`` later
+    STREAM_JUNK = "stream_junk"  # answers, and sends junk every ``junk_period_s`` regardless
 
 
 #: What EXTRA mode sends after each reply.
@@ -69,8 +74,19 @@ class SimulatorSettings:
     #: Seconds up, then seconds down, in ``FaultMode.FLAP``.
     flap_period_s: float = 3.0
     #: A command byte: the reply faults (SILENT, SHORT, GARBAGE, EXTRA, CLOSE_MID_REPLY,
-    #: SLOW) hit only its replies, e.g. ``Command.MOVE`` to break a MOVE in flight.
+    #: SLOW, TRAILING_BYTE, DOUBLE_REPLY) hit only its replies, e.g. ``Command.MOVE`` to
+    #: break a MOVE in flight.
     fault_only_on: int | None = None
+    #: When TRAILING_BYTE and DOUBLE_REPLY send their extra bytes, after the reply. With a
+    #: reply delay longer than this, they arrive while the client waits for its next reply.
+    stray_delay_s: float = 0.02
+    #: The byte TRAILING_BYTE sends: by default 0x15, "ready, stopped" as a status byte,
+    #: the worst a shifted reading can show.
+    stray_byte: int = 0x15
+    #: STREAM_JUNK: seconds between junk writes, bytes per write, and the seed of the junk.
+    junk_period_s: float = 0.05
+    junk_length: int = 1
+    junk_seed: int = 0
 
 
 class SimulatorServer:
@@ -100,6 +116,9 @@ class SimulatorServer:
         self._stopping = False
         self._down = False  # REFUSE, or the down half of FLAP: not listening
         self._flapper: asyncio.Task[None] | None = None
+        self._junker: asyncio.Task[None] | None = None
+        #: Bytes written that answer no request (TRAILING_BYTE, DOUBLE_REPLY, STREAM_JUNK).
+        self.stray_bytes_sent = 0
 
     @property
     def moves_received(self) -> int:
@@ -127,9 +146,7 @@ class SimulatorServer:
     async def stop(self) -> None:
         """Stop listening and close any session (like switching the PLC off)."""
         self._stopping = True
-        if self._flapper is not None:
-            self._flapper.cancel()
-            self._flapper = None
+        self._stop_background()
         if self._reopen is not None:
             self._reopen.cancel()
             self._reopen = None
@@ -151,15 +168,29 @@ class SimulatorServer:
         """Misbehave from now on as ``mode`` says (``FaultMode.NONE`` ends it)."""
         mode = FaultMode(mode)
         self.fault_mode = mode
-        if self._flapper is not None:
-            self._flapper.cancel()
-            self._flapper = None
+        self._stop_background()
         if mode is FaultMode.REFUSE:
             self._go_down()
         elif mode is FaultMode.FLAP:
             self._flapper = asyncio.get_running_loop().create_task(self._flap())
         else:
             self._go_up()
+            if mode is FaultMode.STREAM_JUNK:
+                self._junker = asyncio.get_running_loop().create_task(self._junk())
+
+    def _stop_background(self) -> None:
+        for task in (self._flapper, self._junker):
+            if task is not None:
+                task.cancel()
+        self._flapper = self._junker = None
+
+    async def _junk(self) -> None:
+        """STREAM_JUNK: bytes nobody asked for, at a steady pace, whatever is going on."""
+        rng = random.Random(self.settings.junk_seed)  # nosec B311 - test noise, not crypto
+        while True:
+            await asyncio.sleep(self.settings.junk_period_s)
+            if self._session is not None:
+                self._session.write_stray(rng.randbytes(self.settings.junk_length))
 
     async def _flap(self) -> None:
         while True:
@@ -300,6 +331,12 @@ class _Session(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def write_stray(self, data: bytes) -> None:
+        """Write bytes that answer no request (if the session is still open)."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+            self._server.stray_bytes_sent += len(data)
+
     def _delay(self, request: Request) -> float:
         settings = self._server.settings
         if self._server.faulty_for(request.command) is FaultMode.SLOW:
@@ -337,5 +374,15 @@ class _Session(asyncio.Protocol):
             case FaultMode.CLOSE_MID_REPLY:
                 transport.write(reply[:1])
                 transport.close()  # the byte goes out, then the connection ends
+            case FaultMode.TRAILING_BYTE:
+                transport.write(reply)
+                self._later(bytes((self._server.settings.stray_byte,)))
+            case FaultMode.DOUBLE_REPLY:
+                transport.write(reply)
+                self._later(reply)
             case _:
                 transport.write(reply)
+
+    def _later(self, data: bytes) -> None:
+        delay = self._server.settings.stray_delay_s
+        asyncio.get_running_loop().call_later(delay, self.write_stray, data)

@@ -808,6 +808,7 @@ def test_every_error_code_has_one_http_status():
         ErrorCode.INTERNAL_ERROR: 500,
         ErrorCode.CONNECTION_ERROR: 503,
         ErrorCode.PLC_TIMEOUT: 504,
+        ErrorCode.MOVE_OUTCOME_UNKNOWN: 504,
     }
     assert {code: http_status(code) for code in ErrorCode} == expected
 

@@ -208,3 +208,79 @@ def test_no_verdict_after_failure() -> None:
     assert move.connection_lost() is None
     assert move.verdict == Failed(("connection_lost",))
     assert move.phase is MovePhase.FAILED
+
+
+# -- unconfirmed readings (port 3200): a verdict stands when the next reading agrees ----------
+
+
+def test_unconfirmed_arrival_needs_the_next_reading_to_agree() -> None:
+    move = tracker()
+    move.observe(MOVING_UP, 6, 100.5, confirmed=False)
+    assert move.observe(IDLE, TARGET, 101.0, confirmed=False) is None
+    assert move.awaiting_confirmation and not move.done
+    assert move.observe(IDLE, TARGET, 101.1, confirmed=False) == Arrived(TARGET)
+
+
+def test_unconfirmed_arrival_is_dropped_when_the_next_reading_differs() -> None:
+    # A shifted reading "arrives"; the next, in step, shows the chain still turning.
+    move = tracker()
+    move.observe(MOVING_UP, 6, 100.5, confirmed=False)
+    assert move.observe(IDLE, TARGET, 101.0, confirmed=False) is None
+    assert move.observe(MOVING_UP, 7, 101.1, confirmed=False) is None
+    assert not move.awaiting_confirmation and move.phase is MovePhase.MOVING
+    assert move.observe(IDLE, TARGET, 102.0, confirmed=False) is None
+    assert move.observe(IDLE, TARGET, 102.1, confirmed=False) == Arrived(TARGET)
+
+
+def test_a_restarted_stream_voids_an_unconfirmed_verdict() -> None:
+    move = tracker()
+    move.observe(MOVING_UP, 6, 100.5, confirmed=False)
+    assert move.observe(IDLE, TARGET, 101.0, confirmed=False) is None
+    move.stream_restarted()
+    assert move.observe(IDLE, TARGET, 101.5, confirmed=False) is None
+    assert move.observe(IDLE, TARGET, 101.6, confirmed=False) == Arrived(TARGET)
+
+
+def test_unconfirmed_fault_needs_a_second_reading() -> None:
+    move = tracker()
+    estop = StatusWord(5)
+    assert stopping_conditions(estop)
+    assert move.observe(estop, 5, 100.2, confirmed=False) is None
+    verdict = move.observe(estop, 5, 100.3, confirmed=False)
+    assert isinstance(verdict, Failed)
+
+
+def test_confirmed_readings_decide_at_once() -> None:
+    move = tracker()
+    move.observe(MOVING_UP, 6, 100.5)
+    assert move.observe(IDLE, TARGET, 101.0) == Arrived(TARGET)
+
+
+# -- a MOVE whose outcome is unknown (sent, no trustworthy reply) ------------------------------
+
+
+def test_unacknowledged_move_survives_a_lost_link_and_is_followed() -> None:
+    move = MoveTracker(
+        TARGET, started_at=100.0, timeout_s=60.0, start_timeout_s=5.0, acknowledged=False
+    )
+    assert move.outcome_unknown
+    assert move.connection_lost() is None  # still followed on the next link
+    assert not move.done and move.outcome_unknown
+    move.observe(MOVING_UP, 7, 103.0)
+    assert not move.outcome_unknown  # motion seen: the PLC took it
+    assert move.observe(IDLE, TARGET, 104.0) == Arrived(TARGET)
+
+
+def test_unacknowledged_move_settles_only_past_the_start_timeout() -> None:
+    move = MoveTracker(
+        TARGET, started_at=100.0, timeout_s=60.0, start_timeout_s=5.0, acknowledged=False
+    )
+    assert move.observe(IDLE, 5, 104.9) is None  # stopped, but the PLC may start yet
+    assert move.outcome_unknown
+    assert move.observe(IDLE, 5, 105.0) == Failed((FailReason.NOT_STARTED.value,))
+    assert not move.outcome_unknown
+
+
+def test_acknowledged_move_fails_on_a_lost_link() -> None:
+    move = tracker()
+    assert move.connection_lost() == Failed((FailReason.CONNECTION_LOST.value,))

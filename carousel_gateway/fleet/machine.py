@@ -366,10 +366,9 @@ class Machine:
         except PlcError as exc:
             # The bytes went out; whether the PLC took them nobody knows.
             latency = time.perf_counter() - started
-            await self._move_outcome_unknown(
+            raise await self._move_outcome_unknown(
                 command_id, position, origin, start, written_at, latency, exc
-            )
-            raise AssertionError("unreachable") from None
+            ) from None
         latency = time.perf_counter() - started
         now = loop.time()
         accepted = self._accepted(command_id, Command.MOVE, position, origin, latency)
@@ -393,10 +392,10 @@ class Machine:
         written_at: float,
         latency: float,
         exc: PlcError,
-    ) -> None:
+    ) -> MoveOutcomeUnknown:
         """A MOVE written with no trustworthy reply: journal it as sent, keep following the
         carousel (a later arrival is still reported), and lock out other MOVEs until a
-        reading settles it. Raises :class:`MoveOutcomeUnknown`."""
+        reading settles it. Returns the error to raise."""
         sent = replace(
             self._accepted(command_id, Command.MOVE, position, origin, latency),
             result=f"MOVE enviado sin respuesta fiable: {exc}",
@@ -412,7 +411,7 @@ class Machine:
             position,
             exc,
         )
-        raise MoveOutcomeUnknown(
+        return MoveOutcomeUnknown(
             ErrorCode.MOVE_OUTCOME_UNKNOWN,
             f"MOVE to position {position} was sent to {self.id} but {exc}; it may be moving. "
             "It was not retried; move_completed or move_failed follows once a reading tells",

@@ -8,7 +8,7 @@ import logging
 import signal
 import ssl
 
-from carousel_gateway.api.guard import Guard
+from carousel_gateway.api.guard import Guard, HostPolicy
 from carousel_gateway.api.rest import HttpServer, create_app
 from carousel_gateway.api.ws import WebSocketApi
 from carousel_gateway.config import GatewayConfig, MachineConfig, SecurityConfig
@@ -120,7 +120,9 @@ class Gateway:
         self._unsubscribe_log = self.fleet.bus.subscribe(log_event)
         self.fleet.start()
         log.info("fleet started: %s", ", ".join(self.fleet.ids))
-        guard = Guard(self.config.limits, self.config.security)
+        guard = Guard(
+            self.config.limits, self.config.security, hosts=HostPolicy.for_config(self.config)
+        )
         self.websocket = WebSocketApi(
             self.config, self.fleet, journal=self.journal, guard=guard, ssl_context=context
         )

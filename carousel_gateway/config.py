@@ -170,10 +170,33 @@ class WebSocketConfig(_Strict):
     close_timeout_s: Seconds = 5.0
 
 
+#: Bind addresses that mean "every interface" (not names a client can address); only
+#: compared with, never bound here.
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})  # nosec B104
+
+
 class HttpConfig(_Strict):
     # Serves the plant network; set host to narrow it.
     host: str = "0.0.0.0"  # nosec B104
     port: PortOrAuto = 5000
+    #: Host names (the ``Host`` header) both ports answer to besides the defaults: localhost
+    #: names, this machine's name and addresses, and the configured ``host`` of [http] and
+    #: [websocket]. ``"*.example.com"`` matches its subdomains; ``"*"`` allows any host
+    #: (switches the DNS-rebinding defence off). Others get 400 ``HOST_NOT_ALLOWED``.
+    allowed_hosts: tuple[str, ...] = ()
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        for host in hosts:
+            name = host[2:] if host.startswith("*.") else host
+            if host != "*" and (
+                not name or "*" in name or any(c in name for c in "/?#@ ") or name != name.strip()
+            ):
+                raise ValueError(
+                    f"allowed_hosts: {host!r} is not a host name, an address, '*.domain' or '*'"
+                )
+        return hosts
 
 
 class SecurityConfig(_Strict):

@@ -33,6 +33,7 @@ class ErrorCode(StrEnum):
     ADDRESS_SESSION_LIMIT = "ADDRESS_SESSION_LIMIT"  # this client address has its maximum
     AUTH_LOCKED_OUT = "AUTH_LOCKED_OUT"  # too many wrong tokens from this address: wait
     ORIGIN_NOT_ALLOWED = "ORIGIN_NOT_ALLOWED"  # a browser page from an origin not allowed
+    HOST_NOT_ALLOWED = "HOST_NOT_ALLOWED"  # addressed by a name not allowed (DNS rebinding)
     JOURNAL_UNAVAILABLE = "JOURNAL_UNAVAILABLE"  # history asked, but the journal is off
     INTERNAL_ERROR = "INTERNAL_ERROR"
 

@@ -17,7 +17,9 @@ from carousel_gateway.api.messages import utc_timestamp
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 OPEN_PREFIXES = ("/static/",)
-OPEN_PATHS = frozenset({"/", "/index.html", "/v1/dashboard/config"})
+OPEN_PATHS = frozenset({"/", "/index.html", "/favicon.ico", "/v1/dashboard/config"})
+#: The icon of the dashboard and of the API docs (browsers ask for /favicon.ico without it).
+FAVICON_URL = "/static/favicon.svg"
 
 router = APIRouter(include_in_schema=False)
 
@@ -26,6 +28,13 @@ router = APIRouter(include_in_schema=False)
 @router.get("/index.html")
 async def index() -> FileResponse:
     return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/favicon.ico")
+async def favicon() -> FileResponse:
+    """The icon at its traditional path, for tools that ask there without reading the
+    page's ``<link rel=icon>`` (an SVG, served as such)."""
+    return FileResponse(WEB_DIR / "favicon.svg", media_type="image/svg+xml")
 
 
 @router.get("/v1/dashboard/config")

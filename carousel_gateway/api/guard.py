@@ -1,20 +1,25 @@
 """What keeps clients in bounds, shared by the WebSocket and HTTP servers.
 
-Pure bookkeeping driven by a clock (no I/O): which browser origins may talk to the gateway,
-token buckets for message and command rates, session slots per client address, and the
-lockout of an address that keeps presenting wrong tokens. Every refusal is a
-:class:`GatewayError` with its own code, counted by where it happened for ``/metrics``.
+Bookkeeping driven by a clock (no I/O but reading this machine's own addresses): which host
+names requests may address the gateway by, which browser origins may talk to it, token
+buckets for message and command rates, session slots per client address, and the lockout
+of an address that keeps presenting wrong tokens. Every refusal is a :class:`GatewayError`
+with its own code, counted by where it happened for ``/metrics``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
-from carousel_gateway.config import LimitsConfig, SecurityConfig
+import psutil
+
+from carousel_gateway.config import WILDCARD_HOSTS, GatewayConfig, LimitsConfig, SecurityConfig
 from carousel_gateway.errors import ErrorCode, GatewayError
 
 Clock = Callable[[], float]
@@ -33,6 +38,7 @@ LIMIT_CODES = (
     ErrorCode.ADDRESS_SESSION_LIMIT,
     ErrorCode.AUTH_LOCKED_OUT,
     ErrorCode.ORIGIN_NOT_ALLOWED,
+    ErrorCode.HOST_NOT_ALLOWED,
     ErrorCode.UNAUTHORIZED,
     ErrorCode.PAYLOAD_TOO_LARGE,
 )
@@ -40,7 +46,7 @@ LIMIT_CODES = (
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
-# -- origins ---------------------------------------------------------------------------------
+# -- hosts and origins -----------------------------------------------------------------------
 
 
 def _origin_parts(origin: str) -> tuple[str, str, int] | None:
@@ -66,6 +72,113 @@ def _host_name(host_header: str | None) -> str | None:
         return urlsplit("//" + host_header.strip()).hostname
     except ValueError:
         return None
+
+
+def _host_header_name(host_header: str) -> str | None:
+    """The name in a ``Host`` header (``name[:port]``), lower case; None when malformed."""
+    value = host_header.strip()
+    if any(c in value for c in "@/?#\\ \t"):
+        return None
+    try:
+        parts = urlsplit("//" + value)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        return None
+    return (parts.hostname or "").rstrip(".") or None
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: Names that always mean this machine (RFC 6761: ``*.localhost`` is loopback too).
+LOCAL_NAMES = ("localhost", "*.localhost", "localhost.localdomain", "ip6-localhost")
+#: A Host that is an address of no known interface re-reads the interfaces at most this
+#: often (an address may change after the start: DHCP, a new interface).
+ADDRESS_REFRESH_S = 10.0
+
+
+def _ip(name: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def machine_addresses() -> frozenset[IPAddress]:
+    """Every address of this machine's network interfaces."""
+    found = set()
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family in (socket.AF_INET, socket.AF_INET6):
+                ip = _ip(address.address)
+                if ip is not None:
+                    found.add(ip)
+    return frozenset(found)
+
+
+class HostPolicy:
+    """Which names requests may address the gateway by: the DNS-rebinding defence.
+
+    A page on a hostile site can point its own name at the gateway's address; the browser
+    then sends that name as ``Host`` and lets the page read the replies as its own. So a
+    request is answered only when its ``Host`` is a localhost name, a loopback address,
+    one of this machine's addresses or its name, a configured bind host, or a listed name
+    (``*.domain`` for subdomains, ``*`` for any). A request without ``Host`` names nothing
+    a browser could have been tricked into, so it is not refused here.
+    """
+
+    def __init__(
+        self,
+        allowed: Iterable[str] = (),
+        *,
+        names: Iterable[str] = (),
+        addresses: Callable[[], frozenset[IPAddress]] = machine_addresses,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        allowed = tuple(allowed)
+        self.any = "*" in allowed
+        self.names: set[str] = set()
+        self.listed_addresses: set[IPAddress] = set()
+        suffixes = []
+        for pattern in (*LOCAL_NAMES, socket.gethostname(), *names, *allowed):
+            pattern = pattern.strip().strip("[]").lower().rstrip(".")
+            if pattern in ("*", ""):
+                continue
+            if pattern.startswith("*."):
+                suffixes.append(pattern[1:])
+            elif (ip := _ip(pattern)) is not None:
+                self.listed_addresses.add(ip)
+            else:
+                self.names.add(pattern)
+        self.suffixes = tuple(suffixes)
+        self._addresses = addresses
+        self._clock = clock
+        self._own = addresses()
+        self._read_at = clock()
+
+    @classmethod
+    def for_config(cls, config: GatewayConfig) -> HostPolicy:
+        """The listed hosts plus the ones the gateway is configured to bind."""
+        binds = {config.http.host, config.websocket.host} - WILDCARD_HOSTS
+        return cls(config.http.allowed_hosts, names=binds)
+
+    def allows(self, host_header: str | None) -> bool:
+        if self.any or not host_header:
+            return True
+        name = _host_header_name(host_header)
+        if name is None:
+            return False
+        if name in self.names or name.endswith(self.suffixes):
+            return True
+        ip = _ip(name)
+        if ip is None:
+            return False
+        if ip.is_loopback or ip in self.listed_addresses or ip in self._own:
+            return True
+        if self._clock() - self._read_at >= ADDRESS_REFRESH_S:
+            self._own = self._addresses()
+            self._read_at = self._clock()
+            return ip in self._own
+        return False
 
 
 class OriginPolicy:
@@ -285,11 +398,14 @@ class Guard:
         limits: LimitsConfig | None = None,
         security: SecurityConfig | None = None,
         *,
+        hosts: HostPolicy | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self.limits = limits = limits or LimitsConfig()
         security = security or SecurityConfig()
         self.clock = clock
+        #: Host names both servers answer to (default: this machine's own names).
+        self.hosts = hosts or HostPolicy()
         self.origins = OriginPolicy(security.allowed_origins, tls=security.tls)
         self.sessions = SessionSlots(limits.max_sessions, limits.max_sessions_per_address)
         self.lockout = AuthLockout(
@@ -316,6 +432,16 @@ class Guard:
         """Count a refusal and return its error (for the caller to raise or send)."""
         self.refusals[(where, code.value)] += 1
         return GatewayError(code, message, machine_id=machine_id, retry_after_s=retry_after_s)
+
+    def check_host(self, where: str, host: str | None) -> None:
+        if not self.hosts.allows(host):
+            shown = host if host is None or len(host) <= 100 else host[:100] + "…"
+            raise self.refuse(
+                where,
+                ErrorCode.HOST_NOT_ALLOWED,
+                f"this gateway does not answer to host {shown!r}; "
+                "list it in [http] allowed_hosts if clients really use that name",
+            )
 
     def check_origin(self, where: str, origin: str | None, host: str | None) -> None:
         if not self.origins.allows(origin, host):

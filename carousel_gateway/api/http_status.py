@@ -27,6 +27,9 @@ STATUS_BY_CODE: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         ErrorCode.MACHINE_RATE_LIMITED: HTTPStatus.TOO_MANY_REQUESTS,
         ErrorCode.AUTH_LOCKED_OUT: HTTPStatus.TOO_MANY_REQUESTS,
         ErrorCode.ORIGIN_NOT_ALLOWED: HTTPStatus.FORBIDDEN,
+        # The request named a host the gateway does not answer to (as an unknown Host is
+        # answered by most servers): a request error, not a permission one.
+        ErrorCode.HOST_NOT_ALLOWED: HTTPStatus.BAD_REQUEST,
         # A WebSocket handshake over a session limit (the server is full, not broken).
         ErrorCode.SESSION_LIMIT: HTTPStatus.SERVICE_UNAVAILABLE,
         ErrorCode.ADDRESS_SESSION_LIMIT: HTTPStatus.SERVICE_UNAVAILABLE,

@@ -6,10 +6,12 @@ API: the machines' snapshots (no endpoint waits on a PLC to report state), the c
 table of error codes. Every JSON reply has the envelope ``{success, data, error, code,
 timestamp}``, plus ``machine_id`` where one machine is involved.
 
-Before FastAPI parses anything, a small ASGI gatekeeper checks the browser origin (403,
-and answers CORS), the address's lockout (429), authenticates (401), checks the role (403:
-viewers may only read), rate-limits writes (429) and bounds the body (413), so each of
-those is decided in one place and in that order for every path.
+Before FastAPI parses anything, a small ASGI gatekeeper checks the ``Host`` (400), the
+browser origin (403, and answers CORS), the address's lockout (429), authenticates (401),
+checks the role (403: viewers may only read), rate-limits writes (429) and bounds the body
+(413), so each of those is decided in one place and in that order for every path. Replies
+of 500 bytes or more are gzipped for clients that accept it; ``edge.py`` adds the security
+headers and HEAD around the whole app.
 """
 
 from __future__ import annotations
@@ -30,16 +32,18 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyQuery, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["Gatekeeper", "HttpServer", "RateLimiter", "RestApi", "create_app"]
 
 from carousel_gateway import __version__
-from carousel_gateway.api import dashboard
+from carousel_gateway.api import dashboard, edge
 from carousel_gateway.api.auth import (
     Authenticator,
     Identity,
@@ -85,10 +89,12 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 #: A larger body is refused without reading the rest of it (the connection is closed).
 DRAIN_LIMIT_BYTES = 1024 * 1024
+#: The API docs pages (Swagger UI) and where their files are served from (the package's own).
+DOCS_PAGES = ("/docs", "/docs/oauth2-redirect")
+DOCS_ASSETS = "/docs/assets"
 #: Paths anyone may read, token or not: probes, scrapers and the API's own description.
-OPEN_PATHS = frozenset(
-    {"/v1/health", "/v1/ready", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
-)
+OPEN_PATHS = frozenset({"/v1/health", "/v1/ready", "/metrics", "/openapi.json", *DOCS_PAGES})
+OPEN_PREFIXES = (DOCS_ASSETS + "/",)
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Seconds uvicorn gives open requests to finish at shutdown before cancelling them.
 GRACEFUL_SHUTDOWN_S = 5
@@ -736,6 +742,12 @@ class Gatekeeper:
         path: str = scope["path"]
         client = scope.get("client")
         peer = str(client[0]) if client else "unknown"
+        try:
+            api.guard.check_host(HTTP, headers.get("host"))
+        except GatewayError as exc:
+            log.warning("HTTP request from %s refused: Host %r not allowed", peer, headers["host"])
+            await error_response(exc)(scope, receive, send)
+            return
         origin = headers.get("origin")
         if not api.guard.origins.allows(origin, headers.get("host")):
             log.warning("HTTP request from %s refused: origin %r not allowed", peer, origin)
@@ -755,7 +767,7 @@ class Gatekeeper:
         target = f"{path}?{query}" if query else path
         token = token_from(headers.get("authorization"), target)
         identity = api.authenticator.identify(token, peer)
-        if path not in OPEN_PATHS and not dashboard.is_open(path):
+        if not _is_open(path):
             refused = self._refusal(identity, method, peer, token_given=bool(token))
             if refused is not None:
                 await refused(scope, receive, send)
@@ -836,6 +848,10 @@ class Gatekeeper:
         await error_response(error, headers=headers)(scope, receive, send)
 
 
+def _is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or dashboard.is_open(path)
+
+
 def _with_cors(send: Send, origin: str) -> Send:
     """A ``send`` that lets the (allowed) origin read the response."""
 
@@ -906,13 +922,20 @@ _query_token = APIKeyQuery(
 )
 
 
+#: Refusals any path can give, before the endpoint is reached (the gatekeeper's).
+_EDGE_ERRORS = {
+    400: "HOST_NOT_ALLOWED: the request's Host is not a name the gateway answers to",
+    403: "ORIGIN_NOT_ALLOWED: a browser page from an origin that is not allowed",
+}
+
+
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error replies an endpoint can give (all one envelope)."""
+    """OpenAPI entries for the error replies an endpoint can give (all one envelope): its
+    own ``statuses`` and the refusals of any path."""
     texts = {
         400: "Bad body or parameters: INVALID_MESSAGE_FORMAT, or INVALID_COMMAND",
         401: "UNAUTHORIZED: missing or invalid token (when tokens are configured)",
-        403: "FORBIDDEN: the token's role may not do this (ORIGIN_NOT_ALLOWED: a browser "
-        "page from an origin that is not allowed, on any path)",
+        403: "FORBIDDEN: the token's role may not do this",
         404: "MACHINE_NOT_FOUND",
         409: "BUSY or MACHINE_NOT_READY, with data.reasons",
         413: "PAYLOAD_TOO_LARGE: the body is over the limit",
@@ -920,17 +943,32 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         503: "CONNECTION_ERROR: the PLC is not connected (JOURNAL_UNAVAILABLE for history)",
         504: "PLC_TIMEOUT: the PLC did not answer (the command was not retried)",
     }
-    responses: dict[int | str, dict[str, Any]] = {
-        status: {"model": ErrorResponse, "description": texts[status]} for status in statuses
-    }
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in sorted({*statuses, *_EDGE_ERRORS}):
+        parts = [texts[status]] if status in statuses else []
+        if status in _EDGE_ERRORS:
+            parts.append(_EDGE_ERRORS[status])
+        responses[status] = {"model": ErrorResponse, "description": "; ".join(parts)}
     responses["default"] = {"model": ErrorResponse, "description": "Any other error"}
     return responses
 
 
 _READ_ERRORS = (401,)
 _MACHINE_READ_ERRORS = (401, 404)
+_HISTORY_ERRORS = (400, 401, 404, 503)
 _COMMAND_ERRORS = (400, 401, 403, 404, 409, 413, 429, 503, 504)
 _SIMULATOR_ERRORS = (400, 401, 403, 404, 413, 429)
+#: For the open endpoints: no token needed (the API's own security schemes do not apply).
+_OPEN = {"security": []}
+
+#: Operation groups in the OpenAPI document and on /docs.
+TAGS = [
+    {"name": "Machines", "description": "The configured machines and their live state"},
+    {"name": "Commands", "description": "Commands and moves (operator role)"},
+    {"name": "Journal", "description": "What happened: commands with their outcome, events"},
+    {"name": "Simulators", "description": "Fault and link controls of embedded simulators"},
+    {"name": "Operations", "description": "Liveness, readiness and metrics (no token needed)"},
+]
 
 router = APIRouter(dependencies=[Security(_bearer), Security(_query_token)])
 open_router = APIRouter()
@@ -941,8 +979,11 @@ open_router = APIRouter()
     response_model=MachinesResponse,
     responses=_errors(*_READ_ERRORS),
     summary="Every configured machine",
+    tags=["Machines"],
 )
 async def list_machines(api: ApiDep) -> MachinesResponse:
+    """Every machine with its id, PLC address, kind, link state and position range: what a
+    WMS needs to map its locations to machine ids and bucket numbers."""
     entries = [
         MachineEntry(
             id=m.id,
@@ -965,8 +1006,12 @@ async def list_machines(api: ApiDep) -> MachinesResponse:
     response_model=MachineStatusResponse,
     responses=_errors(*_MACHINE_READ_ERRORS),
     summary="A machine's live state (from its latest reading; never waits on the PLC)",
+    tags=["Machines"],
 )
 async def machine_status(machine: MachineDep) -> MachineStatusResponse:
+    """The 8 labelled status bits, the position and the link state from the machine's latest
+    reading, so a read never waits on the PLC; `status`, `position` and `raw_status` are
+    null until a first reading."""
     return MachineStatusResponse(machine_id=machine.id, data=machine_state(machine.snapshot))
 
 
@@ -975,6 +1020,7 @@ async def machine_status(machine: MachineDep) -> MachineStatusResponse:
     response_model=CommandResponse,
     responses=_errors(*_COMMAND_ERRORS),
     summary="Send a command (1 = MOVE to `argument`), optionally waiting for arrival",
+    tags=["Commands"],
 )
 async def machine_command(
     api: ApiDep,
@@ -983,6 +1029,9 @@ async def machine_command(
     body: CommandRequest,
     wait: WaitQuery = None,
 ) -> CommandResponse | JSONResponse:
+    """The command as in the WebSocket `send_command`: interlocks are judged on a fresh
+    reading, a move to where the carousel stands is skipped, and nothing is ever retried.
+    With `wait=arrival` the reply holds until the move arrives or fails."""
     return await api.run_command(
         machine, body.command, body.argument, identity, wait=_waits(body.wait, wait)
     )
@@ -993,6 +1042,7 @@ async def machine_command(
     response_model=CommandResponse,
     responses=_errors(*_COMMAND_ERRORS),
     summary="Move to a position (the same as command 1)",
+    tags=["Commands"],
 )
 async def machine_move(
     api: ApiDep,
@@ -1001,6 +1051,8 @@ async def machine_move(
     body: MoveRequest,
     wait: WaitQuery = None,
 ) -> CommandResponse | JSONResponse:
+    """A MOVE by position, for clients that do not speak command numbers; the same checks
+    and outcome as command 1."""
     return await api.run_command(
         machine, Command.MOVE, body.position, identity, wait=_waits(body.wait, wait)
     )
@@ -1011,8 +1063,12 @@ async def machine_move(
     response_model=DiagnosticsResponse,
     responses=_errors(*_MACHINE_READ_ERRORS),
     summary="Link details, decoded status with every fault and interlock, the last move",
+    tags=["Machines"],
 )
 async def machine_diagnostics(api: ApiDep, machine: MachineDep) -> DiagnosticsResponse:
+    """Everything a technician asks first: the link (latency, reconnects, last error), every
+    active fault and interlock, why a move would be refused now, the last move, where
+    telemetry comes from, and the maintenance counters."""
     counters = None
     if api.journal is not None:
         counters = (await api.journal.counters(machine.id)).get(machine.id, {})
@@ -1064,8 +1120,9 @@ async def _history(
 @router.get(
     "/v1/machines/{machine_id}/history",
     response_model=HistoryResponse,
-    responses=_errors(*_MACHINE_READ_ERRORS, 503),
+    responses=_errors(*_HISTORY_ERRORS),
     summary="A machine's journal: commands (who, what, outcome) and events, newest first",
+    tags=["Journal"],
 )
 async def machine_history(
     api: ApiDep,
@@ -1076,14 +1133,17 @@ async def machine_history(
     limit: LimitQuery = 100,
     cursor: CursorQuery = None,
 ) -> HistoryResponse:
+    """Pages of the machine's journal, newest first, filtered by time and kind; pass
+    `next_cursor` back as `cursor` for the next, older page."""
     return await _history(api, machine.id, since, until, kinds, limit, cursor)
 
 
 @router.get(
     "/v1/events",
     response_model=HistoryResponse,
-    responses=_errors(*_READ_ERRORS, 503),
+    responses=_errors(*(s for s in _HISTORY_ERRORS if s != 404)),
     summary="Every machine's journal, newest first (same filters as a machine's history)",
+    tags=["Journal"],
 )
 async def all_events(
     api: ApiDep,
@@ -1093,6 +1153,7 @@ async def all_events(
     limit: LimitQuery = 100,
     cursor: CursorQuery = None,
 ) -> HistoryResponse:
+    """The journal of the whole fleet in one feed, for audits and shift reports."""
     return await _history(api, None, since, until, kinds, limit, cursor)
 
 
@@ -1101,8 +1162,11 @@ async def all_events(
     response_model=MachineStatusResponse,
     responses=_errors(*_READ_ERRORS),
     summary="Single-machine shortcut: the first machine's status",
+    tags=["Machines"],
 )
 async def first_status(api: ApiDep) -> MachineStatusResponse:
+    """For installations with one carousel: the first configured machine's status, so a
+    client need not know its id."""
     machine = api.fleet.first
     return MachineStatusResponse(machine_id=machine.id, data=machine_state(machine.snapshot))
 
@@ -1112,10 +1176,12 @@ async def first_status(api: ApiDep) -> MachineStatusResponse:
     response_model=CommandResponse,
     responses=_errors(*(s for s in _COMMAND_ERRORS if s != 404)),
     summary="Single-machine shortcut: a command to the first machine",
+    tags=["Commands"],
 )
 async def first_command(
     api: ApiDep, identity: IdentityDep, body: CommandRequest, wait: WaitQuery = None
 ) -> CommandResponse | JSONResponse:
+    """For installations with one carousel: a command to the first configured machine."""
     return await api.run_command(
         api.fleet.first, body.command, body.argument, identity, wait=_waits(body.wait, wait)
     )
@@ -1126,10 +1192,13 @@ async def first_command(
     response_model=FaultResponse,
     responses=_errors(*_SIMULATOR_ERRORS),
     summary="Raise or clear a fault on an embedded simulator (as a real one would)",
+    tags=["Simulators"],
 )
 async def simulator_fault(
     api: ApiDep, machine_id: MachineId, body: FaultRequest, identity: IdentityDep
 ) -> FaultResponse:
+    """To rehearse a WMS's error handling without hardware: the fault is set on the simulated
+    PLC, and the gateway sees it at its next poll as it would see a real one."""
     machine, server = api.simulator(machine_id)
     server.model.set_fault(body.fault, body.active)
     log.warning(
@@ -1153,10 +1222,13 @@ async def simulator_fault(
     response_model=LinkResponse,
     responses=_errors(*_SIMULATOR_ERRORS),
     summary="Drop the simulator's PLC link, stall it (no replies), or resume it",
+    tags=["Simulators"],
 )
 async def simulator_link(
     api: ApiDep, machine_id: MachineId, body: LinkRequest, identity: IdentityDep
 ) -> LinkResponse:
+    """To rehearse lost and silent PLC links: `drop` closes the connection (the gateway
+    reconnects), `stall` stops answering (requests time out), `resume` answers again."""
     machine, server = api.simulator(machine_id)
     server.link(body.action)
     log.warning("%s simulator link %s by %s", machine.id, body.action.value, identity.client)
@@ -1167,9 +1239,14 @@ async def simulator_link(
 @open_router.get(
     "/v1/health",
     response_model=HealthResponse,
+    responses=_errors(),
     summary="Liveness (always 200 while the process serves) and every PLC link's state",
+    tags=["Operations"],
+    openapi_extra=_OPEN,
 )
 async def health(api: ApiDep) -> HealthResponse:
+    """For liveness probes and monitoring: 200 while the process serves, with `healthy`,
+    `degraded` or `critical` by how many PLC links are up, and the journal's state."""
     states = {m.id: m.snapshot.connection for m in api.fleet}
     connected = sum(state is ConnectionState.CONNECTED for state in states.values())
     status: Literal["healthy", "degraded", "critical"] = (
@@ -1190,10 +1267,17 @@ async def health(api: ApiDep) -> HealthResponse:
 @open_router.get(
     "/v1/ready",
     response_model=ReadyResponse,
-    responses={503: {"model": ErrorResponse, "description": "Starting or shutting down"}},
+    responses={
+        **_errors(),
+        503: {"model": ErrorResponse, "description": "Starting or shutting down"},
+    },
     summary="Readiness: 200 only while the WebSocket and HTTP servers are up",
+    tags=["Operations"],
+    openapi_extra=_OPEN,
 )
 async def ready(api: ApiDep) -> ReadyResponse | JSONResponse:
+    """For load balancers: a PLC link down does not make the gateway unready, since it can
+    still serve the last known states."""
     if not api.ready:
         return error_response(GatewayError(ErrorCode.CONNECTION_ERROR, "the gateway is not ready"))
     return ReadyResponse(data=ReadyData(ready=True))
@@ -1202,10 +1286,14 @@ async def ready(api: ApiDep) -> ReadyResponse | JSONResponse:
 @open_router.get(
     "/metrics",
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    responses={**_errors(), 200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     summary="Prometheus metrics (text exposition format)",
+    tags=["Operations"],
+    openapi_extra=_OPEN,
 )
 async def metrics(api: ApiDep) -> Response:
+    """For Prometheus: machines, PLC requests, commands, moves, sessions and refusals (the
+    list is in docs/rest-api.md)."""
     return Response(content=api.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -1239,7 +1327,9 @@ def create_app(
         journal=journal,
         guard=guard,
     )
-    app = FastAPI(
+    # Swagger UI's files come from the package (fastapi-offline): plant networks have no
+    # internet, so the usual CDN would leave /docs blank.
+    app = FastAPIOffline(
         title="carousel-gateway REST API",
         version=__version__,
         description=(
@@ -1247,10 +1337,19 @@ def create_app(
             "(optionally waiting for arrival), diagnostics, health and simulator controls. "
             "Every JSON reply has the envelope {success, data, error, code, timestamp}."
         ),
-        docs_url="/docs",
+        contact={"name": "carousel-gateway maintainers"},
+        license_info={"name": "Proprietary", "identifier": "LicenseRef-Proprietary"},
+        servers=[{"url": "/", "description": "This gateway (the server serving this document)"}],
+        openapi_tags=TAGS,
+        docs_url=DOCS_PAGES[0],
         redoc_url=None,
         openapi_url="/openapi.json",
+        static_url=DOCS_ASSETS,
+        favicon_url=dashboard.FAVICON_URL,
+        # No online validator badge (it would load an image from the internet).
+        swagger_ui_parameters={"validatorUrl": None},
     )
+    assert app.swagger_ui_oauth2_redirect_url == DOCS_PAGES[1]
     app.state.api = api
     app.include_router(router)
     app.include_router(open_router)
@@ -1259,6 +1358,9 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(Exception, _on_unexpected)
+    # Inside the gatekeeper (its refusals are small); /openapi.json, /metrics and Swagger
+    # UI's files shrink to a fraction. No endpoint streams, so nothing waits on the buffer.
+    app.add_middleware(GZipMiddleware, minimum_size=500)
     app.add_middleware(Gatekeeper, api=api)
     return app
 
@@ -1317,13 +1419,15 @@ class HttpServer:
     async def start(self) -> None:
         install_log_redaction()  # uvicorn.access logs request targets (?token=...)
         # Binding here makes a busy port an OSError for the caller (uvicorn would exit).
+        served = await edge.wrap(self.app, docs_paths=DOCS_PAGES)
         sock = _listening_socket(self.host, self._requested_port)
         config = uvicorn.Config(
-            self.app,
+            served,
             lifespan="off",
             log_config=None,  # the gateway configures logging; uvicorn.access logs at INFO
             ws="none",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            server_header=False,  # edge.py says `Server: carousel-gateway`, no versions
         )
         config.load()
         # The gateway's own TLS context (the one the WebSocket server uses too), not one

@@ -33,7 +33,8 @@ from carousel_gateway.api.auth import (
     install_log_redaction,
     token_from,
 )
-from carousel_gateway.api.guard import WS_HANDSHAKE, WS_MESSAGE, Guard, TokenBucket
+from carousel_gateway.api.edge import SERVER, websocket_headers
+from carousel_gateway.api.guard import WS_HANDSHAKE, WS_MESSAGE, Guard, HostPolicy, TokenBucket
 from carousel_gateway.api.http_status import http_status
 from carousel_gateway.api.messages import (
     CAPABILITIES,
@@ -142,8 +143,10 @@ class WebSocketApi:
         self.fleet = fleet
         self.journal = journal
         self.authenticator = authenticator or Authenticator(config.auth)
-        #: Origins, session slots, rates and lockouts (shared with the HTTP server).
-        self.guard = guard or Guard(config.limits, config.security)
+        #: Host names, origins, session slots, rates and lockouts (shared with the HTTP server).
+        self.guard = guard or Guard(
+            config.limits, config.security, hosts=HostPolicy.for_config(config)
+        )
         self.ssl_context = ssl_context
         #: Commands handed to machines; they run to the end even if their session closes.
         self.commands: set[asyncio.Task[None]] = set()
@@ -175,6 +178,8 @@ class WebSocketApi:
             ws.host,
             ws.port,
             process_request=self._authenticate,
+            process_response=_with_security_headers,
+            server_header=SERVER,  # not the Python and websockets versions
             compression="deflate" if ws.compression else None,
             ping_interval=ws.ping_interval_s,
             ping_timeout=ws.ping_timeout_s,
@@ -208,13 +213,14 @@ class WebSocketApi:
     # -- handshake ------------------------------------------------------------------------
 
     def _authenticate(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Admit a handshake or refuse it: origin (403), lockout (429), token (401), then
-        session limits (503). An admitted handshake holds a session slot until its
-        connection closes, whether or not it becomes a session."""
+        """Admit a handshake or refuse it: host (400), origin (403), lockout (429), token
+        (401), then session limits (503). An admitted handshake holds a session slot until
+        its connection closes, whether or not it becomes a session."""
         guard = self.guard
         peer = _peer(connection)
         address = _address(connection)
         try:
+            guard.check_host(WS_HANDSHAKE, request.headers.get("Host"))
             guard.check_origin(
                 WS_HANDSHAKE, request.headers.get("Origin"), request.headers.get("Host")
             )
@@ -682,6 +688,19 @@ def _refusal(connection: ServerConnection, error: GatewayError) -> Response:
     if error.retry_after_s is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
     return response
+
+
+_SECURITY_HEADERS = websocket_headers()
+
+
+def _with_security_headers(
+    connection: ServerConnection, request: Request, response: Response
+) -> None:
+    """Refusals and plain HTTP answers on this port get the same protective headers as the
+    HTTP port's (a successful upgrade carries no document, so it needs none)."""
+    if response.status_code != 101:
+        for name, value in _SECURITY_HEADERS.items():
+            response.headers[name] = value
 
 
 def _address(connection: ServerConnection) -> str:

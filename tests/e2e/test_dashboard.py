@@ -48,13 +48,25 @@ def dashboard_config(**overrides):
     return gateway_config(machines=machines, **overrides)
 
 
-async def open_dashboard(browser: Browser, gateway, query: str = "") -> Page:
+async def open_page(browser: Browser, gateway, path: str = "/") -> Page:
+    """A page of the gateway with what it did recorded: ``errors`` (uncaught exceptions),
+    ``console_errors`` (failed loads, refused content, console.error) and ``requests``."""
     page = await browser.new_page(viewport={"width": 1400, "height": 900})
     errors: list[str] = []
+    console_errors: list[str] = []
+    requests: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda request: requests.append(request.url))
     page.errors = errors  # type: ignore[attr-defined]
-    await page.goto(f"http://127.0.0.1:{gateway.http_port}/{query}")
+    page.console_errors = console_errors  # type: ignore[attr-defined]
+    page.requests = requests  # type: ignore[attr-defined]
+    await page.goto(f"http://127.0.0.1:{gateway.http_port}{path}")
     return page
+
+
+async def open_dashboard(browser: Browser, gateway, query: str = "") -> Page:
+    return await open_page(browser, gateway, f"/{query}")
 
 
 def card(page: Page, machine_id: str):
@@ -67,6 +79,11 @@ async def test_dashboard_moves_and_shows_estop(browser, gateway_factory):
 
     await expect(page.get_by_test_id("link-state")).to_have_text("online")
     await expect(page.locator("article.machine")).to_have_count(2)
+    # Loaded under its Content-Security-Policy with nothing refused or missing (the icon).
+    await page.wait_for_load_state("networkidle")
+    assert page.console_errors == []  # type: ignore[attr-defined]
+    requested = page.requests  # type: ignore[attr-defined]
+    assert f"http://127.0.0.1:{gateway.http_port}/static/favicon.svg" in requested
     first, second = card(page, "machine_1"), card(page, "machine_2")
     await expect(first.locator(".name")).to_have_text("Carrusel Principal")
     await expect(second.locator(".name")).to_have_text("Carrusel Secundario")
@@ -107,6 +124,22 @@ async def test_dashboard_moves_and_shows_estop(browser, gateway_factory):
     await second.get_by_role("button", name="Release e-stop").click()
     await expect(second.locator(".go")).to_be_enabled()
     assert page.errors == []  # type: ignore[attr-defined]
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+async def test_api_docs_render_offline_under_their_policy(browser, gateway_factory):
+    """Swagger UI comes from the gateway itself (no CDN) and runs under its strict CSP."""
+    gateway = await gateway_factory(dashboard_config())
+    page = await open_page(browser, gateway, "/docs")
+    operations = sum(len(path) for path in gateway.http.app.openapi()["paths"].values())
+    await expect(page.locator(".opblock")).to_have_count(operations)
+    await expect(page.locator(".opblock-tag-section h3").first).to_contain_text("Machines")
+    await page.wait_for_load_state("networkidle")
+    origin = f"http://127.0.0.1:{gateway.http_port}/"
+    requests = page.requests  # type: ignore[attr-defined]
+    assert requests and all(url.startswith(origin) for url in requests), requests
+    assert page.errors == []  # type: ignore[attr-defined]
+    assert page.console_errors == []  # type: ignore[attr-defined]
 
 
 async def test_dashboard_with_auth_and_reconnect(browser, gateway_factory):

@@ -802,6 +802,7 @@ def test_every_error_code_has_one_http_status():
         ErrorCode.MACHINE_RATE_LIMITED: 429,
         ErrorCode.AUTH_LOCKED_OUT: 429,
         ErrorCode.ORIGIN_NOT_ALLOWED: 403,
+        ErrorCode.HOST_NOT_ALLOWED: 400,
         ErrorCode.SESSION_LIMIT: 503,
         ErrorCode.ADDRESS_SESSION_LIMIT: 503,
         ErrorCode.JOURNAL_UNAVAILABLE: 503,

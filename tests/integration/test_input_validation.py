@@ -5,16 +5,19 @@ Everything runs over loopback against a real gateway with embedded simulators.""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from carousel_gateway.api.messages import CLIENT_MESSAGE_TYPES
 from carousel_gateway.api.ws import MAX_COMMANDS_IN_FLIGHT
 from tests.integration.conftest import FAST_MACHINE, gateway_config
 from tests.integration.wsclient import TestClient
 
-pytestmark = pytest.mark.asyncio
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def ws_url(gateway: Any) -> str:
@@ -133,3 +136,163 @@ async def test_a_burst_past_the_session_cap_is_refused_and_the_rest_complete(gat
         assert {r["type"] for r in replies.values()} == {"command_result"}
     finally:
         await client.close()
+
+
+# -- section 4: a command reaches the machine it names, or is refused ------------------------
+
+
+async def test_rest_shortcut_command_runs_on_the_machine_the_body_names(gateway):
+    async with httpx.AsyncClient(base_url=http_url(gateway)) as http:
+        body = {"machine_id": "machine_2", "command": 1, "argument": 4, "wait": "arrival"}
+        reply = await http.post("/v1/command", json=body)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["machine_id"] == "machine_2"
+        assert reply.json()["data"]["outcome"]["state"] == "arrived"
+        status = (await http.get("/v1/status", params={"machine_id": "machine_2"})).json()
+        assert status["machine_id"] == "machine_2" and status["data"]["position"] == 4
+        unknown = await http.post("/v1/command", json={**body, "machine_id": "machine_9"})
+        assert unknown.status_code == 404 and unknown.json()["code"] == "MACHINE_NOT_FOUND"
+        assert unknown.json()["machine_id"] == "machine_9"
+    assert gateway.simulators["machine_2"].model.position_index == 3
+    assert gateway.simulators["machine_1"].model.moves_started == 0
+
+
+async def test_rest_shortcuts_need_machine_id_when_the_gateway_has_several(gateway):
+    async with httpx.AsyncClient(base_url=http_url(gateway)) as http:
+        for response in (
+            await http.post("/v1/command", json={"command": 1, "argument": 4}),
+            await http.get("/v1/status"),
+        ):
+            assert response.status_code == 400, response.text
+            body = response.json()
+            assert body["code"] == "INVALID_MESSAGE_FORMAT"
+            assert "machine_id is required" in body["error"] and "2 machines" in body["error"]
+    for simulator in gateway.simulators.values():
+        assert simulator.model.moves_started == 0
+
+
+async def test_rest_shortcuts_act_on_the_only_machine(gateway_factory):
+    gateway = await gateway_factory(gateway_config(1))
+    async with httpx.AsyncClient(base_url=http_url(gateway)) as http:
+        assert (await http.get("/v1/status")).json()["machine_id"] == "machine_1"
+        reply = await http.post(
+            "/v1/command", json={"command": 1, "argument": 6, "wait": "arrival"}
+        )
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["machine_id"] == "machine_1"
+    assert gateway.simulators["machine_1"].model.position_index == 5
+
+
+REST_BODIES = [
+    ("/v1/machines/machine_1/command", {"command": 1, "argument": 4}),
+    ("/v1/machines/machine_1/move", {"position": 4}),
+    ("/v1/command", {"machine_id": "machine_1", "command": 1, "argument": 4}),
+    ("/v1/simulators/machine_1/faults", {"fault": "alarm", "active": True}),
+    ("/v1/simulators/machine_1/link", {"action": "drop"}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), REST_BODIES)
+async def test_rest_bodies_with_an_unknown_key_are_refused_naming_it(gateway, path, body):
+    async with httpx.AsyncClient(base_url=http_url(gateway)) as http:
+        response = await http.post(path, json={**body, "speed": "fast"})
+        assert response.status_code == 400, response.text
+        reply = response.json()
+        assert reply["code"] == "INVALID_MESSAGE_FORMAT"
+        assert "speed: unknown key" in reply["error"]
+        # A machine_id is known only where the body names the machine.
+        if "machine_id" not in body:
+            named = await http.post(path, json={**body, "machine_id": "machine_2"})
+            assert named.status_code == 400 and "machine_id: unknown key" in named.text
+    simulator = gateway.simulators["machine_1"]
+    assert simulator.model.moves_started == 0 and not simulator.model.faults
+    assert simulator.connections_accepted == 1  # the link was never dropped
+
+
+async def test_every_rest_body_model_refuses_unknown_keys_in_its_schema(gateway):
+    async with httpx.AsyncClient(base_url=http_url(gateway)) as http:
+        schema = (await http.get("/openapi.json")).json()
+    models = schema["components"]["schemas"]
+    bodies = [
+        operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/")[-1]
+        for operations in schema["paths"].values()
+        for operation in operations.values()
+        if "requestBody" in operation
+    ]
+    assert len(bodies) == len(REST_BODIES)
+    for name in bodies:
+        assert models[name].get("additionalProperties") is False, name
+
+
+def spec_client_messages() -> list[dict[str, Any]]:
+    """Every client message example in the spec (its JSON blocks)."""
+    text = (ROOT / "docs" / "spec" / "websocket-api.md").read_text(encoding="utf-8")
+    blocks = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S)]
+    return [block for block in blocks if block["type"] in CLIENT_MESSAGE_TYPES]
+
+
+def test_the_spec_has_client_message_examples():
+    kinds = {message["type"] for message in spec_client_messages()}
+    assert kinds == {"get_status", "send_command", "subscribe"}
+
+
+@pytest.mark.parametrize("message", spec_client_messages(), ids=lambda m: m["type"])
+async def test_every_spec_client_message_example_is_accepted(gateway, message):
+    client = await opened(gateway)
+    try:
+        await client.send(message)
+        reply = await client.next()
+        while reply["type"] == "status_broadcast":  # not the direct reply
+            reply = await client.next()
+    finally:
+        await client.close()
+    assert (
+        reply["type"]
+        == {
+            "get_status": "machine_status",
+            "send_command": "command_result",
+            "subscribe": "subscription_confirmed",
+        }[message["type"]]
+    ), reply
+
+
+WS_MESSAGES = [
+    {"type": "get_status", "machine_id": "machine_1"},
+    {"type": "send_command", "machine_id": "machine_1", "command": {"command": 0}},
+    {"type": "send_command", "machine_id": "machine_1", "command": 0, "argument": None},
+    {"type": "subscribe", "subscription_type": "all_events"},
+    {"type": "unsubscribe", "subscription_type": "all_events"},
+    {"type": "ping"},
+    {"type": "get_history", "limit": 5},
+    {"type": "get_counters"},
+]
+
+
+@pytest.mark.parametrize("message", WS_MESSAGES, ids=lambda m: m["type"])
+async def test_ws_messages_with_an_unknown_key_are_refused_naming_it(gateway, message):
+    client = await opened(gateway)
+    try:
+        refused = await client.request({**message, "timestamp": "now", "speed": "fast"})
+        accepted = await client.request({**message, "timestamp": "2025-01-27T10:30:00.000Z"})
+    finally:
+        await client.close()
+    assert refused["type"] == "error" and refused["code"] == "INVALID_MESSAGE_FORMAT", refused
+    assert "speed: unknown key" in refused["error"]
+    assert accepted["type"] != "error", accepted  # the same message without it is served
+
+
+async def test_ws_nested_command_with_an_unknown_key_is_refused_naming_it(gateway):
+    client = await opened(gateway)
+    try:
+        reply = await client.request(
+            {
+                "type": "send_command",
+                "machine_id": "machine_1",
+                "command": {"command": 1, "argument": 4, "speed": "fast"},
+            }
+        )
+    finally:
+        await client.close()
+    assert reply["type"] == "error" and reply["code"] == "INVALID_MESSAGE_FORMAT", reply
+    assert "command.speed: unknown key" in reply["error"]
+    assert gateway.simulators["machine_1"].model.moves_started == 0

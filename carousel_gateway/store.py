@@ -5,7 +5,8 @@ that opened them), so the event loop never blocks on disk. Machine events are qu
 written in batches; a command is written and committed *before* its result is sent (the
 machine awaits :meth:`Journal.record_command`), so a client never holds a result that the
 journal lost. If the disk fails, the gateway goes on running the machines: the journal
-reports itself degraded, logs once a minute, and counts what it had to drop.
+reports itself degraded, logs once a minute, and counts what it had to drop: any write
+that fails, whatever the exception, is counted (``dropped``, shown in health).
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ HistoryKind = Literal[
     "position_desync_cleared",
 ]
 KINDS: tuple[str, ...] = get_args(HistoryKind)
+#: The range of an SQLite INTEGER (a larger Python int makes an insert fail).
+SQLITE_INT_MIN, SQLITE_INT_MAX = -(2**63), 2**63 - 1
+#: Longest text kept for a refused command's value that no integer column can hold.
+RAW_TEXT_LIMIT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +180,7 @@ class Journal:
         """Write and commit one command row; returns once it is on disk (or failed)."""
         try:
             await self._run(self._insert_command, event, extra)
-        except sqlite3.Error as exc:
+        except Exception as exc:  # any failure is a dropped row, never a crashed command
             self._failed(exc)
             self._drop(1, "command row not written")
         else:
@@ -190,7 +195,7 @@ class Journal:
             self._writing = len(batch)
             try:
                 await self._run(self._insert_events, batch)
-            except sqlite3.Error as exc:
+            except Exception as exc:  # the writer must outlive any bad batch
                 self._failed(exc)
                 self._drop(len(batch), "events not written")
             else:
@@ -208,12 +213,15 @@ class Journal:
                     log.info(
                         "journal: pruned %d rows older than %g days", removed, self.retention_days
                     )
-            except sqlite3.Error as exc:
+            except Exception as exc:
                 self._failed(exc)
             await asyncio.sleep(self.prune_interval_s)
 
     def _failed(self, exc: Exception) -> None:
-        self.last_error = str(exc)
+        # SQLite's own errors read well alone; anything else is named (it is a bug to fix).
+        self.last_error = (
+            str(exc) if isinstance(exc, sqlite3.Error) else f"{type(exc).__name__}: {exc}"
+        )
         now = time.monotonic()
         if now - self._last_complaint >= 60:
             self._last_complaint = now
@@ -309,6 +317,13 @@ class Journal:
                     ),
                 )
             else:
+                # A refused command may carry anything a client sent: values no INTEGER
+                # column holds are null there and kept as text (raw_command/raw_argument).
+                raw = {
+                    f"raw_{name}": _raw_text(value)
+                    for name, value in (("command", event.command), ("argument", event.argument))
+                    if value is not None and _int_column(value) is None
+                }
                 db.execute(
                     "INSERT INTO journal (at, machine_id, kind, boot, command_id, client, channel,"
                     " command, argument, code, reasons, data)"
@@ -320,19 +335,26 @@ class Journal:
                         event.command_id,
                         event.origin.client,
                         event.origin.channel.value,
-                        event.command if isinstance(event.command, int) else None,
-                        event.argument if isinstance(event.argument, int) else None,
+                        _int_column(event.command),
+                        _int_column(event.argument),
                         event.code,
                         ",".join(event.reasons),
-                        json.dumps({"message": event.message, **extra}),
+                        json.dumps({"message": event.message, **raw, **extra}),
                     ),
                 )
 
     def _insert_events(self, events: list[Event]) -> None:
         db = self._conn()
-        with db:
+        # One transaction per batch: all of it is written, or none of it (and all of it is
+        # counted as dropped). The connection autocommits, so ``with db`` would not do it.
+        db.execute("BEGIN")
+        try:
             for event in events:
                 self._insert_event(db, event)
+        except BaseException:
+            db.rollback()
+            raise
+        db.commit()
 
     def _insert_event(self, db: sqlite3.Connection, event: Event) -> None:
         def bump(name: str, amount: float = 1) -> None:
@@ -480,6 +502,22 @@ def _row_dict(row: sqlite3.Row) -> dict[str, Any]:
     if "reasons" in data:
         data["reasons"] = data["reasons"].split(",")
     return {**data, **{k: v for k, v in extra.items() if k not in data}}
+
+
+def _int_column(value: object) -> int | None:
+    """``value`` if an INTEGER column can hold it, else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if SQLITE_INT_MIN <= value <= SQLITE_INT_MAX else None
+    return None
+
+
+def _raw_text(value: object) -> str:
+    """A client's value as JSON text, cut to ``RAW_TEXT_LIMIT`` characters."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):  # not JSON, or an int past Python's digit limit
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= RAW_TEXT_LIMIT else text[: RAW_TEXT_LIMIT - 1] + "…"
 
 
 def _is_extra_event(event: Event) -> bool:

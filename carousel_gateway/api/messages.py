@@ -12,7 +12,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.fleet.events import Snapshot
@@ -115,8 +124,11 @@ def machine_state(snapshot: Snapshot) -> MachineState:
 
 
 class _In(BaseModel):
-    # Unknown extra fields are ignored: older and newer clients keep working.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    """Client messages. A key a message does not know is refused (INVALID_MESSAGE_FORMAT
+    naming it), so that a misspelt or invented field is never silently ignored; every key
+    the spec's own messages carry is known, ``timestamp`` included."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     request_id: Annotated[str, Field(max_length=128)] | None = None
     timestamp: Any = None  # informative only; clients send many formats
@@ -131,20 +143,37 @@ class CommandBody(BaseModel):
     """The spec's nested ``command: {command, argument}``. Values are checked by the machine
     so that a bad command byte or argument is ``INVALID_COMMAND``, not a format error."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     command: Any = None
     argument: Any = None
 
 
+_COMMAND_BODY_KEYS = frozenset(CommandBody.model_fields)
+_NESTED_EXTRA = "nested_extra_forbidden"
+
+
 class SendCommand(_In):
     """``command`` is the spec's nested object, or (flat form) the command byte itself with
-    ``argument`` beside it. Their values are left to the machine to judge."""
+    ``argument`` beside it. Their values are left to the machine to judge; the nested
+    object's keys are not: only ``command`` and ``argument``."""
 
     type: Literal["send_command"]
     machine_id: str
     command: Any = None
     argument: Any = None
+
+    @field_validator("command")
+    @classmethod
+    def _known_command_keys(cls, value: Any) -> Any:
+        """The nested form's keys are checked with the message (its values are not)."""
+        if isinstance(value, dict):
+            unknown = [key for key in value if key not in _COMMAND_BODY_KEYS]
+            if unknown:
+                raise PydanticCustomError(
+                    _NESTED_EXTRA, "unknown key {key}", {"key": _shown_key(str(unknown[0]))}
+                )
+        return value
 
     def command_and_argument(self) -> tuple[Any, Any]:
         if isinstance(self.command, dict):
@@ -256,9 +285,21 @@ def request_id_of(raw: str | bytes) -> str | None:
 def _describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors()[:3]:
-        location = ".".join(str(p) for p in error["loc"][1:]) or "message"
-        parts.append(f"{location}: {error['msg']}")
+        location = ".".join(_shown_key(str(p)) for p in error["loc"][1:]) or "message"
+        if error["type"] == "extra_forbidden":
+            text = "unknown key"
+        elif error["type"] == _NESTED_EXTRA:
+            location += f".{error.get('ctx', {}).get('key')}"
+            text = "unknown key"
+        else:
+            text = error["msg"]
+        parts.append(f"{location}: {text}")
     return "invalid message: " + "; ".join(parts)
+
+
+def _shown_key(key: str) -> str:
+    """A client's key as shown in an error: no longer than 64 characters."""
+    return key if len(key) <= 64 else key[:63] + "…"
 
 
 # -- server → client ----------------------------------------------------------------------

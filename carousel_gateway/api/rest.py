@@ -327,10 +327,11 @@ _WAIT_TEXT = (
 
 
 class CommandRequest(BaseModel):
-    """A command as in the WebSocket ``send_command``. Values are judged by the machine."""
+    """A command as in the WebSocket ``send_command``. Values are judged by the machine.
+    Like every request body, a key it does not know is refused (400, naming the key)."""
 
     model_config = ConfigDict(
-        extra="ignore", json_schema_extra={"examples": [{"command": 1, "argument": 25}]}
+        extra="forbid", json_schema_extra={"examples": [{"command": 1, "argument": 25}]}
     )
 
     command: StrictInt = Field(
@@ -342,8 +343,22 @@ class CommandRequest(BaseModel):
     wait: WaitMode | None = Field(None, description=_WAIT_TEXT)
 
 
+class ShortcutCommandRequest(CommandRequest):
+    """``POST /v1/command``: the machine is named in the body, and may be left out only when
+    the gateway has exactly one machine."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"machine_id": "machine_1", "command": 1, "argument": 25}]},
+    )
+
+    machine_id: str | None = Field(
+        None, max_length=128, description="The machine; required unless the gateway has exactly one"
+    )
+
+
 class MoveRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"position": 7}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"position": 7}]})
 
     position: StrictInt = Field(
         ge=0, le=256, description="Target position, in the machine's numbering (1..positions)"
@@ -353,7 +368,7 @@ class MoveRequest(BaseModel):
 
 class FaultRequest(BaseModel):
     model_config = ConfigDict(
-        extra="ignore",
+        extra="forbid",
         json_schema_extra={"examples": [{"fault": "emergency_stop", "active": True}]},
     )
 
@@ -362,7 +377,7 @@ class FaultRequest(BaseModel):
 
 
 class LinkRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"action": "drop"}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"action": "drop"}]})
 
     action: LinkAction
 
@@ -414,7 +429,8 @@ def _invalid_request(exc: RequestValidationError, machine_id: str | None) -> Gat
     for error in errors[:3]:
         loc = [str(p) for p in error.get("loc", ())]
         where = ".".join(loc[1:]) if len(loc) > 1 and loc[0] == "body" else ".".join(loc)
-        parts.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+        text = "unknown key" if error.get("type") == "extra_forbidden" else error.get("msg")
+        parts.append(f"{where or 'body'}: {text or 'invalid'}")
     return GatewayError(code, "invalid request: " + "; ".join(parts), machine_id=machine_id)
 
 
@@ -1157,33 +1173,57 @@ async def all_events(
     return await _history(api, None, since, until, kinds, limit, cursor)
 
 
+def _named_or_only(fleet: Fleet, machine_id: str | None) -> Machine:
+    """The machine a shortcut acts on: the one named, else the gateway's only machine.
+    Never "the first of several": a client that names none must not move the wrong one."""
+    if machine_id is not None:
+        return fleet.get(machine_id)
+    if len(fleet) == 1:
+        return fleet.first
+    shown = ", ".join(fleet.ids[:10]) + (", ..." if len(fleet) > 10 else "")
+    raise GatewayError(
+        ErrorCode.INVALID_MESSAGE_FORMAT,
+        f"machine_id is required: this gateway has {len(fleet)} machines ({shown})",
+    )
+
+
+ShortcutMachineQuery = Annotated[
+    str | None,
+    Query(max_length=128, description="The machine; required unless the gateway has exactly one"),
+]
+
+
 @router.get(
     "/v1/status",
     response_model=MachineStatusResponse,
-    responses=_errors(*_READ_ERRORS),
-    summary="Single-machine shortcut: the first machine's status",
+    responses=_errors(400, *_MACHINE_READ_ERRORS),
+    summary="Shortcut: a machine's status (`machine_id` may be left out with one machine)",
     tags=["Machines"],
 )
-async def first_status(api: ApiDep) -> MachineStatusResponse:
-    """For installations with one carousel: the first configured machine's status, so a
-    client need not know its id."""
-    machine = api.fleet.first
+async def first_status(
+    api: ApiDep, machine_id: ShortcutMachineQuery = None
+) -> MachineStatusResponse:
+    """A machine's status by query parameter; on a gateway with one carousel the id may be
+    left out. With several, ``machine_id`` is required (never "the first machine")."""
+    machine = _named_or_only(api.fleet, machine_id)
     return MachineStatusResponse(machine_id=machine.id, data=machine_state(machine.snapshot))
 
 
 @router.post(
     "/v1/command",
     response_model=CommandResponse,
-    responses=_errors(*(s for s in _COMMAND_ERRORS if s != 404)),
-    summary="Single-machine shortcut: a command to the first machine",
+    responses=_errors(*_COMMAND_ERRORS),
+    summary="Shortcut: a command to the machine in the body (left out with one machine)",
     tags=["Commands"],
 )
 async def first_command(
-    api: ApiDep, identity: IdentityDep, body: CommandRequest, wait: WaitQuery = None
+    api: ApiDep, identity: IdentityDep, body: ShortcutCommandRequest, wait: WaitQuery = None
 ) -> CommandResponse | JSONResponse:
-    """For installations with one carousel: a command to the first configured machine."""
+    """A command to the machine the body names; on a gateway with one carousel the id may
+    be left out. With several, ``machine_id`` is required (never "the first machine")."""
+    machine = _named_or_only(api.fleet, body.machine_id)
     return await api.run_command(
-        api.fleet.first, body.command, body.argument, identity, wait=_waits(body.wait, wait)
+        machine, body.command, body.argument, identity, wait=_waits(body.wait, wait)
     )
 
 

@@ -384,7 +384,7 @@ class WebSocketApi:
         if session.commands_in_flight >= MAX_COMMANDS_IN_FLIGHT:
             raise GatewayError(
                 ErrorCode.BUSY,
-                "too many commands in flight on this session",
+                f"too many commands in flight on this session (at most {MAX_COMMANDS_IN_FLIGHT})",
                 machine_id=machine.id,
             )
         # Before the machine sees it: a flood must not reach the PLC nor the journal.
@@ -396,6 +396,8 @@ class WebSocketApi:
             request_id=message.request_id,
             session_id=session.id,
         )
+        # Counted here, not in the task: a burst of frames is dispatched before any task runs.
+        session.commands_in_flight += 1
         self._spawn(session, self._run_command(session, machine, command, argument, origin))
 
     def _spawn(self, session: Session, work) -> None:
@@ -445,7 +447,6 @@ class WebSocketApi:
     async def _run_command(
         self, session: Session, machine: Machine, command: object, argument: object, origin: Origin
     ) -> None:
-        session.commands_in_flight += 1
         # Its own task, shielded: a command handed to a machine runs to the end (sent at
         # most once, journalled) even when its session closes or the gateway stops.
         execution = asyncio.ensure_future(machine.execute(command, argument, origin))  # type: ignore[arg-type]

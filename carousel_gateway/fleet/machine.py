@@ -269,6 +269,8 @@ class Machine:
         """Check a command without sending anything (``INVALID_COMMAND`` on failure)."""
         if isinstance(command, bool) or not isinstance(command, int):
             raise self._error(ErrorCode.INVALID_COMMAND, "command must be an integer")
+        if not 0 <= command <= 255:  # a command is one byte on the wire
+            raise self._error(ErrorCode.INVALID_COMMAND, "command must be an integer in 0..255")
         if command not in self.config.allowed_commands:
             allowed = ", ".join(str(c) for c in self.config.allowed_commands)
             raise self._error(
@@ -281,9 +283,10 @@ class Machine:
             if isinstance(argument, bool) or not isinstance(argument, int):
                 raise self._error(ErrorCode.INVALID_COMMAND, "argument must be an integer")
             if not self.first_position <= argument <= self.last_position:
+                shown = argument if -(2**31) <= argument < 2**31 else "given"
                 raise self._error(
                     ErrorCode.INVALID_COMMAND,
-                    f"position {argument} is outside {self.first_position}.."
+                    f"position {shown} is outside {self.first_position}.."
                     f"{self.last_position} on {self.id}",
                 )
         elif argument is not None and (

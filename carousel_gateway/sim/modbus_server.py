@@ -5,7 +5,14 @@ latched target, ``D1000`` status byte, ``D1001`` position mirror. Values are tak
 model at the moment each read is answered (after the configurable reply delay, like the
 PLC's ~50 ms), so they are always in step with the port-3200 listener serving the same
 model. ``D0..D1099`` are readable (zeros elsewhere), like any D register on the PLC.
-Writes are refused and counted: the gateway must never write, and a test can prove it.
+
+Only function 03 (read holding registers) is served: it is all the gateway uses. Other
+reads (input registers, coils, discrete inputs) are refused with exception 01 (Illegal
+Function) rather than answered with the holding registers' values, so that a client
+relying on them fails here, not against the field PLC. Writes are refused (01) and
+counted: the gateway must never write, and a test can prove it. A request for a unit id
+other than the simulator's is answered with exception 0x0B (Gateway Target Device Failed
+to Respond: the spec's code for a device that is not present) and logged in one line.
 The listener can be stopped and started again on the same port, to rehearse a lost link.
 """
 
@@ -28,6 +35,13 @@ TARGET_REGISTER = 2
 STATUS_REGISTER = 1000
 POSITION_MIRROR_REGISTER = 1001
 REGISTER_COUNT = 1100  # D0..D1099
+#: Every Modbus address: requests reach our checks (function first, then address, as the
+#: Modbus spec orders them) instead of pymodbus's own address check.
+ADDRESS_SPACE = 65536
+READ_HOLDING_REGISTERS = 3
+#: pymodbus hands a request for a unit id no device has to device 0; without one it fails
+#: with ``KeyError: 0`` and a traceback. Device 0 answers those requests instead.
+CATCH_ALL_UNIT = 0
 
 
 @dataclass(slots=True)
@@ -54,6 +68,8 @@ class ModbusSimulatorServer:
         self.settings = settings or ModbusSimulatorSettings()
         self.requests_served = 0
         self.writes_refused = 0
+        self.reads_refused = 0  # functions other than 03
+        self.unknown_unit_requests = 0
         self._server: ModbusTcpServer | None = None
         self._answering = asyncio.Event()
         self._answering.set()
@@ -70,12 +86,12 @@ class ModbusSimulatorServer:
         """Start listening (again, on the same port after a stop); returns the bound port."""
         if self._server is not None:
             return self.port
-        device = SimDevice(
-            id=self.settings.unit,
-            simdata=[SimData(0, count=REGISTER_COUNT, values=0, datatype=DataType.REGISTERS)],
-            action=self._action,
-        )
-        server = ModbusTcpServer(device, address=(self.host, self.port))
+        devices = [SimDevice(id=self.settings.unit, simdata=_registers(), action=self._action)]
+        if self.settings.unit != CATCH_ALL_UNIT:  # (unit 0 answers every unit id itself)
+            devices.append(
+                SimDevice(id=CATCH_ALL_UNIT, simdata=_registers(), action=self._unknown_unit)
+            )
+        server = ModbusTcpServer(devices, address=(self.host, self.port))
         await server.serve_forever(background=True)
         listener = server.transport
         if isinstance(listener, asyncio.Server) and listener.sockets:
@@ -123,10 +139,47 @@ class ModbusSimulatorServer:
                 "simulator refused Modbus write (function %d) at D%d", function_code, address
             )
             return ExcCodes.ILLEGAL_FUNCTION
-        if self.settings.reply_delay_s > 0:
-            await asyncio.sleep(self.settings.reply_delay_s)
-        await self._answering.wait()
+        if function_code != READ_HOLDING_REGISTERS:
+            self.reads_refused += 1
+            log.warning(
+                "simulator refused Modbus function %d (only 03, read holding registers)",
+                function_code,
+            )
+            return ExcCodes.ILLEGAL_FUNCTION
+        if address + count > REGISTER_COUNT:
+            return ExcCodes.ILLEGAL_ADDRESS
+        await self._reply_time()
         for register, value in self.registers().items():
             registers[register - start_address] = value
         self.requests_served += 1
         return None
+
+    async def _unknown_unit(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes:
+        """Device 0's action: a request for a unit id the simulator is not."""
+        await self._reply_time()
+        self.unknown_unit_requests += 1
+        log.warning(
+            "simulator answered a Modbus request (function %d) for a unit id other than %d "
+            "with exception 0x0B",
+            function_code,
+            self.settings.unit,
+        )
+        return ExcCodes.GATEWAY_NO_RESPONSE
+
+    async def _reply_time(self) -> None:
+        """The PLC's reply delay; held while the link is stalled."""
+        if self.settings.reply_delay_s > 0:
+            await asyncio.sleep(self.settings.reply_delay_s)
+        await self._answering.wait()
+
+
+def _registers() -> list[SimData]:
+    return [SimData(0, count=ADDRESS_SPACE, values=0, datatype=DataType.REGISTERS)]

@@ -136,10 +136,12 @@ async def test_unknown_machine_is_404_machine_not_found(http, method, path):
     assert error["machine_id"] == "invalid_machine"
 
 
-async def test_single_machine_shortcuts_act_on_the_first_machine(http, gateway):
-    status = (await http.get("/v1/status")).json()
+async def test_single_machine_shortcuts_act_on_the_machine_named(http, gateway):
+    # Without machine_id they act only on a gateway's only machine (test_input_validation.py).
+    status = (await http.get("/v1/status", params={"machine_id": "machine_1"})).json()
     assert status["machine_id"] == "machine_1" and status["data"]["raw_status"] == 21
-    reply = await http.post("/v1/command", json={"command": 1, "argument": 4, "wait": "arrival"})
+    body = {"machine_id": "machine_1", "command": 1, "argument": 4, "wait": "arrival"}
+    reply = await http.post("/v1/command", json=body)
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert body["machine_id"] == "machine_1"
@@ -771,7 +773,7 @@ async def test_openapi_lists_every_endpoint_with_its_models(http):
     requests = {
         "/v1/machines/{machine_id}/command": "CommandRequest",
         "/v1/machines/{machine_id}/move": "MoveRequest",
-        "/v1/command": "CommandRequest",
+        "/v1/command": "ShortcutCommandRequest",
         "/v1/simulators/{machine_id}/faults": "FaultRequest",
         "/v1/simulators/{machine_id}/link": "LinkRequest",
     }

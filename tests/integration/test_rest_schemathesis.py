@@ -73,23 +73,29 @@ def upstream_errors_only(ctx: Any, response: Any, case: Any) -> None:
 def pin_to_fleet(raw: dict[str, Any], machine_ids: list[str], *, bodies: bool) -> dict[str, Any]:
     """The schema narrowed to this fleet, so generated requests reach real machines.
 
-    ``machine_id`` becomes one of the fleet's ids (negative cases still send other strings,
-    which must be 404). With ``bodies``, commands become STATUS/MOVE to a real bucket, the
+    ``machine_id`` (path or query) becomes one of the fleet's ids (negative cases still send
+    other strings, which must be 404). With ``bodies``, commands become STATUS/MOVE to a real
+    bucket on a machine of the fleet (``/v1/command`` names it in the body), the
     ranges that machine config decides, so positive cases move carousels instead of mostly
     meeting INVALID_COMMAND. Only positive generation uses that: it is narrower than the
     API, so a "negative" case of it could be a valid request.
     """
     schema = copy.deepcopy(raw)
+    fleet_id = {"type": "string", "enum": machine_ids}
     for operations in schema["paths"].values():
         for operation in operations.values():
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "path" and parameter["name"] == "machine_id":
-                    parameter["schema"] = {"type": "string", "enum": machine_ids}
+                    parameter["schema"] = fleet_id
+                elif parameter["in"] == "query" and parameter["name"] == "machine_id":
+                    parameter["schema"] = {"anyOf": [fleet_id, {"type": "null"}]}
     if bodies:
         models = schema["components"]["schemas"]
         bucket = {"type": "integer", "minimum": 1, "maximum": POSITIONS}
-        models["CommandRequest"]["properties"]["command"] = {"type": "integer", "enum": [0, 1]}
-        models["CommandRequest"]["properties"]["argument"] = {"anyOf": [bucket, {"type": "null"}]}
+        for name in ("CommandRequest", "ShortcutCommandRequest"):
+            models[name]["properties"]["command"] = {"type": "integer", "enum": [0, 1]}
+            models[name]["properties"]["argument"] = {"anyOf": [bucket, {"type": "null"}]}
+        models["ShortcutCommandRequest"]["properties"]["machine_id"] = fleet_id
         models["MoveRequest"]["properties"]["position"] = bucket
     return schema
 

@@ -464,7 +464,8 @@ async def test_tokens_never_appear_in_logs(gateway_factory, caplog):
         assert (await http.get(f"/v1/machines?token={VIEWER_TOKEN}")).status_code == 200
         assert (await http.get(f"/v1/machines?x=1&token={WRONG_TOKEN}&y=2")).status_code == 401
         headers = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
-        assert (await http.post("/v1/command", json={"command": 0}, headers=headers)).is_success
+        command = {"machine_id": "machine_1", "command": 0}
+        assert (await http.post("/v1/command", json=command, headers=headers)).is_success
     await gateway.stop()
     text = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
     for secret in secrets:

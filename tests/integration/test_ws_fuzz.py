@@ -6,6 +6,12 @@ every client message model (each field well typed, mistyped or missing), JSON th
 message, text and binary that is not JSON, and hand-picked nasties (deep nesting, huge
 numbers, lone surrogates). CI runs ``FUZZ_EXAMPLES`` (10,000) derandomized cases: the same
 ones every run. ``benchmarks/fuzz_long.py`` runs many more, with memory measured.
+
+The test is bounded by its number of examples, not by the suite's wall-clock timeout: its
+pytest timeout is a budget per example (a busy CI machine runs it 2-3 times slower), and a
+hung server is caught by each reply's own 5 s wait. Nothing in the gateway's thread, nor
+the client's, may touch the global ``random`` module while hypothesis draws (it warns when
+the state changes under it): keepalive pings, which draw their payload from it, are off.
 """
 
 from __future__ import annotations
@@ -27,6 +33,12 @@ from tests.integration.conftest import gateway_config
 
 #: Generated cases per CI run (the issue asks for at least 10,000).
 FUZZ_EXAMPLES = int(os.environ.get("CAROUSEL_FUZZ_EXAMPLES", "10000"))
+#: Seconds of pytest timeout per example: ~4 ms each on a quiet 2-core machine, ~9 ms
+#: with both cores busy; 60 ms leaves room for slower machines under more load.
+SECONDS_PER_EXAMPLE = 0.06
+FUZZ_TIMEOUT_S = 60 + FUZZ_EXAMPLES * SECONDS_PER_EXAMPLE
+#: No keepalive pings (websockets draws their payload from the global ``random``).
+NO_PINGS_S = 3600
 #: Limits out of the way: this is about input, not rates (those have their own tests).
 FUZZ_LIMITS = {
     "messages_per_second": 1_000_000,
@@ -56,7 +68,9 @@ class ThreadedGateway:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.gateway = Gateway(gateway_config(limits=FUZZ_LIMITS))
+        self.gateway = Gateway(
+            gateway_config(limits=FUZZ_LIMITS, websocket={"ping_interval_s": NO_PINGS_S})
+        )
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self) -> ThreadedGateway:
@@ -68,6 +82,8 @@ class ThreadedGateway:
         asyncio.run_coroutine_threadsafe(self.gateway.stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self.loop.close()
 
     @property
     def url(self) -> str:
@@ -83,7 +99,7 @@ def live() -> Iterator[ThreadedGateway]:
 
 @pytest.fixture(scope="module")
 def session(live: ThreadedGateway) -> Iterator[ClientConnection]:
-    with connect(live.url) as connection:
+    with connect(live.url, ping_interval=None) as connection:
         assert json.loads(connection.recv(5))["type"] == "welcome"
         yield connection
 
@@ -201,6 +217,7 @@ def _with_nasties(test):
     return test
 
 
+@pytest.mark.timeout(FUZZ_TIMEOUT_S)
 @settings(
     max_examples=FUZZ_EXAMPLES,
     derandomize=True,  # a fixed seed: CI sees the same cases every run

@@ -144,3 +144,69 @@ async def test_unwritable_database_degrades_counts_drops_and_recovers(tmp_path):
     await flush(journal)
     assert journal.healthy and journal.dropped == 2
     await journal.stop()
+
+
+async def test_any_failed_command_write_is_dropped_and_reported(tmp_path):
+    """Not only SQLite errors: a value no column can hold fails the insert too."""
+    journal = Journal(tmp_path / "j.db")
+    await journal.start()
+    await journal.record_command(accepted(1, 2**63, time.time()))  # OverflowError
+    assert journal.dropped == 1
+    assert not journal.healthy and "OverflowError" in journal.last_error
+    await journal.record_command(accepted(2, 5, time.time()))
+    assert journal.healthy and journal.dropped == 1
+    page = await journal.history("m1")
+    assert [row["command_id"] for row in page.rows] == [2]
+    await journal.stop()
+
+
+async def test_any_failed_event_write_is_dropped_and_the_writer_goes_on(tmp_path):
+    journal = Journal(tmp_path / "j.db")
+    await journal.start()
+    # The command id is bound as an INTEGER: this batch fails with an OverflowError.
+    huge = MoveCompleted(
+        "m1", time.time(), command_id=2**63, position=3, duration_s=1.0, origin=WMS
+    )
+    journal.on_event(huge)
+    await flush(journal)
+    assert journal.dropped == 1 and not journal.healthy
+    journal.on_event(FaultRaised("m1", time.time(), keys=("ALARMA",)))
+    await flush(journal)  # the writer is still alive: this returns, and the row is there
+    assert journal.healthy and journal.dropped == 1
+    page = await journal.history("m1")
+    assert [row["kind"] for row in page.rows] == ["fault_raised"]
+    await journal.stop()
+
+
+@pytest.mark.parametrize(
+    ("command", "argument", "raw"),
+    [
+        (2**64 + 1, None, {"raw_command": str(2**64 + 1)}),
+        (1, -(2**63) - 1, {"raw_argument": str(-(2**63) - 1)}),
+        ("1", 2.5, {"raw_command": '"1"', "raw_argument": "2.5"}),
+        (1, {"deep": [1, 2, 3]}, {"raw_argument": '{"deep": [1, 2, 3]}'}),
+        (1, "x" * 500, {"raw_argument": '"' + "x" * 62 + "…"}),
+    ],
+)
+async def test_refused_values_no_column_holds_are_kept_as_text(tmp_path, command, argument, raw):
+    journal = Journal(tmp_path / "j.db")
+    await journal.start()
+    await journal.record_command(
+        CommandRefused(
+            "m1",
+            time.time(),
+            command_id=1,
+            command=command,
+            argument=argument,
+            code="INVALID_COMMAND",
+            message="bad",
+            reasons=(),
+            origin=WMS,
+        )
+    )
+    assert journal.healthy and journal.dropped == 0
+    (row,) = (await journal.history("m1")).rows
+    assert {k: v for k, v in row.items() if k.startswith("raw_")} == raw
+    assert ("command" in row) == ("raw_command" not in raw)
+    assert ("argument" in row) == (argument is not None and "raw_argument" not in raw)
+    await journal.stop()

@@ -147,13 +147,15 @@ async def run_case(args: argparse.Namespace, clients: int) -> tuple[dict, dict]:
     command_stub = PlcStub(CarouselModel(30, 0.002), 0.0)
     await command_stub.start()
     command_id = f"machine_{args.machines + 1}"
+    # The quiet time before a MOVE's interlock reading (default: the gateway's own).
+    guard = {} if args.stray_guard is None else {"stray_guard_s": args.stray_guard}
     ids = [f"machine_{i}" for i in range(1, args.machines + 1)]
     ws_port = free_port()
     url = f"ws://127.0.0.1:{ws_port}"
     tables = (
         stub_machines_toml(fleet)
         + "\n\n"
-        + stub_machines_toml([command_stub], first=args.machines + 1)
+        + stub_machines_toml([command_stub], first=args.machines + 1, **guard)
     )
     config = gateway_toml(ws_port, tables, **dict(settings_of(args.ws_setting)))
     if args.journal == "memory":
@@ -240,6 +242,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300, help="round trips of each kind")
     parser.add_argument("--journal", choices=("disk", "memory", "off"), default="disk")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--stray-guard",
+        type=float,
+        default=None,
+        help="stray_guard_s of the command machine (default: the gateway's, 0.05 s)",
+    )
     parser.add_argument(
         "--ws-setting", action="append", metavar="KEY=VALUE", help="[websocket] setting"
     )

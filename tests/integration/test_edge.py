@@ -108,6 +108,8 @@ async def test_head_answers_wherever_get_does_without_a_body(http):
         for route in router.routes
         if isinstance(route, APIRoute) and "GET" in route.methods
     }
+    # The shortcut needs the machine named on a gateway of two.
+    paths = {"/v1/status?machine_id=machine_1" if p == "/v1/status" else p for p in paths}
     paths |= {*DOCS_PAGES, "/openapi.json", "/static/app.js", "/docs/assets/swagger-ui.css"}
     assert {"/", "/v1/health", "/metrics", "/v1/machines/machine_1/status"} <= paths
     identity = {"Accept-Encoding": "identity"}

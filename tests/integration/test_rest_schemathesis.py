@@ -96,6 +96,10 @@ def pin_to_fleet(raw: dict[str, Any], machine_ids: list[str], *, bodies: bool) -
             models[name]["properties"]["command"] = {"type": "integer", "enum": [0, 1]}
             models[name]["properties"]["argument"] = {"anyOf": [bucket, {"type": "null"}]}
         models["ShortcutCommandRequest"]["properties"]["machine_id"] = fleet_id
+        # Required on a gateway of several machines: left out, the request is a 400.
+        required = models["ShortcutCommandRequest"].setdefault("required", [])
+        if "machine_id" not in required:
+            required.append("machine_id")
         models["MoveRequest"]["properties"]["position"] = bucket
     return schema
 
@@ -179,8 +183,11 @@ async def test_no_server_error(gateway_factory):
     machines = [
         {**FAST_MACHINE, "id": f"machine_{i}", "name": f"Carrusel {i}", **patient} for i in (1, 2)
     ]
-    gateway = await gateway_factory(gateway_config(machines))
-    gateway.http.api.limiter = RateLimiter(rate=1e6, burst=1_000_000)  # fuzzing, not flooding
+    # Fuzzing, not flooding: neither the per-client nor the per-machine limit may turn the
+    # run into 429s (it sends far more commands a second than a WMS would).
+    unlimited = {"commands_per_machine_per_second": 1e6, "command_burst": 1_000_000}
+    gateway = await gateway_factory(gateway_config(machines, limits=unlimited))
+    gateway.http.api.limiter = RateLimiter(rate=1e6, burst=1_000_000)
     failures, replies = await asyncio.to_thread(
         fuzz,
         f"http://127.0.0.1:{gateway.http_port}",

@@ -208,3 +208,35 @@ async def test_unknown_move_outcome_locks_the_machine_for_every_client(gateway_f
         unknown_row = next(r for r in rows if r["argument"] == 20)
         assert unknown_row["code"] == "MOVE_OUTCOME_UNKNOWN"
         assert unknown_row["outcome"] == "failed" and unknown_row["reasons"] == ["not_started"]
+
+
+async def test_rest_reports_an_unknown_move_outcome_and_why_moves_are_refused(gateway_factory):
+    """REST: 504 MOVE_OUTCOME_UNKNOWN for the MOVE, diagnostics name the lock, and the
+    metric says so while it lasts."""
+    import httpx
+
+    from tests.integration.conftest import gateway_config
+
+    gateway = await gateway_factory(gateway_config(2))
+    sim = gateway.simulators["machine_1"]
+    sim.settings.fault_only_on = Command.MOVE
+    sim.set_fault_mode(FaultMode.SILENT)
+    base = f"http://127.0.0.1:{gateway.http_port}"
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        reply = await http.post("/v1/machines/machine_1/move", json={"position": 20})
+        assert reply.status_code == 504, reply.text
+        assert reply.json()["code"] == "MOVE_OUTCOME_UNKNOWN"
+        diagnostics = (await http.get("/v1/machines/machine_1/diagnostics")).json()["data"]
+        refusal = diagnostics["move_refusal"]
+        assert refusal["code"] == "MACHINE_NOT_READY"
+        assert refusal["reasons"] == ["previous_move_unconfirmed"]
+        metrics = (await http.get("/metrics")).text
+        assert 'carousel_move_outcome_unknown{machine="machine_1"} 1.0' in metrics
+        second = await http.post("/v1/machines/machine_1/move", json={"position": 7})
+        assert second.status_code == 409 and second.json()["code"] == "MACHINE_NOT_READY"
+        assert sim.moves_received == 1
+        sim.set_fault_mode(FaultMode.NONE)
+        machine = gateway.fleet.get("machine_1")
+        await eventually(lambda: not machine.busy)
+        metrics = (await http.get("/metrics")).text
+        assert 'carousel_move_outcome_unknown{machine="machine_1"} 0.0' in metrics

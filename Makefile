@@ -31,6 +31,7 @@ TEST_DEPS :=
 
 test: $(STAMP) $(TEST_DEPS)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

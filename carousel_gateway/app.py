@@ -10,6 +10,7 @@ import ssl
 
 from carousel_gateway.api.guard import Guard, HostPolicy
 from carousel_gateway.api.rest import HttpServer, create_app
+from carousel_gateway.api.simulators import SimulatorFault, SimulatorLinkAction
 from carousel_gateway.api.ws import WebSocketApi
 from carousel_gateway.config import GatewayConfig, MachineConfig, SecurityConfig
 from carousel_gateway.fleet.events import (
@@ -23,9 +24,9 @@ from carousel_gateway.fleet.events import (
     MoveFailed,
 )
 from carousel_gateway.fleet.fleet import Fleet
-from carousel_gateway.sim.carousel import CarouselModel
+from carousel_gateway.sim.carousel import CarouselModel, Fault
 from carousel_gateway.sim.modbus_server import ModbusSimulatorServer, ModbusSimulatorSettings
-from carousel_gateway.sim.server import SimulatorServer, SimulatorSettings
+from carousel_gateway.sim.server import LinkAction, SimulatorServer, SimulatorSettings
 from carousel_gateway.store import Journal
 
 log = logging.getLogger("carousel_gateway")
@@ -72,6 +73,34 @@ def tls_context(security: SecurityConfig) -> ssl.SSLContext | None:
             f"TLS certificate {security.tls_cert} / key {security.tls_key}: {exc}"
         ) from exc
     return context
+
+
+class EmbeddedSimulatorControl:
+    """An embedded simulator as the REST API may drive it (``api.simulators``): the API's
+    vocabulary translated to the simulator's, so the API never imports ``sim/``."""
+
+    def __init__(self, server: SimulatorServer) -> None:
+        self._server = server
+
+    def set_fault(self, fault: SimulatorFault, active: bool) -> None:
+        self._server.model.set_fault(Fault(fault.value), active)
+
+    def active_faults(self) -> list[SimulatorFault]:
+        return sorted(SimulatorFault(fault.value) for fault in self._server.model.faults)
+
+    def status_byte(self) -> int:
+        return self._server.model.status_byte()
+
+    def link(self, action: SimulatorLinkAction) -> None:
+        self._server.link(LinkAction(action.value))
+
+    @property
+    def stalled(self) -> bool:
+        return self._server.stalled
+
+    @property
+    def session_open(self) -> bool:
+        return self._server.session_open
 
 
 class Gateway:
@@ -129,7 +158,10 @@ class Gateway:
         await self.websocket.start()
         app = create_app(
             self.fleet,
-            simulators=self.simulators,
+            simulators={
+                machine_id: EmbeddedSimulatorControl(server)
+                for machine_id, server in self.simulators.items()
+            },
             authenticator=self.websocket.authenticator,
             websocket=self.websocket,
             journal=self.journal,

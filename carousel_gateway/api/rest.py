@@ -65,6 +65,11 @@ from carousel_gateway.api.messages import (
     utc_timestamp,
 )
 from carousel_gateway.api.metrics import GatewayMetrics
+from carousel_gateway.api.simulators import (
+    SimulatorControl,
+    SimulatorFault,
+    SimulatorLinkAction,
+)
 from carousel_gateway.api.ws import WebSocketApi
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.fleet.events import Channel as OriginChannel
@@ -79,8 +84,6 @@ from carousel_gateway.fleet.lifecycle import FailReason
 from carousel_gateway.fleet.machine import ExecutedCommand, Machine
 from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.plc.protocol import Command
-from carousel_gateway.sim.carousel import Fault
-from carousel_gateway.sim.server import LinkAction, SimulatorServer
 from carousel_gateway.store import KINDS, Journal
 
 log = logging.getLogger(__name__)
@@ -269,14 +272,14 @@ class ReadyData(_Reply):
 
 
 class FaultData(_Reply):
-    fault: Fault
+    fault: SimulatorFault
     active: bool
-    faults: list[Fault] = Field(description="Every fault now active on the simulator")
+    faults: list[SimulatorFault] = Field(description="Every fault now active on the simulator")
     status_byte: int = Field(description="The simulator's status byte now")
 
 
 class LinkData(_Reply):
-    action: LinkAction
+    action: SimulatorLinkAction
     stalled: bool
     session_open: bool
 
@@ -372,14 +375,14 @@ class FaultRequest(BaseModel):
         json_schema_extra={"examples": [{"fault": "emergency_stop", "active": True}]},
     )
 
-    fault: Fault
+    fault: SimulatorFault
     active: StrictBool
 
 
 class LinkRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"action": "drop"}]})
 
-    action: LinkAction
+    action: SimulatorLinkAction
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -484,7 +487,7 @@ class RestApi:
         self,
         fleet: Fleet,
         *,
-        simulators: Mapping[str, SimulatorServer],
+        simulators: Mapping[str, SimulatorControl],
         authenticator: Authenticator,
         websocket: WebSocketApi | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
@@ -519,7 +522,7 @@ class RestApi:
         self._closing.set()
         self.metrics.close()
 
-    def simulator(self, machine_id: str) -> tuple[Machine, SimulatorServer]:
+    def simulator(self, machine_id: str) -> tuple[Machine, SimulatorControl]:
         machine = self.fleet.get(machine_id)
         server = self.simulators.get(machine.id)
         if machine.config.kind != "simulator" or server is None:
@@ -1240,7 +1243,7 @@ async def simulator_fault(
     """To rehearse a WMS's error handling without hardware: the fault is set on the simulated
     PLC, and the gateway sees it at its next poll as it would see a real one."""
     machine, server = api.simulator(machine_id)
-    server.model.set_fault(body.fault, body.active)
+    server.set_fault(body.fault, body.active)
     log.warning(
         "%s simulator fault %s %s by %s",
         machine.id,
@@ -1251,8 +1254,8 @@ async def simulator_fault(
     data = FaultData(
         fault=body.fault,
         active=body.active,
-        faults=sorted(server.model.faults),
-        status_byte=server.model.status_byte(),
+        faults=server.active_faults(),
+        status_byte=server.status_byte(),
     )
     return FaultResponse(machine_id=machine.id, data=data)
 
@@ -1347,7 +1350,7 @@ def _waits(in_body: WaitMode | None, in_query: WaitMode | None) -> bool:
 def create_app(
     fleet: Fleet,
     *,
-    simulators: Mapping[str, SimulatorServer],
+    simulators: Mapping[str, SimulatorControl],
     authenticator: Authenticator,
     websocket: WebSocketApi | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,

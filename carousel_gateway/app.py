@@ -8,8 +8,9 @@ import logging
 import signal
 import ssl
 
+from carousel_gateway.api.commands import CommandRunner
 from carousel_gateway.api.guard import Guard, HostPolicy
-from carousel_gateway.api.rest import HttpServer, create_app
+from carousel_gateway.api.http import HttpServer, create_app
 from carousel_gateway.api.simulators import SimulatorFault, SimulatorLinkAction
 from carousel_gateway.api.ws import WebSocketApi
 from carousel_gateway.config import GatewayConfig, MachineConfig, SecurityConfig
@@ -152,8 +153,15 @@ class Gateway:
         guard = Guard(
             self.config.limits, self.config.security, hosts=HostPolicy.for_config(self.config)
         )
+        # One command path for every API: one rate check, one drain, one way to a result.
+        runner = CommandRunner(guard)
         self.websocket = WebSocketApi(
-            self.config, self.fleet, journal=self.journal, guard=guard, ssl_context=context
+            self.config,
+            self.fleet,
+            journal=self.journal,
+            guard=guard,
+            ssl_context=context,
+            runner=runner,
         )
         await self.websocket.start()
         app = create_app(
@@ -166,6 +174,7 @@ class Gateway:
             websocket=self.websocket,
             journal=self.journal,
             guard=guard,
+            runner=runner,
         )
         self.http = HttpServer(
             app, self.config.http.host, self.config.http.port, ssl_context=context

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from carousel_gateway.api.auth import Authenticator, Identity
 from carousel_gateway.config import WILDCARD_HOSTS, GatewayConfig, LimitsConfig, SecurityConfig
 from carousel_gateway.errors import ErrorCode, GatewayError
 
@@ -464,6 +465,33 @@ class Guard:
         if token_given:
             self.lockout.failed(address)
         return self.refuse(where, ErrorCode.UNAUTHORIZED, "missing or invalid token")
+
+    def admit(self, where: str, *, host: str | None, origin: str | None) -> None:
+        """Whether this peer may talk to the gateway at all, the same for both APIs: the
+        ``Host`` (HOST_NOT_ALLOWED), then a browser page's origin (ORIGIN_NOT_ALLOWED)."""
+        self.check_host(where, host)
+        self.check_origin(where, origin, host)
+
+    def authenticate(
+        self,
+        where: str,
+        authenticator: Authenticator,
+        token: str | None,
+        *,
+        address: str,
+        peer: str,
+    ) -> Identity:
+        """Who the token says the caller is, the same for both APIs: a locked-out address
+        first (AUTH_LOCKED_OUT, before the token is even looked at), then the token
+        (UNAUTHORIZED; a wrong one counts toward the lockout, a right one clears it)."""
+        if authenticator.enabled:
+            self.check_lockout(where, address)
+        identity = authenticator.identify(token, peer)
+        if identity is None:
+            raise self.auth_failed(where, address, token_given=bool(token))
+        if authenticator.enabled:
+            self.lockout.succeeded(address)
+        return identity
 
     def check_machine_command(self, where: str, machine_id: str) -> None:
         wait = self.machine_commands.acquire(machine_id)

@@ -33,6 +33,7 @@ from carousel_gateway.api.auth import (
     install_log_redaction,
     token_from,
 )
+from carousel_gateway.api.commands import CommandRunner
 from carousel_gateway.api.edge import SERVER, websocket_headers
 from carousel_gateway.api.guard import WS_HANDSHAKE, WS_MESSAGE, Guard, HostPolicy, TokenBucket
 from carousel_gateway.api.http_status import http_status
@@ -93,7 +94,7 @@ from carousel_gateway.fleet.events import (
     TelemetrySourceChanged,
 )
 from carousel_gateway.fleet.fleet import Fleet
-from carousel_gateway.fleet.machine import Machine
+from carousel_gateway.fleet.machine import Machine, MoveOutcomeUnknown
 from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.store import Journal
 
@@ -101,9 +102,6 @@ log = logging.getLogger(__name__)
 
 #: Commands one session may have waiting on PLCs at once (each machine takes one anyway).
 MAX_COMMANDS_IN_FLIGHT = 16
-#: Seconds ``stop()`` waits for commands already handed to machines to finish (each is one
-#: or two PLC exchanges, bounded by the request timeouts), so their journal rows are written.
-DRAIN_COMMANDS_S = 10.0
 
 
 @dataclass(eq=False, slots=True)
@@ -138,6 +136,7 @@ class WebSocketApi:
         journal: Journal | None = None,
         guard: Guard | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        runner: CommandRunner | None = None,
     ) -> None:
         self.config = config
         self.fleet = fleet
@@ -148,8 +147,11 @@ class WebSocketApi:
             config.limits, config.security, hosts=HostPolicy.for_config(config)
         )
         self.ssl_context = ssl_context
-        #: Commands handed to machines; they run to the end even if their session closes.
-        self.commands: set[asyncio.Task[None]] = set()
+        #: The gateway's one command path (shared with REST when given).
+        self.runner = runner if runner is not None else CommandRunner(self.guard)
+        #: Sessions waiting for their own commands' results, by ``id()`` of the command's
+        #: Origin (the one the fleet's events carry): they get theirs directly, not a copy.
+        self._requesters: dict[int, Session] = {}
         self.sessions: dict[int, Session] = {}
         self.subscriptions: SubscriptionIndex[Session] = SubscriptionIndex()
         self.sent_by_type: Counter[str] = Counter()
@@ -207,8 +209,7 @@ class WebSocketApi:
             self._server = None
         # Commands already handed to machines finish (and are journalled) before the fleet
         # and the journal stop; nothing new can start now.
-        if self.commands:
-            await asyncio.wait(set(self.commands), timeout=DRAIN_COMMANDS_S)
+        await self.runner.drain()
 
     # -- handshake ------------------------------------------------------------------------
 
@@ -220,16 +221,10 @@ class WebSocketApi:
         peer = _peer(connection)
         address = _address(connection)
         try:
-            guard.check_host(WS_HANDSHAKE, request.headers.get("Host"))
-            guard.check_origin(
-                WS_HANDSHAKE, request.headers.get("Origin"), request.headers.get("Host")
-            )
-            token = token_from(request.headers.get("Authorization"), request.path)
-            if self.authenticator.enabled:
-                guard.check_lockout(WS_HANDSHAKE, address)
-                if self.authenticator.identify(token, peer) is None:
-                    raise guard.auth_failed(WS_HANDSHAKE, address, token_given=bool(token))
-                guard.lockout.succeeded(address)
+            headers = request.headers
+            guard.admit(WS_HANDSHAKE, host=headers.get("Host"), origin=headers.get("Origin"))
+            token = token_from(headers.get("Authorization"), request.path)
+            guard.authenticate(WS_HANDSHAKE, self.authenticator, token, address=address, peer=peer)
             code = guard.sessions.refusal(address)
             if code is not None:
                 raise guard.refuse(WS_HANDSHAKE, code, "too many WebSocket sessions; try later")
@@ -387,14 +382,11 @@ class WebSocketApi:
                 f"too many commands in flight on this session (at most {MAX_COMMANDS_IN_FLIGHT})",
                 machine_id=machine.id,
             )
-        # Before the machine sees it: a flood must not reach the PLC nor the journal.
-        self.guard.check_machine_command(WS_MESSAGE, machine.id)
         command, argument = message.command_and_argument()
         origin = Origin(
             client=session.identity.client,
             channel=OriginChannel.WS,
             request_id=message.request_id,
-            session_id=session.id,
         )
         # Counted here, not in the task: a burst of frames is dispatched before any task runs.
         session.commands_in_flight += 1
@@ -447,16 +439,30 @@ class WebSocketApi:
     async def _run_command(
         self, session: Session, machine: Machine, command: object, argument: object, origin: Origin
     ) -> None:
-        # Its own task, shielded: a command handed to a machine runs to the end (sent at
-        # most once, journalled) even when its session closes or the gateway stops.
-        execution = asyncio.ensure_future(machine.execute(command, argument, origin))  # type: ignore[arg-type]
-        self.commands.add(execution)
-        execution.add_done_callback(self.commands.discard)
-        execution.add_done_callback(_retrieve)
+        """One command through the runner; the requester gets its command_result (or error)
+        and then its move's outcome, each with its request_id, straight from the runner."""
+        key = id(origin)
+        self._requesters[key] = session
         try:
-            await asyncio.shield(execution)
-            # The command_result itself goes out from the CommandAccepted event, in order
-            # with the move_completed/move_failed that follows it.
+            try:
+                executed = await self.runner.run(
+                    machine,
+                    command,
+                    argument,
+                    origin,
+                    where=WS_MESSAGE,  # type: ignore[arg-type]
+                )
+            except MoveOutcomeUnknown as exc:
+                self._send(session, error_message(exc, origin.request_id))
+                outcome = exc.outcome  # a later reading still settles it: the requester hears
+            else:
+                self._send(session, _command_result(executed.accepted, origin.request_id))
+                outcome = executed.outcome
+            finally:
+                session.commands_in_flight -= 1
+            if outcome is not None:
+                event = await self.runner.outcome(machine, outcome)
+                self._send(session, _move_outcome(event, origin.request_id))
         except GatewayError as exc:
             self._send(session, error_message(exc, origin.request_id))
         except Exception:
@@ -466,7 +472,7 @@ class WebSocketApi:
             )
             self._send(session, error_message(internal, origin.request_id))
         finally:
-            session.commands_in_flight -= 1
+            self._requesters.pop(key, None)
 
     def _machine_ids(self, machine_ids: list[str] | None) -> list[str]:
         if machine_ids is None:
@@ -531,9 +537,9 @@ class WebSocketApi:
                         done = lambda: observe(time.monotonic() - changed)  # noqa: E731
                     self._broadcast(sessions, "status_broadcast", message.encode(), done)
             case CommandAccepted():
-                self._to_requester_and_subscribers(event, event.origin, _command_result)
+                self._to_other_subscribers(event, event.origin, _command_result)
             case MoveCompleted() | MoveFailed():
-                self._to_requester_and_subscribers(event, event.origin, _move_outcome)
+                self._to_other_subscribers(event, event.origin, _move_outcome)
             case ConnectionChanged(state=state, reason=reason):
                 kind = {
                     ConnectionState.CONNECTED: MachineEventKind.CONNECTED,
@@ -558,14 +564,11 @@ class WebSocketApi:
                     event, MachineEventKind.POSITION_DESYNC_CLEARED, position=position
                 )
 
-    def _to_requester_and_subscribers(self, event: Event, origin: Origin, build) -> None:
-        requester = None
-        if origin.channel is OriginChannel.WS and origin.session_id is not None:
-            requester = self.sessions.get(origin.session_id)
-        if requester is not None:
-            message = build(event, origin.request_id)
-            self._send(requester, message)
+    def _to_other_subscribers(self, event: Event, origin: Origin, build) -> None:
+        """A command's result or outcome to the sessions subscribed to commands, except its
+        requester (it gets its own, with its request_id, from ``_run_command``)."""
         subscribers = self.subscriptions.sessions(Channel.COMMANDS, event.machine_id)
+        requester = self._requesters.get(id(origin))
         others = subscribers
         if requester is not None and requester in subscribers:
             others = tuple(s for s in subscribers if s is not requester)
@@ -671,12 +674,6 @@ def _move_outcome(
         timestamp=utc_timestamp(event.at),
         request_id=request_id,
     )
-
-
-def _retrieve(task: asyncio.Future[object]) -> None:
-    """Mark an orphaned command's outcome as seen (its session may be gone)."""
-    if not task.cancelled():
-        task.exception()
 
 
 def _refusal(connection: ServerConnection, error: GatewayError) -> Response:

@@ -56,7 +56,6 @@ class Origin:
     client: str = "gateway"
     channel: Channel = Channel.INTERNAL
     request_id: str | None = None
-    session_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,7 +85,10 @@ _T = TypeVar("_T")
 
 class MoveOutcomeUnknown(GatewayError):
     """``MOVE_OUTCOME_UNKNOWN``: the MOVE was written, its reply never came or could not
-    be trusted. The command is journalled as sent (never as refused)."""
+    be trusted. The command is journalled as sent (never as refused). ``outcome`` is the
+    move's outcome to come: a later reading still settles it (arrived, or failed)."""
+
+    outcome: asyncio.Future[MoveCompleted | MoveFailed] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,13 +417,16 @@ class Machine:
             position,
             exc,
         )
-        return MoveOutcomeUnknown(
+        unknown = MoveOutcomeUnknown(
             ErrorCode.MOVE_OUTCOME_UNKNOWN,
             f"MOVE to position {position} was sent to {self.id} but {exc}; it may be moving. "
             "It was not retried; move_completed or move_failed follows once a reading tells",
             machine_id=self.id,
             reasons=(PREVIOUS_MOVE_UNCONFIRMED,),
         )
+        assert self._move is not None
+        unknown.outcome = self._move.future
+        return unknown
 
     def _track(
         self,

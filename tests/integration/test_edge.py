@@ -19,10 +19,11 @@ from fastapi.routing import APIRoute
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 
-from carousel_gateway.api import dashboard, rest
+from carousel_gateway.api import dashboard
 from carousel_gateway.api.edge import SERVER, inline_script_hashes
 from carousel_gateway.api.guard import ADDRESS_REFRESH_S, HostPolicy
-from carousel_gateway.api.rest import DOCS_PAGES
+from carousel_gateway.api.http.application import ROUTERS
+from carousel_gateway.api.http.gatekeeper import DOCS_PAGES
 from carousel_gateway.config import ConfigError, parse_config
 from carousel_gateway.errors import ErrorCode
 from tests.integration.conftest import gateway_config
@@ -104,7 +105,7 @@ async def test_docs_load_only_same_origin_assets_that_exist(http):
 async def test_head_answers_wherever_get_does_without_a_body(http):
     paths = {
         route.path.replace("{machine_id}", "machine_1")
-        for router in (rest.router, rest.open_router, dashboard.router)
+        for router in (*ROUTERS, dashboard.router)
         for route in router.routes
         if isinstance(route, APIRoute) and "GET" in route.methods
     }

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from carousel_gateway.api.guard import RateLimiter
 from carousel_gateway.api.http_status import STATUS_BY_CODE, http_status
-from carousel_gateway.api.rest import RateLimiter
 from carousel_gateway.errors import ErrorCode
 from carousel_gateway.fleet.events import MoveCompleted, StatusChanged
 from carousel_gateway.plc.connection import ConnectionState

@@ -38,7 +38,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from carousel_gateway.api.rest import RateLimiter
+from carousel_gateway.api.guard import RateLimiter
 from tests.integration.conftest import FAST_MACHINE, gateway_config
 
 CONFORMANCE = [

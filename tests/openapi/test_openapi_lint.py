@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from carousel_gateway.api.auth import Authenticator
-from carousel_gateway.api.rest import create_app
+from carousel_gateway.api.http import create_app
 from carousel_gateway.config import AuthConfig, parse_config
 from carousel_gateway.fleet.fleet import Fleet
 

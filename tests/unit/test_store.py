@@ -22,7 +22,7 @@ from carousel_gateway.store import Journal
 
 pytestmark = pytest.mark.asyncio
 
-WMS = Origin(client="wms", channel=Channel.WS, request_id="r1", session_id=1)
+WMS = Origin(client="wms", channel=Channel.WS, request_id="r1")
 
 
 def accepted(command_id: int, argument: int, at: float, machine: str = "m1") -> CommandAccepted:

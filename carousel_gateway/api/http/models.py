@@ -1,0 +1,283 @@
+"""The REST API's request and response models: what goes over HTTP, and so what
+``/openapi.json`` documents. Every JSON reply is an :class:`Envelope`."""
+
+from __future__ import annotations
+
+from typing import Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+from carousel_gateway.api.messages import HistoryEntry, MachineInfo, MachineState, utc_timestamp
+from carousel_gateway.api.simulators import SimulatorFault, SimulatorLinkAction
+from carousel_gateway.errors import ErrorCode
+from carousel_gateway.plc.connection import ConnectionState
+
+DataT = TypeVar("DataT")
+
+
+class _Reply(BaseModel):
+    """Reply models: every field is always sent, so the schema marks every one required."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+class Envelope(_Reply, Generic[DataT]):
+    """Every JSON reply: ``success`` with ``data``, or ``error`` with a ``code``."""
+
+    success: bool = True
+    data: DataT
+    error: str | None = None
+    code: ErrorCode | None = None
+    timestamp: str = Field(
+        default_factory=utc_timestamp,
+        description="UTC, ISO 8601 with milliseconds",
+        examples=["2025-01-27T10:30:00.000Z"],
+    )
+
+
+class MachineEnvelope(Envelope[DataT], Generic[DataT]):
+    machine_id: str
+
+
+class MachineEntry(MachineInfo):
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    status: str = Field(description="Connection state of the gateway's link to the PLC")
+
+
+class MoveOutcome(_Reply):
+    """How a move ended: arrived at its target, or failed (and why)."""
+
+    state: Literal["arrived", "failed"]
+    command_id: int
+    target: int
+    position: int | None = Field(description="Where the carousel stood at the end")
+    reason: str | None = Field(None, description="Main reason of a failure")
+    reasons: list[str] = Field(
+        default_factory=list, description="Every reason: fault keys, timeout, connection_lost..."
+    )
+    duration_s: float
+    timestamp: str
+
+
+class CommandData(_Reply):
+    command_sent: int
+    argument: int | None
+    result: str
+    skipped: bool = Field(description="True when the carousel already stood there: not sent")
+    command_id: int
+    outcome: MoveOutcome | None = Field(
+        None, description="With wait=arrival: how the move ended (null without it)"
+    )
+
+
+class ErrorData(_Reply):
+    reasons: list[str] = Field(
+        default_factory=list, description="Status keys or reasons behind BUSY/MACHINE_NOT_READY"
+    )
+    command: CommandData | None = Field(
+        None, description="The command, when it was sent but its move did not arrive"
+    )
+
+
+class ErrorResponse(Envelope[ErrorData]):
+    """Any error. ``code`` is null only for HTTP-level errors (unknown path, bad method)."""
+
+    success: bool = False
+    error: str
+    machine_id: str | None = None
+
+
+class ConnectionDiagnostics(_Reply):
+    host: str
+    port: int
+    state: ConnectionState
+    connected_since: str | None
+    reconnects: int
+    last_error: str | None
+    latency_p50_s: float | None = Field(description="Over the recent requests to the PLC")
+    latency_p99_s: float | None
+    latency_samples: int
+    bad_replies: int = Field(description="Replies ignored (position outside the machine)")
+
+
+class Interlock(_Reply):
+    key: str
+    text: str
+
+
+class Refusal(_Reply):
+    """Why a move would be refused right now."""
+
+    code: ErrorCode
+    message: str
+    reasons: list[str]
+
+
+class TelemetryDiagnostics(_Reply):
+    """Where status and position come from (Modbus machines can fall back to port 3200)."""
+
+    configured: Literal["port3200", "modbus"]
+    source: str = Field(description="The source in use now: modbus or port3200")
+    fallbacks: int
+    modbus_state: str | None
+    modbus_last_error: str | None
+    registers: dict[str, int] | None = Field(description="Raw registers of the last Modbus read")
+    position_desync: dict[str, int] | None = Field(
+        description="Idle with the latched target (D2) not at the position (D0): a warning"
+    )
+
+
+class MachineDiagnostics(_Reply):
+    connection: ConnectionDiagnostics
+    state: MachineState
+    faults: list[str] = Field(description="Active fault keys, in bit order")
+    interlocks: list[Interlock] = Field(description="Every status bit that blocks a move now")
+    move_refusal: Refusal | None = Field(description="Null when a move would be accepted now")
+    busy: bool
+    active_target: int | None
+    last_move: MoveOutcome | None
+    telemetry: TelemetryDiagnostics
+    counters: dict[str, float] | None = Field(
+        description="Maintenance counters from the journal (null when it is disabled)"
+    )
+
+
+class HistoryData(_Reply):
+    entries: list[HistoryEntry]
+    next_cursor: int | None = Field(description="Pass as `cursor` for the next, older page")
+
+
+class JournalHealth(_Reply):
+    state: Literal["ok", "degraded", "disabled"]
+    dropped: int = Field(description="Records the journal could not write so far")
+    pending: int
+    last_error: str | None
+
+
+class HealthData(_Reply):
+    status: Literal["healthy", "degraded", "critical"] = Field(
+        description="healthy: every PLC connected; critical: none; degraded: some"
+    )
+    version: str
+    machines: dict[str, ConnectionState]
+    journal: JournalHealth
+
+
+class ReadyData(_Reply):
+    ready: bool
+
+
+class FaultData(_Reply):
+    fault: SimulatorFault
+    active: bool
+    faults: list[SimulatorFault] = Field(description="Every fault now active on the simulator")
+    status_byte: int = Field(description="The simulator's status byte now")
+
+
+class LinkData(_Reply):
+    action: SimulatorLinkAction
+    stalled: bool
+    session_open: bool
+
+
+class MachinesResponse(Envelope[list[MachineEntry]]):
+    pass
+
+
+class MachineStatusResponse(MachineEnvelope[MachineState]):
+    pass
+
+
+class CommandResponse(MachineEnvelope[CommandData]):
+    pass
+
+
+class DiagnosticsResponse(MachineEnvelope[MachineDiagnostics]):
+    pass
+
+
+class HealthResponse(Envelope[HealthData]):
+    pass
+
+
+class HistoryResponse(Envelope[HistoryData]):
+    machine_id: str | None = None
+
+
+class ReadyResponse(Envelope[ReadyData]):
+    pass
+
+
+class FaultResponse(MachineEnvelope[FaultData]):
+    pass
+
+
+class LinkResponse(MachineEnvelope[LinkData]):
+    pass
+
+
+WaitMode = Literal["arrival"]
+
+WAIT_TEXT = (
+    '"arrival": hold the reply until the move arrives or fails (bounded by the machine\'s '
+    "move_timeout_s) and return its outcome"
+)
+
+
+class CommandRequest(BaseModel):
+    """A command as in the WebSocket ``send_command``. Values are judged by the machine.
+    Like every request body, a key it does not know is refused (400, naming the key)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"command": 1, "argument": 25}]}
+    )
+
+    # No bounds here: the machine judges values (INVALID_COMMAND, journalled), as it does
+    # for the WebSocket API, so both APIs refuse a bad value the same way.
+    command: StrictInt = Field(
+        description="0 STATUS, 1 MOVE (others only where the machine allows); 0..255"
+    )
+    argument: StrictInt | None = Field(
+        None, description="For MOVE: the target position (1..positions)"
+    )
+    wait: WaitMode | None = Field(None, description=WAIT_TEXT)
+
+
+class ShortcutCommandRequest(CommandRequest):
+    """``POST /v1/command``: the machine is named in the body, and may be left out only when
+    the gateway has exactly one machine."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"machine_id": "machine_1", "command": 1, "argument": 25}]},
+    )
+
+    machine_id: str | None = Field(
+        None, max_length=128, description="The machine; required unless the gateway has exactly one"
+    )
+
+
+class MoveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"position": 7}]})
+
+    position: StrictInt = Field(
+        description="Target position, in the machine's numbering (1..positions)"
+    )
+    wait: WaitMode | None = Field(None, description=WAIT_TEXT)
+
+
+class FaultRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"fault": "emergency_stop", "active": True}]},
+    )
+
+    fault: SimulatorFault
+    active: StrictBool
+
+
+class LinkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"action": "drop"}]})
+
+    action: SimulatorLinkAction

@@ -1,0 +1,93 @@
+"""Open endpoints for operations (no token needed): liveness, readiness, metrics."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from carousel_gateway import __version__
+from carousel_gateway.api.http.deps import ApiDep
+from carousel_gateway.api.http.errors import documented_errors, error_response
+from carousel_gateway.api.http.models import (
+    ErrorResponse,
+    HealthData,
+    HealthResponse,
+    JournalHealth,
+    ReadyData,
+    ReadyResponse,
+)
+from carousel_gateway.errors import ErrorCode, GatewayError
+from carousel_gateway.plc.connection import ConnectionState
+
+router = APIRouter()
+
+
+#: For the open endpoints: no token needed (the API's own security schemes do not apply).
+NO_TOKEN = {"security": []}
+
+
+@router.get(
+    "/v1/health",
+    response_model=HealthResponse,
+    responses=documented_errors(),
+    summary="Liveness (always 200 while the process serves) and every PLC link's state",
+    tags=["Operations"],
+    openapi_extra=NO_TOKEN,
+)
+async def health(api: ApiDep) -> HealthResponse:
+    """For liveness probes and monitoring: 200 while the process serves, with `healthy`,
+    `degraded` or `critical` by how many PLC links are up, and the journal's state."""
+    states = {m.id: m.snapshot.connection for m in api.fleet}
+    connected = sum(state is ConnectionState.CONNECTED for state in states.values())
+    status: Literal["healthy", "degraded", "critical"] = (
+        "healthy" if connected == len(states) else "critical" if connected == 0 else "degraded"
+    )
+    journal = api.journal
+    journal_health = JournalHealth(
+        state="disabled" if journal is None else "ok" if journal.healthy else "degraded",
+        dropped=0 if journal is None else journal.dropped,
+        pending=0 if journal is None else journal.pending,
+        last_error=None if journal is None else journal.last_error,
+    )
+    return HealthResponse(
+        data=HealthData(status=status, version=__version__, machines=states, journal=journal_health)
+    )
+
+
+@router.get(
+    "/v1/ready",
+    response_model=ReadyResponse,
+    responses={
+        **documented_errors(),
+        503: {"model": ErrorResponse, "description": "Starting or shutting down"},
+    },
+    summary="Readiness: 200 only while the WebSocket and HTTP servers are up",
+    tags=["Operations"],
+    openapi_extra=NO_TOKEN,
+)
+async def ready(api: ApiDep) -> ReadyResponse | JSONResponse:
+    """For load balancers: a PLC link down does not make the gateway unready, since it can
+    still serve the last known states."""
+    if not api.ready:
+        return error_response(GatewayError(ErrorCode.CONNECTION_ERROR, "the gateway is not ready"))
+    return ReadyResponse(data=ReadyData(ready=True))
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={
+        **documented_errors(),
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+    },
+    summary="Prometheus metrics (text exposition format)",
+    tags=["Operations"],
+    openapi_extra=NO_TOKEN,
+)
+async def metrics(api: ApiDep) -> Response:
+    """For Prometheus: machines, PLC requests, commands, moves, sessions and refusals (the
+    list is in docs/rest-api.md)."""
+    return Response(content=api.metrics.render(), media_type=CONTENT_TYPE_LATEST)

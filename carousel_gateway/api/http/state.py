@@ -1,0 +1,75 @@
+"""What the REST endpoints share: the fleet, the journal, the simulators, the guard, the
+command runner, metrics and readiness."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from carousel_gateway.api.auth import Authenticator
+from carousel_gateway.api.commands import CommandRunner
+from carousel_gateway.api.guard import Guard, RateLimiter
+from carousel_gateway.api.metrics import GatewayMetrics
+from carousel_gateway.api.simulators import SimulatorControl
+from carousel_gateway.api.ws import WebSocketApi
+from carousel_gateway.errors import ErrorCode, GatewayError
+from carousel_gateway.fleet.fleet import Fleet
+from carousel_gateway.fleet.machine import Machine
+from carousel_gateway.store import Journal
+
+#: Largest request body accepted (every valid body is a few dozen bytes).
+MAX_BODY_BYTES = 64 * 1024
+
+
+class RestApi:
+    """What the endpoints share: the fleet, the simulators, auth, the command runner,
+    metrics, readiness."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        simulators: Mapping[str, SimulatorControl],
+        authenticator: Authenticator,
+        websocket: WebSocketApi | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        rate_limiter: RateLimiter | None = None,
+        journal: Journal | None = None,
+        guard: Guard | None = None,
+        runner: CommandRunner | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self.journal = journal
+        self.simulators = simulators
+        self.authenticator = authenticator
+        self.websocket = websocket
+        self.max_body_bytes = max_body_bytes
+        #: Origins, lockouts, per-machine command rates (shared with the WebSocket API).
+        if guard is None:
+            guard = websocket.guard if websocket is not None else Guard()
+        self.guard = guard
+        limits = guard.limits
+        self.limiter = rate_limiter or RateLimiter(
+            limits.http_writes_per_second, limits.http_write_burst
+        )
+        #: The gateway's one command path (shared with the WebSocket API when given).
+        self.runner = runner if runner is not None else CommandRunner(guard)
+        self.metrics = GatewayMetrics(fleet, websocket, guard=guard)
+        #: True while the servers are up (set by :class:`HttpServer`).
+        self.ready = False
+
+    def close(self) -> None:
+        """Stop answering as ready and release requests waiting for a move's outcome."""
+        self.ready = False
+        self.runner.close()
+        self.metrics.close()
+
+    def simulator(self, machine_id: str) -> tuple[Machine, SimulatorControl]:
+        machine = self.fleet.get(machine_id)
+        server = self.simulators.get(machine.id)
+        if machine.config.kind != "simulator" or server is None:
+            raise GatewayError(
+                ErrorCode.MACHINE_NOT_FOUND,
+                f"{machine.id} is not a simulator embedded in this gateway",
+                machine_id=machine.id,
+            )
+        return machine, server

@@ -351,7 +351,7 @@ async def test_stalled_plc_is_504_plc_timeout(gateway_factory):
         ("/v1/machines/machine_1/move", {"position": 0}),
         ("/v1/machines/machine_1/move", {"position": "x"}),
         ("/v1/machines/machine_1/move", {}),
-        ("/v1/command", {"command": 1, "argument": 999}),
+        ("/v1/command", {"machine_id": "machine_1", "command": 1, "argument": 999}),
     ],
 )
 async def test_bad_command_values_are_400_invalid_command(http, gateway, path, body):

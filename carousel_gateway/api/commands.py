@@ -65,10 +65,9 @@ class CommandRunner:
         # the margin lets that verdict, with its reason, arrive before this bound.
         bound = config.move_timeout_s + config.request_timeout_s + config.poll_active_s
         closing = asyncio.ensure_future(self._closing.wait())
+        waiting: set[asyncio.Future[Any]] = {future, closing}
         try:
-            await asyncio.wait(
-                {future, closing}, timeout=bound, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait(waiting, timeout=bound, return_when=asyncio.FIRST_COMPLETED)
         finally:
             closing.cancel()
         if future.done() and not future.cancelled():

@@ -437,7 +437,12 @@ class WebSocketApi:
             self._send(session, error_message(failed, message.request_id))
 
     async def _run_command(
-        self, session: Session, machine: Machine, command: object, argument: object, origin: Origin
+        self,
+        session: Session,
+        machine: Machine,
+        command: int,  # as the client sent them: the machine judges the values
+        argument: int | None,
+        origin: Origin,
     ) -> None:
         """One command through the runner; the requester gets its command_result (or error)
         and then its move's outcome, each with its request_id, straight from the runner."""
@@ -446,11 +451,7 @@ class WebSocketApi:
         try:
             try:
                 executed = await self.runner.run(
-                    machine,
-                    command,
-                    argument,
-                    origin,
-                    where=WS_MESSAGE,  # type: ignore[arg-type]
+                    machine, command, argument, origin, where=WS_MESSAGE
                 )
             except MoveOutcomeUnknown as exc:
                 self._send(session, error_message(exc, origin.request_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated
 
@@ -43,7 +44,7 @@ async def _history(
     machine_id: str | None,
     since: datetime | None,
     until: datetime | None,
-    kinds: list[str] | None,
+    kinds: Sequence[str] | None,
     limit: int,
     cursor: int | None,
 ) -> HistoryResponse:

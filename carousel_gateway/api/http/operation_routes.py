@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -26,7 +26,7 @@ router = APIRouter()
 
 
 #: For the open endpoints: no token needed (the API's own security schemes do not apply).
-NO_TOKEN = {"security": []}
+NO_TOKEN: dict[str, Any] = {"security": []}
 
 
 @router.get(

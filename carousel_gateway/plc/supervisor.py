@@ -116,9 +116,7 @@ class LinkSupervisor(Generic[L]):
     def start(self) -> None:
         """Start keeping the link up in the background."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=self._task_name
-            )
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self._task_name)
 
     async def close(self) -> None:
         """Close the link for good (shutdown); its transport is closed before this returns."""

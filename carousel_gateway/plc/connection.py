@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from carousel_gateway.plc.errors import ConnectFailed, PlcBadReply, PlcConnectionLost, PlcOutOfStep
-# Re-exported (``as``): the rest of the package imports these from here.
 from carousel_gateway.plc.errors import PlcError as PlcError
 from carousel_gateway.plc.errors import PlcNotConnected as PlcNotConnected
 from carousel_gateway.plc.errors import PlcTimeout as PlcTimeout

@@ -1,12 +1,13 @@
 """Asyncio client for a PLC's port 3200: one persistent connection, one request at a time.
 
-A supervisor task keeps the connection up (exponential backoff with jitter, a circuit
-breaker). Requests never connect by themselves: when the link is down they fail at once, so
-a dead PLC costs its callers nothing. A request that gets no reply in time marks the link as
-broken (it is re-established) and fails with :class:`PlcTimeout`; nothing is ever retried
-here, so a MOVE is sent at most once. So does a reply that cannot be right (a position
-outside the machine): with no framing on the wire, the byte stream can no longer be trusted
-to be in step, and a fresh connection is the only way back.
+A :class:`~carousel_gateway.plc.supervisor.LinkSupervisor` keeps the connection up
+(exponential backoff with jitter, a circuit breaker); this module opens the socket and
+carries the exchange. Requests never connect by themselves: when the link is down they fail
+at once, so a dead PLC costs its callers nothing. A request that gets no reply in time
+marks the link as broken (it is re-established) and fails with :class:`PlcTimeout`; nothing
+is ever retried here, so a MOVE is sent at most once. So does a reply that cannot be right
+(a position outside the machine): with no framing on the wire, the byte stream can no
+longer be trusted to be in step, and a fresh connection is the only way back.
 
 The same holds for bytes nobody asked for. The link only ever holds the bytes of the one
 reply it waits for: a byte that arrives while no request is outstanding, or one past the
@@ -18,14 +19,15 @@ is discarded, the link is re-opened, and nothing is ever buffered beyond one rep
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+from carousel_gateway.plc.errors import ConnectFailed, PlcBadReply, PlcConnectionLost, PlcOutOfStep
+from carousel_gateway.plc.errors import PlcError as PlcError
+from carousel_gateway.plc.errors import PlcNotConnected as PlcNotConnected
+from carousel_gateway.plc.errors import PlcTimeout as PlcTimeout
 from carousel_gateway.plc.protocol import (
     DEFAULT_LAYOUT,
     Reply,
@@ -36,39 +38,13 @@ from carousel_gateway.plc.protocol import (
     encode_status_request,
 )
 from carousel_gateway.plc.resilience import Backoff, CircuitBreaker
-
-log = logging.getLogger(__name__)
-
-
-class ConnectionState(StrEnum):
-    CONNECTED = "connected"
-    DISCONNECTED = "disconnected"
-    ERROR = "error"  # repeated failures: the circuit breaker is open
-
-
-class PlcError(Exception):
-    """Base of every error talking to a PLC."""
-
-
-class PlcNotConnected(PlcError):
-    """The link is down (or the breaker is open); nothing was sent."""
-
-
-class PlcTimeout(PlcError):
-    """No complete reply in time; the request may or may not have been acted on."""
-
-
-class PlcConnectionLost(PlcError):
-    """The link closed while waiting for a reply (the request may have been acted on)."""
-
-
-class PlcBadReply(PlcError):
-    """A reply that cannot be right; the link is re-established."""
-
-
-class PlcOutOfStep(PlcError):
-    """The PLC sent bytes no request explains; the link is re-established."""
-
+from carousel_gateway.plc.supervisor import ConnectionState as ConnectionState
+from carousel_gateway.plc.supervisor import (
+    LinkSupervisor,
+    StateListener,
+    SupervisedConnection,
+    SupervisedLink,
+)
 
 #: The reason every out-of-step fault starts with (logs, ``machine_event``, diagnostics).
 OUT_OF_STEP = "unrequested bytes from the PLC: link re-opened"
@@ -102,10 +78,7 @@ class ConnectionSettings:
     positions: int | None = None
 
 
-StateListener = Callable[[ConnectionState, str | None], None]
-
-
-class _LinkProtocol(asyncio.Protocol):
+class _LinkProtocol(SupervisedLink, asyncio.Protocol):
     """Holds the bytes of the one reply awaited, and nothing else.
 
     Bytes with no request outstanding, or past the awaited reply's length, put the stream
@@ -113,20 +86,22 @@ class _LinkProtocol(asyncio.Protocol):
     """
 
     def __init__(self, on_out_of_step: Callable[[_LinkProtocol, str], None]) -> None:
+        super().__init__()
         self.transport: asyncio.Transport | None = None
-        self.closed: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._buffer = bytearray()
         self._waiter: asyncio.Future[bytes] | None = None
         self._expected = 0
         self._on_out_of_step = on_out_of_step
         #: Why the stream was found out of step (None while it is in step).
         self.out_of_step: str | None = None
-        #: The connection has counted this link's failure (once per link).
-        self.failed = False
+        #: Replies read on this link, and the loop time of the last (or of the link's start).
+        self.replies = 0
+        self.last_reply_at = asyncio.get_running_loop().time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.last_reply_at = asyncio.get_running_loop().time()
 
     def data_received(self, data: bytes) -> None:
         if self.out_of_step is not None:
@@ -151,8 +126,7 @@ class _LinkProtocol(asyncio.Protocol):
             self._waiter.set_exception(
                 PlcConnectionLost(f"connection lost before the reply: {reason}")
             )
-        if not self.closed.done():
-            self.closed.set_result(reason)
+        self.lost(reason)
 
     @property
     def usable(self) -> bool:
@@ -169,6 +143,10 @@ class _LinkProtocol(asyncio.Protocol):
     def buffered(self) -> int:
         """Bytes received toward the reply awaited."""
         return len(self._buffer)
+
+    def abort(self, reason: str) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     def expect(self, length: int) -> asyncio.Future[bytes]:
         """Wait for the next ``length`` bytes (the buffer is empty between replies)."""
@@ -187,7 +165,7 @@ class _LinkProtocol(asyncio.Protocol):
             self.transport.abort()
 
 
-class PlcConnection:
+class PlcConnection(SupervisedConnection[_LinkProtocol]):
     """The gateway's single link to one PLC."""
 
     def __init__(
@@ -199,10 +177,6 @@ class PlcConnection:
     ) -> None:
         self.settings = settings
         self.name = name or f"{settings.host}:{settings.port}"
-        self.state = ConnectionState.DISCONNECTED
-        self.last_error: str | None = None
-        self.connected_since: float | None = None  # wall clock (time.time())
-        self.connects = 0
         self.latencies_s: deque[float] = deque(maxlen=1024)
         #: Replies refused as impossible (the link was re-established after each).
         self.bad_replies = 0
@@ -210,44 +184,31 @@ class PlcConnection:
         self.out_of_step_faults = 0
         #: The last two replies with their place in the stream (see :class:`ReplyMark`).
         self.recent_replies: deque[tuple[ReplyMark, Reply]] = deque(maxlen=2)
-        self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s)
-        self._on_state_change = on_state_change
-        self._protocol: _LinkProtocol | None = None
+        self.supervisor = LinkSupervisor(
+            self._open,
+            title="PLC",
+            name=self.name,
+            backoff=settings.backoff,
+            breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s),
+            task_name=f"plc-link-{self.name}",
+            on_state_change=on_state_change,
+            quiet=True,  # the machine's connection event is the log line
+        )
         self._lock = asyncio.Lock()
-        self._supervisor: asyncio.Task[None] | None = None
-        self._state_changed = asyncio.Event()
-        self._replies_on_link = 0
-        self._link_failure_counted = False
-        self._last_reply_at = 0.0  # loop time of the last reply (or of the link coming up)
 
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Start keeping the link up in the background."""
-        if self._supervisor is None:
-            self._supervisor = asyncio.get_running_loop().create_task(
-                self._supervise(), name=f"plc-link-{self.name}"
-            )
-
-    async def close(self) -> None:
-        """Close the link for good (shutdown)."""
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
-        self._drop_link()
-        self._set_state(ConnectionState.DISCONNECTED, "closed by the gateway")
-
-    @property
-    def reconnects(self) -> int:
-        return max(0, self.connects - 1)
-
-    async def wait_state_change(self) -> ConnectionState:
-        """Wait until the connection state changes (no polling)."""
-        self._state_changed.clear()
-        await self._state_changed.wait()
-        return self.state
+    async def _open(self) -> _LinkProtocol:
+        """One TCP connection to port 3200, or :class:`ConnectFailed`."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                _, protocol = await loop.create_connection(
+                    lambda: _LinkProtocol(self._out_of_step),
+                    self.settings.host,
+                    self.settings.port,
+                )
+        except (OSError, TimeoutError) as exc:
+            raise ConnectFailed(f"connect failed: {str(exc) or 'connect timed out'}") from None
+        return protocol
 
     # -- requests -------------------------------------------------------------------------
 
@@ -263,7 +224,7 @@ class PlcConnection:
     async def request(self, payload: bytes) -> Reply:
         """Send one request and read exactly one reply; fails fast when the link is down."""
         async with self._lock:
-            protocol = self._usable_protocol()
+            protocol = self.supervisor.usable_link()
             assert protocol.transport is not None
             layout = self.settings.layout
             waiter = protocol.expect(layout.reply_length)
@@ -300,10 +261,10 @@ class PlcConnection:
                 self._fail(protocol, message)
                 raise PlcBadReply(message)
             self.latencies_s.append(time.perf_counter() - started)
-            self._replies_on_link += 1
-            self.recent_replies.append((ReplyMark(self.connects, self._replies_on_link), reply))
-            self._last_reply_at = asyncio.get_running_loop().time()
-            self.breaker.record_success()
+            protocol.replies += 1
+            self.recent_replies.append((ReplyMark(self.connects, protocol.replies), reply))
+            protocol.last_reply_at = asyncio.get_running_loop().time()
+            self.supervisor.succeeded()
             return reply
 
     async def quiet_for(self, seconds: float) -> None:
@@ -313,8 +274,8 @@ class PlcConnection:
         arrives with no request outstanding and faults the link: then this raises.
         """
         async with self._lock:
-            protocol = self._usable_protocol()
-            remaining = self._last_reply_at + seconds - asyncio.get_running_loop().time()
+            protocol = self.supervisor.usable_link()
+            remaining = protocol.last_reply_at + seconds - asyncio.get_running_loop().time()
             if remaining > 0:
                 await asyncio.wait({protocol.closed}, timeout=remaining)
             if protocol.out_of_step is not None:
@@ -333,119 +294,11 @@ class PlcConnection:
         (first_mark, first), (second_mark, second) = self.recent_replies
         return (first, second) if second_mark.follows(first_mark) else None
 
-    def _usable_protocol(self) -> _LinkProtocol:
-        """The live link, or :class:`PlcNotConnected` (called with the lock held)."""
-        protocol = self._protocol
-        if self.state is ConnectionState.CONNECTED and protocol is not None and not protocol.usable:
-            # Closed, and the supervisor has not run yet: say so now, so nobody writes into
-            # a dead link (nor loops on it) meanwhile.
-            reason = protocol.closed.result() if protocol.closed.done() else "closing"
-            self.last_error = self.last_error or f"connection lost: {reason}"
-            self._set_state(ConnectionState.DISCONNECTED, self.last_error)
-            protocol = None
-        if self.state is not ConnectionState.CONNECTED or protocol is None:
-            raise PlcNotConnected(self._not_connected_reason())
-        return protocol
-
-    def _not_connected_reason(self) -> str:
-        if self.state is ConnectionState.ERROR:
-            return f"PLC {self.name} unreachable (circuit open): {self.last_error}"
-        detail = f": {self.last_error}" if self.last_error else ""
-        return f"PLC {self.name} not connected{detail}"
-
     def _fail(self, protocol: _LinkProtocol, reason: str) -> None:
-        """A request failed: count it and break its link so it is re-established cleanly.
-
-        Only the link the request used is broken (never one re-established meanwhile), and
-        the state says so at once: requests queued behind this one fail fast instead of
-        writing into a dead link.
-        """
-        if protocol.failed:
-            return  # already counted (an out-of-step fault, then its request's error)
-        protocol.failed = True
-        self.last_error = reason
-        self.breaker.record_failure(time.monotonic())
-        if protocol.transport is not None:
-            protocol.transport.abort()
-        if protocol is self._protocol:
-            self._link_failure_counted = True
-            self._set_state(ConnectionState.DISCONNECTED, reason)
+        """A request failed: count it and break its link so it is re-established cleanly."""
+        self.supervisor.fail(protocol, reason)
 
     def _out_of_step(self, protocol: _LinkProtocol, reason: str) -> None:
         """The link's stream showed bytes no request explains (called by the protocol)."""
         self.out_of_step_faults += 1
         self._fail(protocol, reason)
-
-    def _drop_link(self) -> None:
-        protocol = self._protocol
-        if protocol is not None and protocol.transport is not None:
-            protocol.transport.abort()
-
-    # -- supervision ----------------------------------------------------------------------
-
-    async def _supervise(self) -> None:
-        loop = asyncio.get_running_loop()
-        attempt = 0
-        while True:
-            wait = self.breaker.remaining(time.monotonic())
-            if wait > 0:
-                self._set_state(ConnectionState.ERROR, self.last_error)
-                await asyncio.sleep(wait)
-                continue
-            try:
-                async with asyncio.timeout(self.settings.connect_timeout_s):
-                    _, protocol = await loop.create_connection(
-                        lambda: _LinkProtocol(self._out_of_step),
-                        self.settings.host,
-                        self.settings.port,
-                    )
-            except (OSError, TimeoutError) as exc:
-                attempt += 1
-                reason = str(exc) or "connect timed out"
-                self.last_error = f"connect failed: {reason}"
-                self.breaker.record_failure(time.monotonic())
-                state = (
-                    ConnectionState.ERROR
-                    if self.breaker.remaining(time.monotonic()) > 0
-                    else ConnectionState.DISCONNECTED
-                )
-                self._set_state(state, self.last_error)
-                await asyncio.sleep(self.settings.backoff.delay(attempt))
-                continue
-            self._protocol = protocol
-            self._last_reply_at = loop.time()
-            self._replies_on_link = 0
-            self._link_failure_counted = False
-            self.connects += 1
-            self.connected_since = time.time()
-            self._set_state(ConnectionState.CONNECTED, None)
-            try:
-                reason = await asyncio.shield(protocol.closed)
-            finally:
-                self._protocol = None
-                self.connected_since = None
-            self.last_error = self.last_error or f"connection lost: {reason}"
-            self._set_state(ConnectionState.DISCONNECTED, self.last_error)
-            if self._replies_on_link:
-                attempt = 0  # a link that worked: try again at once
-                continue
-            # A link that never answered (accepts then closes, or never replies): back off,
-            # or a flapping PLC would be hammered in a tight loop.
-            attempt += 1
-            if not self._link_failure_counted:
-                self.breaker.record_failure(time.monotonic())
-            await asyncio.sleep(self.settings.backoff.delay(attempt))
-
-    def _set_state(self, state: ConnectionState, reason: str | None) -> None:
-        if state is ConnectionState.CONNECTED:
-            self.last_error = None
-        if state is self.state:
-            return
-        self.state = state
-        self._state_changed.set()
-        if state is ConnectionState.CONNECTED:
-            log.debug("PLC %s connected", self.name)  # the machine's event is the log line
-        else:
-            log.debug("PLC %s %s: %s", self.name, state.value, reason)
-        if self._on_state_change is not None:
-            self._on_state_change(state, reason)

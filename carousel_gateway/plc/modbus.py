@@ -7,9 +7,9 @@ so this is the better source of live state. It only ever *reads* holding registe
 Pure part: :class:`RegisterMap` plans the fewest reads for the configured registers and
 :func:`decode_registers` turns register values into a :class:`TelemetryReading`; both are
 tested without sockets. I/O part: :class:`ModbusTelemetry` keeps one persistent pymodbus
-connection the way :class:`~carousel_gateway.plc.connection.PlcConnection` keeps port 3200:
-a supervisor task with backoff and a circuit breaker, the same :class:`ConnectionState`
-values, reads that fail fast while the link is down and are never retried here.
+connection under the same :class:`~carousel_gateway.plc.supervisor.LinkSupervisor` as port
+3200 (backoff, circuit breaker, the same states); reads fail fast while the link is down and
+are never retried here.
 pymodbus's own auto-reconnect and retries are switched off: a second reconnect loop would
 fight ours over the socket and hide the link state from the machine.
 """
@@ -17,8 +17,6 @@ fight ours over the socket and hide the link state from the machine.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,19 +25,16 @@ from dataclasses import dataclass, field
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from carousel_gateway.plc.connection import (
-    ConnectionState,
-    PlcConnectionLost,
-    PlcError,
-    PlcNotConnected,
-    PlcTimeout,
-    StateListener,
-)
+from carousel_gateway.plc.errors import ConnectFailed, PlcConnectionLost, PlcError, PlcTimeout
 from carousel_gateway.plc.protocol import ProtocolError, Reply
 from carousel_gateway.plc.resilience import Backoff, CircuitBreaker
 from carousel_gateway.plc.status import StatusWord
-
-log = logging.getLogger(__name__)
+from carousel_gateway.plc.supervisor import (
+    LinkSupervisor,
+    StateListener,
+    SupervisedConnection,
+    SupervisedLink,
+)
 
 #: Function 03 returns at most 125 registers per request.
 MAX_REGISTERS_PER_READ = 125
@@ -205,11 +200,11 @@ class ModbusSettings:
     breaker_cooldown_s: float = 5.0
 
 
-class _Link:
-    """One pymodbus client (one TCP connection) and a future that completes when it closes."""
+class _Link(SupervisedLink):
+    """One pymodbus client (one TCP connection); ``closed`` completes when it closes."""
 
     def __init__(self, settings: ModbusSettings, name: str) -> None:
-        self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        super().__init__()
         self.client = AsyncModbusTcpClient(
             settings.host,
             port=settings.port,
@@ -225,17 +220,13 @@ class _Link:
         if not connected:
             self.lost("closed by peer")
 
-    def lost(self, reason: str) -> None:
-        if not self.closed.done():
-            self.closed.set_result(reason)
-
-    def close(self, reason: str) -> None:
+    def abort(self, reason: str) -> None:
         # pymodbus does not report a close it was asked for, so complete `closed` here.
         self.client.close()
         self.lost(reason)
 
 
-class ModbusTelemetry:
+class ModbusTelemetry(SupervisedConnection[_Link]):
     """The gateway's Modbus TCP link to one PLC, read-only."""
 
     def __init__(
@@ -248,60 +239,45 @@ class ModbusTelemetry:
         self.settings = settings
         self.name = name or f"{settings.host}:{settings.port}"
         self.plan = settings.registers.read_plan()
-        self.state = ConnectionState.DISCONNECTED
-        self.last_error: str | None = None
-        self.connected_since: float | None = None  # wall clock
-        self.connects = 0
         self.reads = 0
         self.failed_reads = 0
         self.last_reading: TelemetryReading | None = None
         self.latencies_s: deque[float] = deque(maxlen=1024)
-        self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s)
-        self._on_state_change = on_state_change
-        self._link: _Link | None = None
+        self.supervisor = LinkSupervisor(
+            self._open,
+            title="Modbus",
+            name=self.name,
+            backoff=settings.backoff,
+            breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s),
+            task_name=f"modbus-link-{self.name}",
+            on_state_change=on_state_change,
+        )
         self._lock = asyncio.Lock()
-        self._supervisor: asyncio.Task[None] | None = None
-        self._state_changed = asyncio.Event()
-        self._reads_on_link = 0
-        self._link_failure_counted = False
 
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Start keeping the link up in the background."""
-        if self._supervisor is None:
-            self._supervisor = asyncio.get_running_loop().create_task(
-                self._supervise(), name=f"modbus-link-{self.name}"
-            )
-
-    async def close(self) -> None:
-        """Close the link for good (shutdown)."""
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
-        self._drop_link("closed by the gateway")
-        self._set_state(ConnectionState.DISCONNECTED, "closed by the gateway")
-
-    @property
-    def reconnects(self) -> int:
-        return max(0, self.connects - 1)
-
-    async def wait_state_change(self) -> ConnectionState:
-        """Wait until the connection state changes (no polling)."""
-        self._state_changed.clear()
-        await self._state_changed.wait()
-        return self.state
+    async def _open(self) -> _Link:
+        """One pymodbus connection, or :class:`ConnectFailed`."""
+        link = _Link(self.settings, self.name)
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                connected = await link.client.connect()
+            reason = "refused or unreachable"
+        except TimeoutError:
+            connected, reason = False, "timed out"
+        except BaseException:
+            link.abort("connect abandoned")
+            raise
+        if not connected or link.closed.done():
+            link.abort("connect failed")
+            address = f"{self.settings.host}:{self.settings.port}"
+            raise ConnectFailed(f"Modbus connect to {address} failed: {reason}")
+        return link
 
     # -- reading --------------------------------------------------------------------------
 
     async def read(self) -> TelemetryReading:
         """Read position, target and status now; fails fast when the link is down."""
         async with self._lock:
-            link = self._link
-            if self.state is not ConnectionState.CONNECTED or link is None:
-                raise PlcNotConnected(self._not_connected_reason())
+            link = self.supervisor.usable_link()
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(self.settings.request_timeout_s):
@@ -309,10 +285,10 @@ class ModbusTelemetry:
                 reading = decode_registers(registers_from_blocks(results), self.settings.registers)
             except TimeoutError:
                 message = f"no Modbus reply within {self.settings.request_timeout_s:g} s"
-                self._fail(message)
+                self._fail(link, message)
                 raise PlcTimeout(message) from None
             except (PlcConnectionLost, PlcTimeout) as exc:
-                self._fail(str(exc))
+                self._fail(link, str(exc))
                 raise
             except ModbusDecodeError as exc:
                 self._refused(str(exc))
@@ -322,8 +298,7 @@ class ModbusTelemetry:
                 raise
             self.latencies_s.append(time.perf_counter() - started)
             self.reads += 1
-            self._reads_on_link += 1
-            self.breaker.record_success()
+            self.supervisor.succeeded()
             self.last_reading = reading
             return reading
 
@@ -357,97 +332,12 @@ class ModbusTelemetry:
             raise ModbusReadError(f"PLC refused reading {block}: exception {code} ({name})")
         return list(response.registers)
 
-    def _not_connected_reason(self) -> str:
-        if self.state is ConnectionState.ERROR:
-            return f"Modbus of {self.name} unreachable (circuit open): {self.last_error}"
-        detail = f": {self.last_error}" if self.last_error else ""
-        return f"Modbus of {self.name} not connected{detail}"
-
     def _refused(self, reason: str) -> None:
         """An answer that is no reading: the link itself is fine, so it is kept."""
         self.failed_reads += 1
-        self.last_error = reason
+        self.supervisor.last_error = reason
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, link: _Link, reason: str) -> None:
         """A read failed on the link: count it and re-establish the link cleanly."""
         self.failed_reads += 1
-        self.last_error = reason
-        self.breaker.record_failure(time.monotonic())
-        self._link_failure_counted = True
-        self._drop_link(reason)
-
-    def _drop_link(self, reason: str) -> None:
-        if self._link is not None:
-            self._link.close(reason)
-
-    # -- supervision ----------------------------------------------------------------------
-
-    async def _supervise(self) -> None:
-        attempt = 0
-        address = f"{self.settings.host}:{self.settings.port}"
-        while True:
-            wait = self.breaker.remaining(time.monotonic())
-            if wait > 0:
-                self._set_state(ConnectionState.ERROR, self.last_error)
-                await asyncio.sleep(wait)
-                continue
-            link = _Link(self.settings, self.name)
-            try:
-                async with asyncio.timeout(self.settings.connect_timeout_s):
-                    connected = await link.client.connect()
-                reason = "refused or unreachable"
-            except TimeoutError:
-                connected, reason = False, "timed out"
-            except BaseException:
-                link.close("connect abandoned")
-                raise
-            if not connected or link.closed.done():
-                link.close("connect failed")
-                attempt += 1
-                self.last_error = f"Modbus connect to {address} failed: {reason}"
-                self.breaker.record_failure(time.monotonic())
-                state = (
-                    ConnectionState.ERROR
-                    if self.breaker.remaining(time.monotonic()) > 0
-                    else ConnectionState.DISCONNECTED
-                )
-                self._set_state(state, self.last_error)
-                await asyncio.sleep(self.settings.backoff.delay(attempt))
-                continue
-            self._link = link
-            self._reads_on_link = 0
-            self._link_failure_counted = False
-            self.connects += 1
-            self.connected_since = time.time()
-            self._set_state(ConnectionState.CONNECTED, None)
-            try:
-                reason = await asyncio.shield(link.closed)
-            finally:
-                self._link = None
-                self.connected_since = None
-                link.close("link ended")
-            self.last_error = self.last_error or f"connection lost: {reason}"
-            self._set_state(ConnectionState.DISCONNECTED, self.last_error)
-            if self._reads_on_link:
-                attempt = 0  # a link that worked: try again at once
-                continue
-            # A link that never gave a reading: back off, or a flapping PLC is hammered.
-            attempt += 1
-            if not self._link_failure_counted:
-                self.breaker.record_failure(time.monotonic())
-            await asyncio.sleep(self.settings.backoff.delay(attempt))
-
-    def _set_state(self, state: ConnectionState, reason: str | None) -> None:
-        if state is ConnectionState.CONNECTED:
-            self.last_error = None
-        if state is self.state:
-            return
-        self.state = state
-        self._state_changed.set()
-        if state is ConnectionState.CONNECTED:
-            log.info("Modbus %s connected", self.name)
-        else:
-            level = logging.INFO if reason == "closed by the gateway" else logging.WARNING
-            log.log(level, "Modbus %s %s: %s", self.name, state.value, reason)
-        if self._on_state_change is not None:
-            self._on_state_change(state, reason)
+        self.supervisor.fail(link, reason)

@@ -12,7 +12,7 @@ Requests are matched to replies by ``request_id``. If the link drops, the client
 with backoff, re-subscribes, and the server's fresh ``status_broadcast`` arrives on every
 open ``events()`` iterator; requests in flight at that moment fail with
 :class:`ConnectionLost` (a move is never re-sent). Results are the server's own message
-models from :mod:`carousel_gateway.api.messages`.
+models from :mod:`carousel_gateway.wire`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from carousel_gateway.api.messages import (
+from carousel_gateway.wire import (
     CommandResult,
     Counters,
     ErrorMessage,

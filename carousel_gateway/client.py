@@ -24,7 +24,7 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from websockets.asyncio.client import ClientConnection, connect
@@ -52,6 +52,8 @@ from carousel_gateway.wire import (
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "ws://localhost:8765"
+
+_T = TypeVar("_T")
 
 MoveOutcome = MoveCompletedMessage | MoveFailedMessage
 Event = (
@@ -362,7 +364,7 @@ class CarouselClient:
             raise ConnectionLost("the link to the gateway dropped") from None
 
     @staticmethod
-    async def _await(future: asyncio.Future[Any], limit: float | None) -> Any:
+    async def _await(future: asyncio.Future[_T], limit: float | None) -> _T:
         try:
             async with asyncio.timeout(limit):
                 return await asyncio.shield(future)

@@ -151,7 +151,7 @@ CLIENT_MESSAGES = (GetStatus, SendCommand, Subscribe, Unsubscribe, Ping, GetHist
 
 def parse_client_message(
     raw: str | bytes,
-) -> GetStatus | SendCommand | Subscribe | Unsubscribe | Ping:
+) -> GetStatus | SendCommand | Subscribe | Unsubscribe | Ping | GetHistory | GetCounters:
     """Parse one frame; raises ``GatewayError(INVALID_MESSAGE_FORMAT)`` with a clear text."""
     try:
         data = json_adapter.validate_json(raw)

@@ -193,8 +193,8 @@ def move(
 ) -> None:
     """Move a carousel to a bucket. Exit code 0 only if it arrived (or, without --wait, if
     the PLC took the command)."""
-    from carousel_gateway.api.messages import MoveCompletedMessage, MoveFailedMessage
     from carousel_gateway.client import CarouselClient
+    from carousel_gateway.wire import MoveCompletedMessage, MoveFailedMessage
 
     outcome_code = 0
 

@@ -12,7 +12,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from carousel_gateway.api.messages import (
+from carousel_gateway.fleet.lifecycle import stopping_conditions
+from carousel_gateway.plc.status import StatusWord
+from carousel_gateway.wire import (
     CommandResult,
     Counters,
     FleetStatus,
@@ -25,8 +27,6 @@ from carousel_gateway.api.messages import (
     MoveFailedMessage,
     StatusBroadcast,
 )
-from carousel_gateway.fleet.lifecycle import stopping_conditions
-from carousel_gateway.plc.status import StatusWord
 
 
 def _states(reply: MachineStatus | FleetStatus) -> dict[str, MachineState]:

@@ -12,7 +12,7 @@ Requests are matched to replies by ``request_id``. If the link drops, the client
 with backoff, re-subscribes, and the server's fresh ``status_broadcast`` arrives on every
 open ``events()`` iterator; requests in flight at that moment fail with
 :class:`ConnectionLost` (a move is never re-sent). Results are the server's own message
-models from :mod:`carousel_gateway.api.messages`.
+models from :mod:`carousel_gateway.wire`.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from carousel_gateway.api.messages import (
+from carousel_gateway.wire import (
     CommandResult,
     Counters,
     ErrorMessage,
@@ -52,6 +52,8 @@ from carousel_gateway.api.messages import (
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "ws://localhost:8765"
+
+_T = TypeVar("_T")
 
 MoveOutcome = MoveCompletedMessage | MoveFailedMessage
 Event = (
@@ -362,7 +364,7 @@ class CarouselClient:
             raise ConnectionLost("the link to the gateway dropped") from None
 
     @staticmethod
-    async def _await(future: asyncio.Future[Any], limit: float | None) -> Any:
+    async def _await(future: asyncio.Future[_T], limit: float | None) -> _T:
         try:
             async with asyncio.timeout(limit):
                 return await asyncio.shield(future)

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 from carousel_gateway.fleet.events import (
     CommandAccepted,
@@ -35,6 +35,11 @@ from carousel_gateway.fleet.events import (
     MoveFailed,
 )
 from carousel_gateway.plc.connection import ConnectionState
+
+# The row kinds a history query can filter on are the wire's (``get_history`` names them);
+# re-exported for the APIs that validate against them.
+from carousel_gateway.wire import KINDS as KINDS
+from carousel_gateway.wire import HistoryKind as HistoryKind
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +76,6 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 """
 
-#: Row kinds a history query can filter on (the APIs validate against this type).
-HistoryKind = Literal[
-    "command",
-    "command_refused",
-    "move_completed",
-    "move_failed",
-    "connected",
-    "disconnected",
-    "error",
-    "fault_raised",
-    "fault_cleared",
-    "telemetry_source_changed",
-    "position_desync",
-    "position_desync_cleared",
-]
-KINDS: tuple[str, ...] = get_args(HistoryKind)
 #: The range of an SQLite INTEGER (a larger Python int makes an insert fail).
 SQLITE_INT_MIN, SQLITE_INT_MAX = -(2**63), 2**63 - 1
 #: Longest text kept for a refused command's value that no integer column can hold.

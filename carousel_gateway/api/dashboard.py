@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from carousel_gateway.api.messages import utc_timestamp
+from carousel_gateway.wire import utc_timestamp
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 OPEN_PREFIXES = ("/static/",)

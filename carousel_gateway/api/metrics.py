@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from carousel_gateway.api.conversions import main_reason
 from carousel_gateway.api.guard import LIMIT_CODES, PLACES, Guard
-from carousel_gateway.api.messages import main_reason
 from carousel_gateway.fleet.events import (
     CommandAccepted,
     CommandRefused,
@@ -94,7 +94,7 @@ class GatewayMetrics:
             self.moves_completed.labels(machine.id)
             self.plc_latency.labels(machine.id)
         registry.register(_LiveCollector(fleet, websocket, guard))
-        # The last latency sample taken from each connection's recent-samples deque.
+        # The last latency sample taken from each link's recent-samples window.
         self._last_sample: dict[str, float] = {}
         self._unsubscribe = fleet.bus.subscribe(self._on_event)
         if websocket is not None:
@@ -128,13 +128,14 @@ class GatewayMetrics:
     def _take_latency_samples(self) -> None:
         """Move the samples each PLC link recorded since the last scrape into the histogram.
 
-        ``PlcConnection.latencies_s`` is a bounded deque of recent samples with no running
-        count, so the newest sample already taken is remembered by identity: every reply
-        appends a new float object and the reference kept here stops it from being reused.
+        A link keeps a bounded window of recent samples (``LinkReport.latencies_s``) with no
+        running count, so the newest sample already taken is remembered by identity: every
+        reply appends a new float object and the reference kept here stops it from being
+        reused.
         Samples pushed out of the deque between two scrapes (over 1024) are not counted.
         """
         for machine in self.fleet:
-            samples = machine.connection.latencies_s
+            samples = machine.diagnostics().link.latencies_s
             if not samples:
                 continue
             last = self._last_sample.get(machine.id)
@@ -240,7 +241,8 @@ class _LiveCollector(Collector):
             labels=labels,
         )
         for machine in self._fleet:
-            snapshot = machine.snapshot
+            report = machine.diagnostics()
+            snapshot = report.snapshot
             key = [machine.id]
             connected.add_metric(key, float(snapshot.connection is ConnectionState.CONNECTED))
             for value in ConnectionState:
@@ -256,11 +258,11 @@ class _LiveCollector(Collector):
                 active = set(status.faults())
                 for spec in _FAULT_FLAGS:
                     fault.add_metric([machine.id, spec.key.value], float(spec.key in active))
-            busy.add_metric(key, float(machine.busy))
-            reconnects.add_metric(key, machine.connection.reconnects)
-            bad_replies.add_metric(key, machine.bad_replies + machine.connection.bad_replies)
-            out_of_step.add_metric(key, machine.connection.out_of_step_faults)
-            unknown.add_metric(key, float(machine.move_outcome_unknown))
+            busy.add_metric(key, float(report.busy))
+            reconnects.add_metric(key, report.link.reconnects)
+            bad_replies.add_metric(key, report.link.bad_replies)
+            out_of_step.add_metric(key, report.link.out_of_step_faults)
+            unknown.add_metric(key, float(report.move_outcome_unknown))
         yield from (connected, state, position, status_byte, ready, remote, moving, fault, busy)
         yield from (reconnects, bad_replies, out_of_step, unknown)
 

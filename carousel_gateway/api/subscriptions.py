@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Generic, TypeVar
 
-from carousel_gateway.api.messages import SubscriptionType
+from carousel_gateway.wire import SubscriptionType
 
 S = TypeVar("S")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 
 from carousel_gateway.config import MachineConfig
@@ -27,6 +28,9 @@ class Fleet:
         self.bus = bus or EventBus()
         ports = ports or {}
         modbus_ports = modbus_ports or {}
+        # One counter for the whole fleet: command ids are unique within a boot (the
+        # journal's key), whichever machine ran the command.
+        command_ids = itertools.count(1)
         self._machines: dict[str, Machine] = {
             config.id: Machine(
                 config,
@@ -34,6 +38,7 @@ class Fleet:
                 port=ports.get(config.id),
                 modbus_port=modbus_ports.get(config.id),
                 command_journal=command_journal,
+                next_command_id=command_ids.__next__,
             )
             for config in configs
         }

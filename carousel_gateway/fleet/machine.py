@@ -1,22 +1,17 @@
 """One carousel as the gateway sees it: live snapshot, poll loop, safe command execution.
 
-The poll loop keeps an immutable :class:`Snapshot` fresh (faster while a move is pending)
-and publishes events only on change. Commands run one at a time: validation, interlocks on
-a fresh reading, the MOVE itself, then a :class:`MoveTracker` until arrival or failure.
-Clients never wait on polling: they read the snapshot.
-
-Telemetry (where readings come from) is port-3200 STATUS polling by default. A machine
-configured with ``telemetry = "modbus"`` reads D0/D2/D1000 over Modbus TCP instead (~50 ms
-against 0.2–0.8 s) and uses port 3200 for commands only; when Modbus gives no good reading
-for ``modbus_fallback_s`` it polls port 3200 until Modbus answers again, and says so with
-:class:`TelemetrySourceChanged`. Modbus also shows the latched target (D2): an idle machine
-whose target is not where it stands is reported (:class:`PositionDesync`), never acted on.
+Commands run one at a time: validation, interlocks on a fresh reading, the MOVE itself,
+then a :class:`MoveTracker` until arrival or failure. Clients never wait on polling: they
+read the snapshot. The layers below :class:`Machine` keep that snapshot: what a reading
+does (:mod:`~carousel_gateway.fleet.readings`), when and where readings are taken
+(:mod:`~carousel_gateway.fleet.polling`, with the Modbus rules of
+:mod:`~carousel_gateway.fleet.telemetry`), and how the links are opened
+(:mod:`~carousel_gateway.fleet.links`). ``diagnostics()`` reports on all of them at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -26,42 +21,38 @@ from typing import TypeVar
 
 from carousel_gateway.config import MachineConfig
 from carousel_gateway.errors import ErrorCode, GatewayError
+from carousel_gateway.fleet.diagnostics import DiagnosticsReport, diagnose
 from carousel_gateway.fleet.events import (
     CommandAccepted,
     CommandJournal,
     CommandRefused,
-    ConnectionChanged,
     EventBus,
-    FaultCleared,
-    FaultRaised,
     MoveCompleted,
     MoveFailed,
     Origin,
-    PositionDesync,
-    PositionDesyncCleared,
     Snapshot,
-    StatusChanged,
     TelemetrySource,
-    TelemetrySourceChanged,
 )
-from carousel_gateway.fleet.lifecycle import Arrived, MoveTracker, Verdict, stopping_conditions
+from carousel_gateway.fleet.lifecycle import MoveTracker, stopping_conditions
+from carousel_gateway.fleet.links import connection_settings, modbus_settings
+from carousel_gateway.fleet.polling import MachinePolling
+from carousel_gateway.fleet.readings import ActiveMove
 from carousel_gateway.plc.connection import (
-    ConnectionSettings,
     ConnectionState,
-    PlcConnection,
     PlcError,
     PlcNotConnected,
     PlcTimeout,
 )
-from carousel_gateway.plc.modbus import (
-    ModbusSettings,
-    ModbusTelemetry,
-    RegisterMap,
-    TelemetryReading,
-)
 from carousel_gateway.plc.protocol import Command, Reply
-from carousel_gateway.plc.resilience import Backoff
 from carousel_gateway.plc.status import StatusKey
+
+__all__ = [
+    "ExecutedCommand",
+    "Machine",
+    "MoveOutcomeUnknown",
+    "connection_settings",
+    "modbus_settings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +65,6 @@ PREVIOUS_MOVE_UNCONFIRMED = "previous_move_unconfirmed"
 
 #: Port-3200 readings taken for a MOVE's interlocks before giving up on two that agree.
 INTERLOCK_READINGS_MAX = 4
-
-#: Consecutive idle readings with D2 != D0 before a desync is reported: one reading could
-#: catch a move started by someone else between the PLC's writes of D2 and RUN.
-DESYNC_CONFIRM_READINGS = 2
-
-_command_ids = itertools.count(1)
-_T = TypeVar("_T")
 
 
 class MoveOutcomeUnknown(GatewayError):
@@ -99,49 +83,10 @@ class ExecutedCommand:
     outcome: asyncio.Future[MoveCompleted | MoveFailed] | None = None
 
 
-@dataclass(slots=True)
-class _ActiveMove:
-    command_id: int
-    origin: Origin
-    target: int  # API numbering
-    tracker: MoveTracker
-    future: asyncio.Future[MoveCompleted | MoveFailed]
-    start_index: int | None = None
+_T = TypeVar("_T")
 
 
-def connection_settings(config: MachineConfig, port: int | None = None) -> ConnectionSettings:
-    return ConnectionSettings(
-        host=config.host,
-        port=config.port if port is None else port,
-        layout=config.reply.to_layout(),
-        connect_timeout_s=config.connect_timeout_s,
-        request_timeout_s=config.request_timeout_s,
-        backoff=Backoff(config.backoff_initial_s, config.backoff_max_s),
-        breaker_threshold=config.breaker_threshold,
-        breaker_cooldown_s=config.breaker_cooldown_s,
-        positions=config.positions,
-    )
-
-
-def modbus_settings(config: MachineConfig, port: int | None = None) -> ModbusSettings:
-    return ModbusSettings(
-        host=config.host,
-        port=config.modbus_port if port is None else port,
-        unit=config.modbus_unit,
-        registers=RegisterMap(
-            position=config.position_register,
-            target=config.target_register,
-            status=config.status_register,
-        ),
-        connect_timeout_s=config.connect_timeout_s,
-        request_timeout_s=config.modbus_timeout_s,
-        backoff=Backoff(config.backoff_initial_s, config.backoff_max_s),
-        breaker_threshold=config.breaker_threshold,
-        breaker_cooldown_s=config.breaker_cooldown_s,
-    )
-
-
-class Machine:
+class Machine(MachinePolling):
     """A carousel: its PLC link(s), its latest snapshot, its command path."""
 
     def __init__(
@@ -152,93 +97,19 @@ class Machine:
         port: int | None = None,
         modbus_port: int | None = None,
         command_journal: CommandJournal | None = None,
+        next_command_id: Callable[[], int] | None = None,
     ) -> None:
-        self.config = config
-        self.id = config.id
-        self.bus = bus
+        super().__init__(config, bus, port=port, modbus_port=modbus_port)
         #: Awaited with each command's record before the result is published, so that no
         #: client ever holds a result the journal does not have.
         self.command_journal = command_journal
-        self.connection = PlcConnection(
-            connection_settings(config, port),
-            name=config.id,
-            on_state_change=self._on_connection_state,
-        )
-        self.snapshot = Snapshot(machine_id=config.id)
-        self.last_outcome: MoveCompleted | MoveFailed | None = None
-        self.bad_replies = 0
-        # Telemetry diagnostics: the Modbus reader (None on port-3200 machines; its
-        # last_reading holds the raw registers), the source in use, the fallbacks so far,
-        # and the position desync being reported (None when there is none).
-        self.modbus: ModbusTelemetry | None = None
-        if config.telemetry == "modbus":
-            self.modbus = ModbusTelemetry(
-                modbus_settings(config, modbus_port),
-                name=f"{config.id}/modbus",
-                on_state_change=self._on_modbus_state,
-            )
-        self.telemetry_source = (
-            TelemetrySource.MODBUS if self.modbus is not None else TelemetrySource.PORT3200
-        )
-        self.telemetry_fallbacks = 0
-        self.position_desync: PositionDesync | None = None
-        self._desync_readings = 0
-        self._modbus_ok_at = 0.0  # loop time of the last good Modbus reading (or the start)
-        self._command_in_flight = False
-        self._move: _ActiveMove | None = None
-        self._wake = asyncio.Event()
-        self._poller: asyncio.Task[None] | None = None
+        #: Ids must be unique among the fleet's commands (the journal's key): the fleet
+        #: passes one counter to all its machines; a lone machine counts its own.
+        self._next_command_id = next_command_id or itertools.count(1).__next__
 
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self.connection.start()
-        if self.modbus is not None:
-            self.modbus.start()
-        if self._poller is None:
-            loop = asyncio.get_running_loop()
-            self._modbus_ok_at = loop.time()
-            poll = self._poll_loop() if self.modbus is None else self._modbus_poll_loop()
-            self._poller = loop.create_task(poll, name=f"poll-{self.id}")
-
-    async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
-        await self.connection.close()
-        if self.modbus is not None:
-            await self.modbus.close()
-
-    # -- numbering ------------------------------------------------------------------------
-
-    def to_api_position(self, index: int) -> int:
-        return index + self.config.position_base
-
-    def to_index(self, position: int) -> int:
-        return position - self.config.position_base
-
-    @property
-    def first_position(self) -> int:
-        return self.config.position_base
-
-    @property
-    def last_position(self) -> int:
-        return self.config.positions - 1 + self.config.position_base
-
-    @property
-    def busy(self) -> bool:
-        return self._command_in_flight or self._move is not None
-
-    @property
-    def move_outcome_unknown(self) -> bool:
-        """A MOVE was sent with no trustworthy reply, and no reading has settled it yet."""
-        return self._move is not None and self._move.tracker.outcome_unknown
-
-    @property
-    def active_target(self) -> int | None:
-        return self._move.target if self._move is not None else None
+    def diagnostics(self) -> DiagnosticsReport:
+        """Everything an operator asks about this machine, taken at one instant."""
+        return diagnose(self)
 
     # -- commands -------------------------------------------------------------------------
 
@@ -247,7 +118,7 @@ class Machine:
     ) -> ExecutedCommand:
         """Run one command; raises :class:`GatewayError` with a precise code when refused."""
         origin = origin or Origin()
-        command_id = next(_command_ids)
+        command_id = self._next_command_id()
         try:
             return await self._execute(command_id, command, argument, origin)
         except MoveOutcomeUnknown:
@@ -439,7 +310,7 @@ class Machine:
         acknowledged: bool,
     ) -> None:
         loop = asyncio.get_running_loop()
-        self._move = _ActiveMove(
+        self._move = ActiveMove(
             command_id,
             origin,
             position,
@@ -519,272 +390,6 @@ class Machine:
     ) -> GatewayError:
         return GatewayError(code, message, machine_id=self.id, reasons=reasons)
 
-    # -- polling --------------------------------------------------------------------------
-
-    async def _poll_loop(self) -> None:
-        """STATUS polls: every ``poll_idle_s`` while idle, back to back while active.
-
-        While a command is talking to the PLC there is no poll: its own replies are
-        readings, and a poll would only queue on the single link and hold the command's
-        next request back by a PLC round trip.
-        """
-        loop = asyncio.get_running_loop()
-        while True:
-            if self.connection.state is not ConnectionState.CONNECTED:
-                await self.connection.wait_state_change()
-                continue
-            if self._command_in_flight:
-                await self._idle(None)  # woken when the command is done
-                continue
-            started = loop.time()
-            try:
-                reply = await self.connection.status()
-            except PlcError:
-                continue  # the connection callback reports it; the next turn waits
-            self._apply_reply(reply, confirmed=False)
-            now = loop.time()
-            self._check_deadline(now)
-            await self._idle(self._poll_delay(started, now))
-
-    async def _idle(self, delay: float | None) -> None:
-        """Wait ``delay`` seconds (None: until woken), or less if woken (a command starts or
-        ends, a link changes state)."""
-        if delay is not None and delay <= 0:
-            return
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._wake.wait()
-
-    @property
-    def active(self) -> bool:
-        """A move or command pending, or the machine seen running (moved from its panel)."""
-        if self.busy:
-            return True
-        status = self.snapshot.status
-        return status is not None and status.running
-
-    def _poll_delay(self, started: float, now: float) -> float:
-        """Seconds from ``now`` to the next STATUS request, the last one sent at ``started``.
-
-        Idle: ``poll_idle_s`` after the reply. Active: back to back, the next request as
-        soon as the reply is in but never sooner than ``poll_min_gap_s`` after the last one
-        (with the field's 0.2-0.8 s replies, at once), so a change reaches clients within
-        one PLC round trip; or, with ``poll_back_to_back`` off, ``poll_active_s`` after the
-        reply.
-        """
-        config = self.config
-        if not self.active:
-            return config.poll_idle_s
-        if config.poll_back_to_back:
-            return started + config.poll_min_gap_s - now
-        return config.poll_active_s
-
-    def _apply_reply(self, reply: Reply, *, confirmed: bool) -> bool:
-        """Take one reading into the snapshot; publish what changed; advance a move.
-
-        ``confirmed`` is False for port-3200 replies: unframed, so a move's verdict on one
-        waits for the next reply on the same link to agree (see ``MoveTracker.observe``).
-        Returns False when the reading was ignored (a position outside the machine).
-        """
-        if not 0 <= reply.position_index < self.config.positions:
-            self.bad_replies += 1
-            log.warning(
-                "%s: PLC reported position index %d outside 0..%d; reading ignored",
-                self.id,
-                reply.position_index,
-                self.config.positions - 1,
-            )
-            return False
-        now = time.time()
-        previous = self.snapshot
-        current = replace(
-            previous,
-            position=self.to_api_position(reply.position_index),
-            raw_status=reply.status.raw,
-            updated_at=now,
-        )
-        self._publish_snapshot(previous, current)
-        if previous.raw_status != current.raw_status:
-            self._publish_fault_changes(previous, current)
-        if self._move is not None:
-            verdict = self._move.tracker.observe(
-                reply.status,
-                reply.position_index,
-                asyncio.get_running_loop().time(),
-                confirmed=confirmed,
-            )
-            if verdict is not None:
-                self._finish_move(verdict)
-        return True
-
-    def _publish_snapshot(self, previous: Snapshot, current: Snapshot) -> None:
-        if current.same_state(previous):
-            self.snapshot = current
-            return
-        current = replace(
-            current,
-            changed_at=current.updated_at or time.time(),
-            changed_monotonic=time.monotonic(),
-        )
-        self.snapshot = current
-        self.bus.publish(StatusChanged(self.id, time.time(), snapshot=current, previous=previous))
-
-    def _publish_fault_changes(self, previous: Snapshot, current: Snapshot) -> None:
-        before = set(stopping_conditions(previous.status)) if previous.status else set()
-        after = set(stopping_conditions(current.status)) if current.status else set()
-        order = [key.value for key in StatusKey]
-        raised = tuple(k for k in order if k in after - before)
-        cleared = tuple(k for k in order if k in before - after)
-        if raised:
-            self.bus.publish(FaultRaised(self.id, time.time(), keys=raised))
-        if cleared and previous.status is not None:
-            self.bus.publish(FaultCleared(self.id, time.time(), keys=cleared))
-
-    def _check_deadline(self, now: float) -> None:
-        if self._move is not None:
-            verdict = self._move.tracker.check_deadline(now)
-            if verdict is not None:
-                self._finish_move(verdict)
-
-    def _finish_move(self, verdict: Verdict) -> None:
-        move, self._move = self._move, None
-        assert move is not None
-        duration = asyncio.get_running_loop().time() - move.tracker.started_at
-        event: MoveCompleted | MoveFailed
-        if isinstance(verdict, Arrived):
-            event = MoveCompleted(
-                self.id,
-                time.time(),
-                command_id=move.command_id,
-                position=self.to_api_position(verdict.position_index),
-                duration_s=duration,
-                origin=move.origin,
-                travelled=self._travelled(move.start_index, verdict.position_index),
-            )
-        else:
-            position = self.snapshot.position
-            event = MoveFailed(
-                self.id,
-                time.time(),
-                command_id=move.command_id,
-                target=move.target,
-                reasons=verdict.reasons,
-                position=position,
-                duration_s=duration,
-                origin=move.origin,
-                travelled=self._travelled(
-                    move.start_index, None if position is None else self.to_index(position)
-                ),
-            )
-        self.last_outcome = event
-        if not move.future.done():
-            move.future.set_result(event)
-        self.bus.publish(event)
-
-    def _travelled(self, start: int | None, end: int | None) -> int:
-        """Buckets between two indexes the shorter way (the way a carousel turns)."""
-        if start is None or end is None:
-            return 0
-        forward = (end - start) % self.config.positions
-        return min(forward, self.config.positions - forward)
-
-    def _on_connection_state(self, state: ConnectionState, reason: str | None) -> None:
-        if state is not ConnectionState.CONNECTED and self._move is not None:
-            self._move.tracker.stream_restarted()  # a verdict awaiting this link is void
-        previous = self.snapshot
-        self._publish_snapshot(previous, replace(previous, connection=state))
-        self.bus.publish(ConnectionChanged(self.id, time.time(), state=state, reason=reason))
-        self._check_telemetry_lost()
-        self._wake.set()
-
-    def _check_telemetry_lost(self) -> None:
-        """A move fails as ``connection_lost`` once no link can observe it any more.
-
-        On a port-3200 machine that is the loss of its one link. On a Modbus machine a
-        dropped command link alone does not end the move: Modbus still sees it arrive.
-        """
-        if self._move is None or self.connection.state is ConnectionState.CONNECTED:
-            return
-        if self.modbus is not None and self.modbus.state is ConnectionState.CONNECTED:
-            return
-        verdict = self._move.tracker.connection_lost()
-        if verdict is not None:
-            self._finish_move(verdict)
-
-    # -- Modbus telemetry -----------------------------------------------------------------
-
-    async def _modbus_poll_loop(self) -> None:
-        """Modbus readings; port-3200 STATUS polling only while Modbus is failing."""
-        loop = asyncio.get_running_loop()
-        while True:
-            started = loop.time()
-            await self._telemetry_turn(started)
-            self._check_deadline(loop.time())
-            interval = self._next_reading_in(loop.time(), started)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._wake.wait()
-
-    async def _telemetry_turn(self, now: float) -> None:
-        """One reading from the best source that answers."""
-        assert self.modbus is not None
-        if self.modbus.state is ConnectionState.CONNECTED and await self._read_modbus():
-            return
-        if self.connection.state is not ConnectionState.CONNECTED:
-            return
-        if self.telemetry_source is TelemetrySource.MODBUS:
-            if now - self._modbus_ok_at < self.config.modbus_fallback_s:
-                return  # a short Modbus hiccup: its link is being re-established
-            reason = self.modbus.last_error or "no reading"
-            self._set_telemetry_source(TelemetrySource.PORT3200, f"Modbus failing: {reason}")
-        try:
-            reply = await self.connection.status()
-        except PlcError:
-            return  # the connection callback reports it
-        self._apply_reply(reply, confirmed=False)
-
-    def _next_reading_in(self, now: float, started: float) -> float | None:
-        """Seconds to the next reading; None while no link is up (a state change wakes us).
-
-        Modbus readings start every ``modbus_poll_*_s`` (the reading's own ~2 x 50 ms is
-        not added to the period); port-3200 polls follow the cadence of a port-3200 machine
-        (``_poll_delay``: the idle interval, or back to back while active).
-        """
-        assert self.modbus is not None
-        modbus_up = self.modbus.state is ConnectionState.CONNECTED
-        plc_up = self.connection.state is ConnectionState.CONNECTED
-        if not modbus_up and not plc_up:
-            return None
-        if self.telemetry_source is TelemetrySource.PORT3200:
-            return max(0.0, self._poll_delay(started, now))
-        period = self.config.modbus_poll_active_s if self.busy else self.config.modbus_poll_idle_s
-        interval = max(0.0, started + period - now)
-        fallback_in = self._modbus_ok_at + self.config.modbus_fallback_s - now
-        if plc_up and fallback_in > 0:
-            interval = min(interval, fallback_in)  # fall back on time, not a poll later
-        return interval
-
-    async def _read_modbus(self) -> bool:
-        """One Modbus reading into the snapshot; False when there was no good reading."""
-        assert self.modbus is not None
-        try:
-            reading = await self.modbus.read()
-        except PlcError as exc:
-            log.debug("%s: Modbus reading failed: %s", self.id, exc)
-            return False
-        return self._take_modbus_reading(reading)
-
-    def _take_modbus_reading(self, reading: TelemetryReading) -> bool:
-        if not self._apply_reply(reading.reply, confirmed=True):
-            return False  # a position outside the machine: the register map is suspect
-        self._modbus_ok_at = asyncio.get_running_loop().time()
-        if self.telemetry_source is not TelemetrySource.MODBUS:
-            self._set_telemetry_source(TelemetrySource.MODBUS, "Modbus readings are back")
-        self._check_desync(reading)
-        return True
-
     async def _interlock_readings(self) -> list[Reply]:
         """Readings taken now to judge a MOVE's interlocks on.
 
@@ -822,72 +427,3 @@ class Machine:
             f"{INTERLOCK_READINGS_MAX} readings of {self.id}'s PLC in a row did not agree; "
             "the MOVE was not sent",
         )
-
-    def _as_reply(self, snapshot: Snapshot) -> Reply:
-        assert snapshot.status is not None and snapshot.position is not None
-        return Reply(status=snapshot.status, position_index=self.to_index(snapshot.position))
-
-    def _as_snapshot(self, reply: Reply) -> Snapshot:
-        """The latest snapshot as one reading showed it (to judge interlocks on it)."""
-        return replace(
-            self.snapshot,
-            raw_status=reply.status.raw,
-            position=self.to_api_position(reply.position_index),
-        )
-
-    def _apply_command_reply(self, reply: Reply) -> None:
-        """A command's reply is a reading too, unless Modbus is the live source: the reply
-        then left the PLC up to 0.8 s ago and can be older than the last Modbus reading."""
-        if self.telemetry_source is TelemetrySource.PORT3200:
-            self._apply_reply(reply, confirmed=False)
-
-    def _set_telemetry_source(self, source: TelemetrySource, reason: str) -> None:
-        if source is self.telemetry_source:
-            return
-        self.telemetry_source = source
-        if source is TelemetrySource.PORT3200:
-            self.telemetry_fallbacks += 1
-            log.warning("%s: telemetry falls back to port 3200 (%s)", self.id, reason)
-        else:
-            log.info("%s: telemetry back on Modbus (%s)", self.id, reason)
-        self._desync_readings = 0
-        self.bus.publish(TelemetrySourceChanged(self.id, time.time(), source=source, reason=reason))
-
-    def _check_desync(self, reading: TelemetryReading) -> None:
-        """Report, once per occurrence, an idle machine whose latched target is elsewhere."""
-        if self.busy:
-            # Our own move: D2 leads D0 until arrival, and the MOVE cleared any report.
-            self._desync_readings = 0
-            return
-        if not reading.desync:
-            self._desync_readings = 0
-            self._clear_desync()
-            return
-        self._desync_readings += 1
-        if self.position_desync is None and self._desync_readings >= DESYNC_CONFIRM_READINGS:
-            event = PositionDesync(
-                self.id,
-                time.time(),
-                position=self.to_api_position(reading.position_index),
-                target=self.to_api_position(reading.target_index),
-            )
-            self.position_desync = event
-            log.warning(
-                "%s: position desync: idle at %d but the latched target is %d (not acted on)",
-                self.id,
-                event.position,
-                event.target,
-            )
-            self.bus.publish(event)
-
-    def _clear_desync(self) -> None:
-        if self.position_desync is None:
-            return
-        self.position_desync = None
-        self.bus.publish(
-            PositionDesyncCleared(self.id, time.time(), position=self.snapshot.position)
-        )
-
-    def _on_modbus_state(self, state: ConnectionState, reason: str | None) -> None:
-        self._check_telemetry_lost()
-        self._wake.set()

@@ -8,14 +8,6 @@ import sys
 
 import pytest
 
-from carousel_gateway.api.messages import (
-    CommandResult,
-    FleetStatus,
-    MachineStatus,
-    MoveCompletedMessage,
-    MoveFailedMessage,
-    StatusBroadcast,
-)
 from carousel_gateway.app import Gateway
 from carousel_gateway.client import (
     AuthenticationFailed,
@@ -24,6 +16,14 @@ from carousel_gateway.client import (
     ServerError,
 )
 from carousel_gateway.sim.carousel import Fault
+from carousel_gateway.wire import (
+    CommandResult,
+    FleetStatus,
+    MachineStatus,
+    MoveCompletedMessage,
+    MoveFailedMessage,
+    StatusBroadcast,
+)
 from tests.integration.conftest import gateway_config, wait_until
 
 pytestmark = pytest.mark.asyncio

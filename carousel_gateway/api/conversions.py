@@ -1,0 +1,44 @@
+"""Server-side conversions into wire models: a snapshot, a failure's reasons, a journal row.
+
+They need the fleet's and the PLC's types, which the wire (a leaf the client imports) must
+not load; so they live here, on the server side of the line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from carousel_gateway.fleet.events import Snapshot
+from carousel_gateway.plc.status import FLAG_BY_KEY, StatusKey
+from carousel_gateway.wire import HistoryEntry, MachineState, utc_timestamp
+
+
+def machine_state(snapshot: Snapshot) -> MachineState:
+    status = snapshot.status
+    return MachineState(
+        status=None if status is None else status.labels(),
+        position=snapshot.position,
+        raw_status=snapshot.raw_status,
+        connection_status=snapshot.connection.value,
+        last_update=None if snapshot.updated_at is None else utc_timestamp(snapshot.updated_at),
+    )
+
+
+def main_reason(reasons: tuple[str, ...]) -> str:
+    """The most telling reason: a fault key before READY/mode, else the first."""
+    for reason in reasons:
+        try:
+            if FLAG_BY_KEY[StatusKey(reason)].is_fault:
+                return reason
+        except ValueError:
+            continue
+    return reasons[0] if reasons else "unknown"
+
+
+def history_entry(row: dict[str, Any]) -> HistoryEntry:
+    """A journal row as clients see it: times as ISO strings."""
+    data = dict(row)
+    data["timestamp"] = utc_timestamp(data.pop("at"))
+    if "completed_at" in data:
+        data["completed_at"] = utc_timestamp(data["completed_at"])
+    return HistoryEntry.model_validate(data)

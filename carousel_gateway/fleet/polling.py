@@ -1,0 +1,179 @@
+"""When a machine reads, and from where: the STATUS poll loop and the Modbus loop.
+
+Port-3200 machines poll STATUS (``poll_idle_s`` while idle, back to back while active).
+A machine configured with ``telemetry = "modbus"`` reads D0/D2/D1000 over Modbus TCP
+instead (~50 ms against 0.2–0.8 s) and uses port 3200 for commands only; when Modbus gives
+no good reading for ``modbus_fallback_s`` it polls port 3200 until Modbus answers again
+(the rules are :class:`TelemetryPolicy`'s). Clients never wait on polling: they read the
+snapshot the readings keep fresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from carousel_gateway.config import MachineConfig
+from carousel_gateway.fleet.events import EventBus, TelemetrySource
+from carousel_gateway.fleet.readings import MachineReadings
+from carousel_gateway.plc.connection import ConnectionState, PlcError
+
+log = logging.getLogger(__name__)
+
+
+class MachinePolling(MachineReadings):
+    """A machine's reading loop, started and stopped with its links."""
+
+    def __init__(
+        self,
+        config: MachineConfig,
+        bus: EventBus,
+        *,
+        port: int | None = None,
+        modbus_port: int | None = None,
+    ) -> None:
+        super().__init__(config, bus, port=port, modbus_port=modbus_port)
+        self._poller: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.connection.start()
+        if self.modbus is not None:
+            self.modbus.start()
+        if self._poller is None:
+            loop = asyncio.get_running_loop()
+            self.telemetry_policy.restart_clock(loop.time())
+            poll = self._poll_loop() if self.modbus is None else self._modbus_poll_loop()
+            self._poller = loop.create_task(poll, name=f"poll-{self.id}")
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        await self.connection.close()
+        if self.modbus is not None:
+            await self.modbus.close()
+
+    # -- port-3200 polling ----------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        """STATUS polls: every ``poll_idle_s`` while idle, back to back while active.
+
+        While a command is talking to the PLC there is no poll: its own replies are
+        readings, and a poll would only queue on the single link and hold the command's
+        next request back by a PLC round trip.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.connection.state is not ConnectionState.CONNECTED:
+                await self.connection.wait_state_change()
+                continue
+            if self._command_in_flight:
+                await self._idle(None)  # woken when the command is done
+                continue
+            started = loop.time()
+            try:
+                reply = await self.connection.status()
+            except PlcError:
+                continue  # the connection callback reports it; the next turn waits
+            self._apply_reply(reply, confirmed=False)
+            now = loop.time()
+            self._check_deadline(now)
+            await self._idle(self._poll_delay(started, now))
+
+    async def _idle(self, delay: float | None) -> None:
+        """Wait ``delay`` seconds (None: until woken), or less if woken (a command starts or
+        ends, a link changes state)."""
+        if delay is not None and delay <= 0:
+            return
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+
+    @property
+    def active(self) -> bool:
+        """A move or command pending, or the machine seen running (moved from its panel)."""
+        if self.busy:
+            return True
+        status = self.snapshot.status
+        return status is not None and status.running
+
+    def _poll_delay(self, started: float, now: float) -> float:
+        """Seconds from ``now`` to the next STATUS request, the last one sent at ``started``.
+
+        Idle: ``poll_idle_s`` after the reply. Active: back to back, the next request as
+        soon as the reply is in but never sooner than ``poll_min_gap_s`` after the last one
+        (with the field's 0.2-0.8 s replies, at once), so a change reaches clients within
+        one PLC round trip; or, with ``poll_back_to_back`` off, ``poll_active_s`` after the
+        reply.
+        """
+        config = self.config
+        if not self.active:
+            return config.poll_idle_s
+        if config.poll_back_to_back:
+            return started + config.poll_min_gap_s - now
+        return config.poll_active_s
+
+    # -- Modbus telemetry -----------------------------------------------------------------
+
+    async def _modbus_poll_loop(self) -> None:
+        """Modbus readings; port-3200 STATUS polling only while Modbus is failing."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await self._telemetry_turn(started)
+            self._check_deadline(loop.time())
+            interval = self._next_reading_in(loop.time(), started)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
+
+    async def _telemetry_turn(self, now: float) -> None:
+        """One reading from the best source that answers."""
+        assert self.modbus is not None
+        if self.modbus.state is ConnectionState.CONNECTED and await self._read_modbus():
+            return
+        if self.connection.state is not ConnectionState.CONNECTED:
+            return
+        if self.telemetry_source is TelemetrySource.MODBUS:
+            if not self.telemetry_policy.fallback_due(now):
+                return  # a short Modbus hiccup: its link is being re-established
+            reason = self.modbus.last_error or "no reading"
+            self._set_telemetry_source(TelemetrySource.PORT3200, f"Modbus failing: {reason}")
+        try:
+            reply = await self.connection.status()
+        except PlcError:
+            return  # the connection callback reports it
+        self._apply_reply(reply, confirmed=False)
+
+    def _next_reading_in(self, now: float, started: float) -> float | None:
+        """Seconds to the next reading; None while no link is up (a state change wakes us).
+
+        Modbus readings start every ``modbus_poll_*_s`` (the reading's own ~2 x 50 ms is
+        not added to the period); port-3200 polls follow the cadence of a port-3200 machine
+        (``_poll_delay``: the idle interval, or back to back while active).
+        """
+        assert self.modbus is not None
+        modbus_up = self.modbus.state is ConnectionState.CONNECTED
+        plc_up = self.connection.state is ConnectionState.CONNECTED
+        if not modbus_up and not plc_up:
+            return None
+        if self.telemetry_source is TelemetrySource.PORT3200:
+            return max(0.0, self._poll_delay(started, now))
+        return self.telemetry_policy.modbus_interval(now, started, busy=self.busy, plc_up=plc_up)
+
+    async def _read_modbus(self) -> bool:
+        """One Modbus reading into the snapshot; False when there was no good reading."""
+        assert self.modbus is not None
+        try:
+            reading = await self.modbus.read()
+        except PlcError as exc:
+            log.debug("%s: Modbus reading failed: %s", self.id, exc)
+            return False
+        return self._take_modbus_reading(reading)

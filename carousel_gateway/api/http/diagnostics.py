@@ -1,10 +1,7 @@
 """``GET /v1/machines/{id}/diagnostics``: a machine's link, faults, interlocks, last move and
-telemetry, as a technician asks for them."""
+telemetry, as a technician asks for them, from the fleet's own ``Machine.diagnostics()``."""
 
 from __future__ import annotations
-
-import math
-from collections.abc import Sequence
 
 from carousel_gateway.api.http.conversions import outcome_of
 from carousel_gateway.api.http.models import (
@@ -15,74 +12,58 @@ from carousel_gateway.api.http.models import (
     TelemetryDiagnostics,
 )
 from carousel_gateway.api.messages import machine_state, utc_timestamp
-from carousel_gateway.errors import GatewayError
+from carousel_gateway.fleet.diagnostics import LinkReport, TelemetryReport
 from carousel_gateway.fleet.machine import Machine
 
 
-def _percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(fraction * len(sorted_values)))
-    return round(sorted_values[rank - 1], 6)
-
-
-def _telemetry(machine: Machine) -> TelemetryDiagnostics:
-    modbus = machine.modbus
-    reading = None if modbus is None else modbus.last_reading
-    desync = machine.position_desync
-    return TelemetryDiagnostics(
-        configured=machine.config.telemetry,
-        source=machine.telemetry_source.value,
-        fallbacks=machine.telemetry_fallbacks,
-        modbus_state=None if modbus is None else modbus.state.value,
-        modbus_last_error=None if modbus is None else modbus.last_error,
-        registers=None if reading is None else {f"D{k}": v for k, v in reading.registers},
-        position_desync=(
-            None if desync is None else {"position": desync.position, "target": desync.target}
+def diagnostics_of(machine: Machine, counters: dict[str, float] | None) -> MachineDiagnostics:
+    report = machine.diagnostics()
+    refusal, last = report.move_refusal, report.last_outcome
+    return MachineDiagnostics(
+        connection=_connection(report.link),
+        state=machine_state(report.snapshot),
+        faults=list(report.faults),
+        interlocks=[Interlock(key=b.key, text=b.text) for b in report.blockers],
+        move_refusal=(
+            None
+            if refusal is None
+            else Refusal(code=refusal.code, message=refusal.message, reasons=list(refusal.reasons))
         ),
+        busy=report.busy,
+        active_target=report.active_target,
+        last_move=None if last is None else outcome_of(last),
+        telemetry=_telemetry(report.telemetry),
+        counters=counters,
     )
 
 
-def diagnostics_of(machine: Machine, counters: dict[str, float] | None) -> MachineDiagnostics:
-    connection = machine.connection
-    snapshot = machine.snapshot
-    latencies = sorted(connection.latencies_s)
-    status = snapshot.status
-    refusal: Refusal | None = None
-    try:
-        machine.check_free()  # a command in flight, a move, or one whose outcome is unknown
-        machine.check_interlocks(snapshot)
-    except GatewayError as exc:
-        refusal = Refusal(code=exc.code, message=exc.message, reasons=list(exc.reasons))
-    last = machine.last_outcome
-    return MachineDiagnostics(
-        connection=ConnectionDiagnostics(
-            host=connection.settings.host,
-            port=connection.settings.port,
-            state=connection.state,
-            connected_since=(
-                None
-                if connection.connected_since is None
-                else utc_timestamp(connection.connected_since)
-            ),
-            reconnects=connection.reconnects,
-            last_error=connection.last_error,
-            latency_p50_s=_percentile(latencies, 0.50),
-            latency_p99_s=_percentile(latencies, 0.99),
-            latency_samples=len(latencies),
-            bad_replies=machine.bad_replies + connection.bad_replies,
+def _connection(link: LinkReport) -> ConnectionDiagnostics:
+    return ConnectionDiagnostics(
+        host=link.host,
+        port=link.port,
+        state=link.state,
+        connected_since=(
+            None if link.connected_since is None else utc_timestamp(link.connected_since)
         ),
-        state=machine_state(snapshot),
-        faults=[] if status is None else [key.value for key in status.faults()],
-        interlocks=(
-            []
-            if status is None
-            else [Interlock(key=b.key.value, text=b.text) for b in status.blockers()]
+        reconnects=link.reconnects,
+        last_error=link.last_error,
+        latency_p50_s=link.latency_p50_s,
+        latency_p99_s=link.latency_p99_s,
+        latency_samples=len(link.latencies_s),
+        bad_replies=link.bad_replies,
+    )
+
+
+def _telemetry(report: TelemetryReport) -> TelemetryDiagnostics:
+    desync = report.position_desync
+    return TelemetryDiagnostics(
+        configured=report.configured,
+        source=report.source.value,
+        fallbacks=report.fallbacks,
+        modbus_state=None if report.modbus_state is None else report.modbus_state.value,
+        modbus_last_error=report.modbus_last_error,
+        registers=None if report.registers is None else dict(report.registers),
+        position_desync=(
+            None if desync is None else {"position": desync.position, "target": desync.target}
         ),
-        move_refusal=refusal,
-        busy=machine.busy,
-        active_target=machine.active_target,
-        last_move=None if last is None else outcome_of(last),
-        telemetry=_telemetry(machine),
-        counters=counters,
     )

@@ -39,7 +39,7 @@ async def list_machines(api: ApiDep) -> MachinesResponse:
             id=m.id,
             name=m.config.name,
             ip=m.config.host,
-            port=m.connection.settings.port,
+            port=m.diagnostics().link.port,
             type="Simulator" if m.config.kind == "simulator" else "Real PLC",
             status=m.snapshot.connection.value,
             description=m.config.description,

@@ -27,12 +27,8 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from carousel_gateway import __version__
-from carousel_gateway.api.auth import (
-    Authenticator,
-    Identity,
-    install_log_redaction,
-    token_from,
-)
+from carousel_gateway.api import ws_internals
+from carousel_gateway.api.auth import Authenticator, Identity, token_from
 from carousel_gateway.api.edge import SERVER, websocket_headers
 from carousel_gateway.api.guard import WS_HANDSHAKE, WS_MESSAGE, Guard, HostPolicy, TokenBucket
 from carousel_gateway.api.http_status import http_status
@@ -138,6 +134,7 @@ class WebSocketApi:
         journal: Journal | None = None,
         guard: Guard | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        broadcast_delay_observer: Callable[[float], None] | None = None,
     ) -> None:
         self.config = config
         self.fleet = fleet
@@ -155,7 +152,7 @@ class WebSocketApi:
         self.sent_by_type: Counter[str] = Counter()
         self.slow_clients_dropped = 0
         #: Called with the seconds from a state change to its broadcast written (metrics).
-        self.broadcast_delay_observer: Callable[[float], None] | None = None
+        self.broadcast_delay_observer = broadcast_delay_observer
         #: Every frame goes out through it: framed once, sliced, in order per session.
         self.outbox: Outbox[Session] = Outbox(
             slice_size=config.websocket.broadcast_slice_sessions,
@@ -172,7 +169,6 @@ class WebSocketApi:
 
     async def start(self) -> None:
         ws = self.config.websocket
-        install_log_redaction()
         self._server = await serve(
             self._handle,
             ws.host,
@@ -237,9 +233,7 @@ class WebSocketApi:
             log.warning("WebSocket handshake from %s refused: %s", peer, exc.code.value)
             return _refusal(connection, exc)
         guard.sessions.take(address)
-        connection.connection_lost_waiter.add_done_callback(
-            lambda _: guard.sessions.release(address)
-        )
+        ws_internals.on_connection_lost(connection, lambda: guard.sessions.release(address))
         return None
 
     # -- session --------------------------------------------------------------------------
@@ -630,7 +624,7 @@ class WebSocketApi:
         )
         if session.connection.state is State.OPEN:
             with contextlib.suppress(Exception):
-                session.connection.transport.abort()
+                ws_internals.abort(session.connection)
 
 
 def _command_result(event: CommandAccepted, request_id: str | None) -> CommandResult:

@@ -8,6 +8,7 @@ import logging
 import signal
 import ssl
 
+from carousel_gateway.api.auth import install_log_redaction
 from carousel_gateway.api.guard import Guard, HostPolicy
 from carousel_gateway.api.rest import HttpServer, create_app
 from carousel_gateway.api.simulators import SimulatorFault, SimulatorLinkAction
@@ -118,6 +119,8 @@ class Gateway:
         self._unsubscribe_log = None
 
     async def start(self) -> None:
+        # Before any server logs a request target (``?token=...``) or header; process-wide.
+        install_log_redaction()
         context = tls_context(self.config.security)  # first: a bad key starts nothing
         for machine in self.config.machines:
             if machine.embedded_simulator:

@@ -8,8 +8,11 @@ import logging
 import signal
 import ssl
 
+from fastapi import FastAPI
+
 from carousel_gateway.api.auth import install_log_redaction
 from carousel_gateway.api.guard import Guard, HostPolicy
+from carousel_gateway.api.metrics import GatewayMetrics
 from carousel_gateway.api.rest import HttpServer, create_app
 from carousel_gateway.api.simulators import SimulatorFault, SimulatorLinkAction
 from carousel_gateway.api.ws import WebSocketApi
@@ -104,6 +107,15 @@ class EmbeddedSimulatorControl:
         return self._server.session_open
 
 
+def _serve_metrics(app: FastAPI, metrics: GatewayMetrics) -> None:
+    """Make ``GET /metrics`` render ``metrics``. A bridge while rest.py's ``RestApi`` builds
+    its own (deprecated) GatewayMetrics: drop it once ``create_app`` takes ``metrics``."""
+    api = app.state.api
+    if api.metrics is not metrics:
+        api.metrics.close()
+        api.metrics = metrics
+
+
 class Gateway:
     """The whole service in one event loop."""
 
@@ -155,9 +167,16 @@ class Gateway:
         guard = Guard(
             self.config.limits, self.config.security, hosts=HostPolicy.for_config(self.config)
         )
+        metrics = GatewayMetrics(self.fleet, guard=guard)  # the gateway's one set of metrics
         self.websocket = WebSocketApi(
-            self.config, self.fleet, journal=self.journal, guard=guard, ssl_context=context
+            self.config,
+            self.fleet,
+            journal=self.journal,
+            guard=guard,
+            ssl_context=context,
+            broadcast_delay_observer=metrics.observe_broadcast_delay,
         )
+        metrics.follow(self.websocket)
         await self.websocket.start()
         app = create_app(
             self.fleet,
@@ -170,6 +189,7 @@ class Gateway:
             journal=self.journal,
             guard=guard,
         )
+        _serve_metrics(app, metrics)
         self.http = HttpServer(
             app, self.config.http.host, self.config.http.port, ssl_context=context
         )

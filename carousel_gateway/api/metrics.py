@@ -4,6 +4,11 @@ A dedicated :class:`CollectorRegistry` (never the process-global one) lets sever
 live in one process, as they do in the tests. Counters of things that happen (commands,
 moves, faults) follow the EventBus; what is a state (connected, position, fault bits,
 sessions) is read from the fleet and the WebSocket API at scrape time, so it is never stale.
+
+Wiring (the composition root's job): build ``GatewayMetrics(fleet, guard=guard)`` first,
+give ``metrics.observe_broadcast_delay`` to ``WebSocketApi(broadcast_delay_observer=...)``
+and call ``metrics.follow(websocket)``. Nothing here assigns into the WebSocket API, except
+the deprecated ``GatewayMetrics(fleet, websocket)`` form kept while rest.py still uses it.
 """
 
 from __future__ import annotations
@@ -41,15 +46,19 @@ _FAULT_FLAGS = tuple(spec for spec in FLAGS if spec.is_fault)
 
 
 class GatewayMetrics:
-    """Every metric of one gateway; ``render()`` is what ``GET /metrics`` returns."""
+    """Every metric of one gateway; ``render()`` is what ``GET /metrics`` returns.
+
+    ``websocket`` is deprecated (rest.py's ``RestApi`` still passes it): it follows that
+    WebSocket API and, if it was built without one, sets its ``broadcast_delay_observer``
+    from the outside. Use ``follow()`` and the WebSocket API's constructor argument instead
+    (module docstring).
+    """
 
     def __init__(
         self, fleet: Fleet, websocket: WebSocketApi | None = None, *, guard: Guard | None = None
     ) -> None:
         self.fleet = fleet
-        self.websocket = websocket
-        if guard is None and websocket is not None:
-            guard = websocket.guard
+        self.websocket: WebSocketApi | None = None
         self.registry = CollectorRegistry()
         registry = self.registry
         self.commands = Counter(
@@ -93,18 +102,40 @@ class GatewayMetrics:
             # Zero-valued series exist from the start, so rate() works on the first move.
             self.moves_completed.labels(machine.id)
             self.plc_latency.labels(machine.id)
-        registry.register(_LiveCollector(fleet, websocket, guard))
+        self._live = _LiveCollector(fleet, None, guard)
+        registry.register(self._live)
         # The last latency sample taken from each connection's recent-samples deque.
         self._last_sample: dict[str, float] = {}
         self._unsubscribe = fleet.bus.subscribe(self._on_event)
+        #: Set only by the deprecated ``websocket`` argument (``close()`` undoes it).
+        self._took_observer_of: WebSocketApi | None = None
         if websocket is not None:
-            websocket.broadcast_delay_observer = self.broadcast_delay.observe
+            self.follow(websocket)
+            if websocket.broadcast_delay_observer is None:  # none given to its constructor
+                websocket.broadcast_delay_observer = self.observe_broadcast_delay
+                self._took_observer_of = websocket
+
+    def follow(self, websocket: WebSocketApi) -> None:
+        """Report this WebSocket API's sessions, messages and drops at scrape time (and its
+        guard's refusals, unless a guard was given). Its broadcast delays arrive through
+        :meth:`observe_broadcast_delay`, given to its constructor."""
+        self.websocket = websocket
+        self._live.websocket = websocket
+        if self._live.guard is None:
+            self._live.guard = websocket.guard
+
+    def observe_broadcast_delay(self, seconds: float) -> None:
+        """One state change's delay until its status_broadcast was written (the WebSocket
+        API's ``broadcast_delay_observer``)."""
+        self.broadcast_delay.observe(seconds)
 
     def close(self) -> None:
-        """Stop following the fleet and the WebSocket API."""
+        """Stop following the fleet (and undo the deprecated observer takeover)."""
         self._unsubscribe()
-        if self.websocket is not None:
-            self.websocket.broadcast_delay_observer = None
+        taken = self._took_observer_of
+        if taken is not None and taken.broadcast_delay_observer == self.observe_broadcast_delay:
+            taken.broadcast_delay_observer = None
+        self._took_observer_of = None
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric, fresh."""
@@ -154,15 +185,15 @@ class _LiveCollector(Collector):
 
     def __init__(self, fleet: Fleet, websocket: WebSocketApi | None, guard: Guard | None) -> None:
         self._fleet = fleet
-        self._websocket = websocket
-        self._guard = guard
+        self.websocket = websocket
+        self.guard = guard
 
     def collect(self) -> Iterator[Metric]:
         yield from self._machines()
-        if self._websocket is not None:
-            yield from self._sessions(self._websocket)
-        if self._guard is not None:
-            yield from self._limits(self._guard)
+        if self.websocket is not None:
+            yield from self._sessions(self.websocket)
+        if self.guard is not None:
+            yield from self._limits(self.guard)
 
     @staticmethod
     def _limits(guard: Guard) -> Iterator[Metric]:

@@ -8,9 +8,11 @@ import logging
 import signal
 import ssl
 
+from carousel_gateway.api.auth import install_log_redaction
 from carousel_gateway.api.commands import CommandRunner
 from carousel_gateway.api.guard import Guard, HostPolicy
 from carousel_gateway.api.http import HttpServer, create_app
+from carousel_gateway.api.metrics import GatewayMetrics
 from carousel_gateway.api.simulators import SimulatorFault, SimulatorLinkAction
 from carousel_gateway.api.ws import WebSocketApi
 from carousel_gateway.config import GatewayConfig, MachineConfig, SecurityConfig
@@ -114,11 +116,14 @@ class Gateway:
         self.fleet: Fleet | None = None
         self.websocket: WebSocketApi | None = None
         self.http: HttpServer | None = None
+        self.metrics: GatewayMetrics | None = None
         self.journal: Journal | None = None
         self._stop = asyncio.Event()
         self._unsubscribe_log = None
 
     async def start(self) -> None:
+        # Before any server logs a request target (``?token=...``) or header; process-wide.
+        install_log_redaction()
         context = tls_context(self.config.security)  # first: a bad key starts nothing
         for machine in self.config.machines:
             if machine.embedded_simulator:
@@ -155,6 +160,7 @@ class Gateway:
         )
         # One command path for every API: one rate check, one drain, one way to a result.
         runner = CommandRunner(guard)
+        self.metrics = metrics = GatewayMetrics(self.fleet, guard=guard)  # the one set
         self.websocket = WebSocketApi(
             self.config,
             self.fleet,
@@ -162,7 +168,9 @@ class Gateway:
             guard=guard,
             ssl_context=context,
             runner=runner,
+            broadcast_delay_observer=metrics.observe_broadcast_delay,
         )
+        metrics.follow(self.websocket)
         await self.websocket.start()
         app = create_app(
             self.fleet,
@@ -171,10 +179,10 @@ class Gateway:
                 for machine_id, server in self.simulators.items()
             },
             authenticator=self.websocket.authenticator,
-            websocket=self.websocket,
             journal=self.journal,
             guard=guard,
             runner=runner,
+            metrics=metrics,
         )
         self.http = HttpServer(
             app, self.config.http.host, self.config.http.port, ssl_context=context
@@ -193,6 +201,8 @@ class Gateway:
         # commands it handed to machines, so they are journalled before the journal stops.
         servers = [api for api in (self.http, self.websocket) if api is not None]
         await asyncio.gather(*(api.stop() for api in servers))
+        if self.metrics is not None:
+            self.metrics.close()
         if self.fleet is not None:
             await self.fleet.stop()
         for server in self.simulators.values():

@@ -55,10 +55,12 @@ def serve(
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR")] = None,
 ) -> None:
     """Run the gateway: the fleet and its servers, until SIGINT/SIGTERM."""
+    from carousel_gateway.api.auth import install_log_redaction
     from carousel_gateway.app import Gateway
 
     settings = _load_or_exit(config)
     _setup_logging((log_level or settings.log_level).upper())
+    install_log_redaction()  # tokens never reach the log, from the first record on
     logging.getLogger("carousel_gateway").info(
         "carousel-gateway %s starting (%s)", __version__, config or "embedded default config"
     )

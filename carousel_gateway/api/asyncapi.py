@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from carousel_gateway import __version__
-from carousel_gateway.api import messages as m
+from carousel_gateway import wire as m
 
 _REF = "#/components/schemas/{model}"
 

@@ -93,40 +93,43 @@ def redact(text: str) -> str:
 
 def _redact_record(record: logging.LogRecord) -> None:
     args = record.args
-    if isinstance(record.msg, str):
-        record.msg = redact(record.msg)
     if isinstance(args, tuple) and args:
         # Keep the arguments' shape (uvicorn's access formatter unpacks them).
         record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
-    elif isinstance(args, dict):
+    elif isinstance(args, dict) and args:
         record.args = {k: redact(v) if isinstance(v, str) else v for k, v in args.items()}
+    else:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return
+    # With arguments the format string is left alone (redacting "Bearer %s" would eat the
+    # placeholder and break the record); the merged text is checked instead.
     try:
         message = record.getMessage()
     except Exception:  # a broken record is the logging module's business, not ours
         return
     cleaned = redact(message)
-    if cleaned != message:  # a secret split across arguments: keep the message as text
+    if cleaned != message:  # a secret in the format string or split across arguments
         record.msg, record.args = cleaned, None
 
 
-_installed = False
-
-
-def install_log_redaction() -> None:
-    """Scrub tokens from every log record this process creates (idempotent).
+def install_log_redaction() -> bool:
+    """Scrub tokens from every log record this process creates; True if it was not yet.
 
     Done where records are made (the log record factory), so it covers every logger,
-    handler and formatter, including uvicorn's and websockets' own.
+    handler and formatter, including uvicorn's and websockets' own. It changes the process's
+    logging, so the composition root (``app.Gateway.start``, ``carousel-gateway serve``)
+    installs it, not the servers. Idempotent: a factory that already redacts is kept.
     """
-    global _installed
-    if _installed:
-        return
     previous = logging.getLogRecordFactory()
+    if getattr(previous, "redacts_tokens", False):
+        return False
 
     def factory(*args: object, **kwargs: object) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         _redact_record(record)
         return record
 
+    factory.redacts_tokens = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
-    _installed = True
+    return True

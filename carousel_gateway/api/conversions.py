@@ -1,4 +1,5 @@
-"""Server-side conversions into wire models: a snapshot, a failure's reasons, a journal row.
+"""Server-side conversions into wire models: a snapshot, a failure's reasons, a journal
+row, a command's result and a move's outcome.
 
 They need the fleet's and the PLC's types, which the wire (a leaf the client imports) must
 not load; so they live here, on the server side of the line.
@@ -8,9 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from carousel_gateway.fleet.events import Snapshot
+from carousel_gateway.fleet.events import CommandAccepted, MoveCompleted, MoveFailed, Snapshot
 from carousel_gateway.plc.status import FLAG_BY_KEY, StatusKey
-from carousel_gateway.wire import HistoryEntry, MachineState, utc_timestamp
+from carousel_gateway.wire import (
+    CommandData,
+    CommandResult,
+    HistoryEntry,
+    MachineState,
+    MoveCompletedMessage,
+    MoveFailedMessage,
+    utc_timestamp,
+)
 
 
 def machine_state(snapshot: Snapshot) -> MachineState:
@@ -42,3 +51,46 @@ def history_entry(row: dict[str, Any]) -> HistoryEntry:
     if "completed_at" in data:
         data["completed_at"] = utc_timestamp(data["completed_at"])
     return HistoryEntry.model_validate(data)
+
+
+def command_result(event: CommandAccepted, request_id: str | None) -> CommandResult:
+    """A command as sent (or skipped): to its requester with its request_id, to command
+    subscribers without one."""
+    return CommandResult(
+        machine_id=event.machine_id,
+        data=CommandData(
+            command_sent=event.command,
+            argument=event.argument,
+            result=event.result,
+            skipped=event.skipped,
+            command_id=event.command_id,
+        ),
+        timestamp=utc_timestamp(event.at),
+        request_id=request_id,
+    )
+
+
+def move_message(
+    event: MoveCompleted | MoveFailed, request_id: str | None
+) -> MoveCompletedMessage | MoveFailedMessage:
+    """How a move ended (arrived, or failed with its reasons), as the wire tells it."""
+    if isinstance(event, MoveCompleted):
+        return MoveCompletedMessage(
+            machine_id=event.machine_id,
+            command_id=event.command_id,
+            position=event.position,
+            duration_s=round(event.duration_s, 3),
+            timestamp=utc_timestamp(event.at),
+            request_id=request_id,
+        )
+    return MoveFailedMessage(
+        machine_id=event.machine_id,
+        command_id=event.command_id,
+        reason=main_reason(event.reasons),
+        reasons=list(event.reasons),
+        target=event.target,
+        position=event.position,
+        duration_s=round(event.duration_s, 3),
+        timestamp=utc_timestamp(event.at),
+        request_id=request_id,
+    )

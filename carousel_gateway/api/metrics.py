@@ -4,6 +4,10 @@ A dedicated :class:`CollectorRegistry` (never the process-global one) lets sever
 live in one process, as they do in the tests. Counters of things that happen (commands,
 moves, faults) follow the EventBus; what is a state (connected, position, fault bits,
 sessions) is read from the fleet and the WebSocket API at scrape time, so it is never stale.
+
+Wiring (the composition root's job): build ``GatewayMetrics(fleet, guard=guard)`` first,
+give ``metrics.observe_broadcast_delay`` to ``WebSocketApi(broadcast_delay_observer=...)``
+and call ``metrics.follow(websocket)``. Nothing here assigns into the WebSocket API.
 """
 
 from __future__ import annotations
@@ -43,13 +47,9 @@ _FAULT_FLAGS = tuple(spec for spec in FLAGS if spec.is_fault)
 class GatewayMetrics:
     """Every metric of one gateway; ``render()`` is what ``GET /metrics`` returns."""
 
-    def __init__(
-        self, fleet: Fleet, websocket: WebSocketApi | None = None, *, guard: Guard | None = None
-    ) -> None:
+    def __init__(self, fleet: Fleet, *, guard: Guard | None = None) -> None:
         self.fleet = fleet
-        self.websocket = websocket
-        if guard is None and websocket is not None:
-            guard = websocket.guard
+        self.websocket: WebSocketApi | None = None
         self.registry = CollectorRegistry()
         registry = self.registry
         self.commands = Counter(
@@ -93,18 +93,29 @@ class GatewayMetrics:
             # Zero-valued series exist from the start, so rate() works on the first move.
             self.moves_completed.labels(machine.id)
             self.plc_latency.labels(machine.id)
-        registry.register(_LiveCollector(fleet, websocket, guard))
+        self._live = _LiveCollector(fleet, None, guard)
+        registry.register(self._live)
         # The last latency sample taken from each link's recent-samples window.
         self._last_sample: dict[str, float] = {}
         self._unsubscribe = fleet.bus.subscribe(self._on_event)
-        if websocket is not None:
-            websocket.broadcast_delay_observer = self.broadcast_delay.observe
+
+    def follow(self, websocket: WebSocketApi) -> None:
+        """Report this WebSocket API's sessions, messages and drops at scrape time (and its
+        guard's refusals, unless a guard was given). Its broadcast delays arrive through
+        :meth:`observe_broadcast_delay`, given to its constructor."""
+        self.websocket = websocket
+        self._live.websocket = websocket
+        if self._live.guard is None:
+            self._live.guard = websocket.guard
+
+    def observe_broadcast_delay(self, seconds: float) -> None:
+        """One state change's delay until its status_broadcast was written (the WebSocket
+        API's ``broadcast_delay_observer``)."""
+        self.broadcast_delay.observe(seconds)
 
     def close(self) -> None:
-        """Stop following the fleet and the WebSocket API."""
+        """Stop following the fleet."""
         self._unsubscribe()
-        if self.websocket is not None:
-            self.websocket.broadcast_delay_observer = None
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric, fresh."""
@@ -155,15 +166,15 @@ class _LiveCollector(Collector):
 
     def __init__(self, fleet: Fleet, websocket: WebSocketApi | None, guard: Guard | None) -> None:
         self._fleet = fleet
-        self._websocket = websocket
-        self._guard = guard
+        self.websocket = websocket
+        self.guard = guard
 
     def collect(self) -> Iterator[Metric]:
         yield from self._machines()
-        if self._websocket is not None:
-            yield from self._sessions(self._websocket)
-        if self._guard is not None:
-            yield from self._limits(self._guard)
+        if self.websocket is not None:
+            yield from self._sessions(self.websocket)
+        if self.guard is not None:
+            yield from self._limits(self.guard)
 
     @staticmethod
     def _limits(guard: Guard) -> Iterator[Metric]:

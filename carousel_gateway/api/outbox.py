@@ -2,19 +2,11 @@
 
 A broadcast is one encoded payload for many sessions. Its WebSocket frame is built once
 (:func:`text_frame`: a server's frames are not masked, so with no extension negotiated the
-bytes on the wire are the same for every session) and written to each session's transport
-as is: per session there is a state check, one ``transport.write`` and a look at the write
-buffer, nothing else. A session that negotiated an extension (permessage-deflate, when
-``websocket.compression`` is on) has its own compression context: it gets the payload
-through ``websockets``' own ``broadcast()``, which frames (and compresses) it for that
-connection.
-
-Writing straight to the transport leaves ``websockets``' state machine as it would be after
-``protocol.send_text()`` followed by ``send_data()``: sending an unfragmented data frame
-changes nothing in the protocol's state, and the asyncio connection flushes the protocol's
-output after every protocol call, so nothing of its own can be waiting to go out before our
-bytes. Sessions that are not OPEN (closing handshake started) or are in the middle of a
-fragmented send are skipped, exactly as ``broadcast()`` does.
+bytes on the wire are the same for every session) and written to each session as is, by
+:func:`~carousel_gateway.api.ws_internals.write_text_frame`: per session a state check, one
+transport write and a look at the write buffer, nothing else (sessions that negotiated
+permessage-deflate get the payload framed and compressed for them). How that is done with
+``websockets``' private internals, and why it is safe, is in ``ws_internals.py``.
 
 A broadcast to more sessions than ``slice_size`` is written a slice at a time, yielding to
 the event loop between slices, so a thousand-session broadcast never holds the loop for its
@@ -33,10 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from websockets.asyncio.server import broadcast
-from websockets.protocol import State
-
-_OPEN = State.OPEN
+from carousel_gateway.api.ws_internals import write_text_frame
 
 #: A message to at most this many sessions is written at once (after what they are owed),
 #: even while a large broadcast is still being written.
@@ -194,16 +183,10 @@ class Outbox(Generic[T]):
         for target in targets:
             if not target.alive or (skip is not None and target in skip):
                 continue
-            connection = target.connection
-            protocol = connection.protocol
-            if protocol.state is not _OPEN or connection.send_in_progress is not None:
+            buffered = write_text_frame(target.connection, frame, payload)
+            if buffered is None:
                 continue
-            transport = connection.transport
-            if protocol.extensions:
-                broadcast((connection,), payload, text=True)  # framed (compressed) for it
-            else:
-                transport.write(frame)
             written += 1
-            if transport.get_write_buffer_size() > limit:
+            if buffered > limit:
                 self._on_slow(target)
         return written

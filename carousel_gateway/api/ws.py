@@ -27,51 +27,18 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from carousel_gateway import __version__
-from carousel_gateway.api.auth import (
-    Authenticator,
-    Identity,
-    install_log_redaction,
-    token_from,
-)
+from carousel_gateway.api import ws_internals
+from carousel_gateway.api.auth import Authenticator, Identity, token_from
 from carousel_gateway.api.commands import CommandRunner
+from carousel_gateway.api.conversions import (
+    command_result,
+    history_entry,
+    machine_state,
+    move_message,
+)
 from carousel_gateway.api.edge import SERVER, websocket_headers
 from carousel_gateway.api.guard import WS_HANDSHAKE, WS_MESSAGE, Guard, HostPolicy, TokenBucket
 from carousel_gateway.api.http_status import http_status
-from carousel_gateway.api.messages import (
-    CAPABILITIES,
-    CommandData,
-    CommandResult,
-    Counters,
-    FleetStatus,
-    GetCounters,
-    GetHistory,
-    GetStatus,
-    History,
-    MachineEvent,
-    MachineEventKind,
-    MachineInfo,
-    MachineStatus,
-    MoveCompletedMessage,
-    MoveFailedMessage,
-    Ping,
-    Pong,
-    SendCommand,
-    ServerInfo,
-    StatusBroadcast,
-    Subscribe,
-    SubscriptionConfirmed,
-    Unsubscribe,
-    UnsubscriptionConfirmed,
-    Welcome,
-    epoch_seconds,
-    error_message,
-    history_entry,
-    machine_state,
-    main_reason,
-    parse_client_message,
-    request_id_of,
-    utc_timestamp,
-)
 from carousel_gateway.api.outbox import Outbox
 from carousel_gateway.api.subscriptions import CHANNELS_OF, Channel, SubscriptionIndex
 from carousel_gateway.config import GatewayConfig
@@ -97,6 +64,34 @@ from carousel_gateway.fleet.fleet import Fleet
 from carousel_gateway.fleet.machine import Machine, MoveOutcomeUnknown
 from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.store import Journal
+from carousel_gateway.wire import (
+    CAPABILITIES,
+    Counters,
+    FleetStatus,
+    GetCounters,
+    GetHistory,
+    GetStatus,
+    History,
+    MachineEvent,
+    MachineEventKind,
+    MachineInfo,
+    MachineStatus,
+    Ping,
+    Pong,
+    SendCommand,
+    ServerInfo,
+    StatusBroadcast,
+    Subscribe,
+    SubscriptionConfirmed,
+    Unsubscribe,
+    UnsubscriptionConfirmed,
+    Welcome,
+    epoch_seconds,
+    error_message,
+    parse_client_message,
+    request_id_of,
+    utc_timestamp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +132,7 @@ class WebSocketApi:
         guard: Guard | None = None,
         ssl_context: ssl.SSLContext | None = None,
         runner: CommandRunner | None = None,
+        broadcast_delay_observer: Callable[[float], None] | None = None,
     ) -> None:
         self.config = config
         self.fleet = fleet
@@ -157,7 +153,7 @@ class WebSocketApi:
         self.sent_by_type: Counter[str] = Counter()
         self.slow_clients_dropped = 0
         #: Called with the seconds from a state change to its broadcast written (metrics).
-        self.broadcast_delay_observer: Callable[[float], None] | None = None
+        self.broadcast_delay_observer = broadcast_delay_observer
         #: Every frame goes out through it: framed once, sliced, in order per session.
         self.outbox: Outbox[Session] = Outbox(
             slice_size=config.websocket.broadcast_slice_sessions,
@@ -174,7 +170,6 @@ class WebSocketApi:
 
     async def start(self) -> None:
         ws = self.config.websocket
-        install_log_redaction()
         self._server = await serve(
             self._handle,
             ws.host,
@@ -232,9 +227,7 @@ class WebSocketApi:
             log.warning("WebSocket handshake from %s refused: %s", peer, exc.code.value)
             return _refusal(connection, exc)
         guard.sessions.take(address)
-        connection.connection_lost_waiter.add_done_callback(
-            lambda _: guard.sessions.release(address)
-        )
+        ws_internals.on_connection_lost(connection, lambda: guard.sessions.release(address))
         return None
 
     # -- session --------------------------------------------------------------------------
@@ -457,13 +450,13 @@ class WebSocketApi:
                 self._send(session, error_message(exc, origin.request_id))
                 outcome = exc.outcome  # a later reading still settles it: the requester hears
             else:
-                self._send(session, _command_result(executed.accepted, origin.request_id))
+                self._send(session, command_result(executed.accepted, origin.request_id))
                 outcome = executed.outcome
             finally:
                 session.commands_in_flight -= 1
             if outcome is not None:
                 event = await self.runner.outcome(machine, outcome)
-                self._send(session, _move_outcome(event, origin.request_id))
+                self._send(session, move_message(event, origin.request_id))
         except GatewayError as exc:
             self._send(session, error_message(exc, origin.request_id))
         except Exception:
@@ -538,9 +531,9 @@ class WebSocketApi:
                         done = lambda: observe(time.monotonic() - changed)  # noqa: E731
                     self._broadcast(sessions, "status_broadcast", message.encode(), done)
             case CommandAccepted():
-                self._to_other_subscribers(event, event.origin, _command_result)
+                self._to_other_subscribers(event, event.origin, command_result)
             case MoveCompleted() | MoveFailed():
-                self._to_other_subscribers(event, event.origin, _move_outcome)
+                self._to_other_subscribers(event, event.origin, move_message)
             case ConnectionChanged(state=state, reason=reason):
                 kind = {
                     ConnectionState.CONNECTED: MachineEventKind.CONNECTED,
@@ -634,47 +627,7 @@ class WebSocketApi:
         )
         if session.connection.state is State.OPEN:
             with contextlib.suppress(Exception):
-                session.connection.transport.abort()
-
-
-def _command_result(event: CommandAccepted, request_id: str | None) -> CommandResult:
-    return CommandResult(
-        machine_id=event.machine_id,
-        data=CommandData(
-            command_sent=event.command,
-            argument=event.argument,
-            result=event.result,
-            skipped=event.skipped,
-            command_id=event.command_id,
-        ),
-        timestamp=utc_timestamp(event.at),
-        request_id=request_id,
-    )
-
-
-def _move_outcome(
-    event: MoveCompleted | MoveFailed, request_id: str | None
-) -> MoveCompletedMessage | MoveFailedMessage:
-    if isinstance(event, MoveCompleted):
-        return MoveCompletedMessage(
-            machine_id=event.machine_id,
-            command_id=event.command_id,
-            position=event.position,
-            duration_s=round(event.duration_s, 3),
-            timestamp=utc_timestamp(event.at),
-            request_id=request_id,
-        )
-    return MoveFailedMessage(
-        machine_id=event.machine_id,
-        command_id=event.command_id,
-        reason=main_reason(event.reasons),
-        reasons=list(event.reasons),
-        target=event.target,
-        position=event.position,
-        duration_s=round(event.duration_s, 3),
-        timestamp=utc_timestamp(event.at),
-        request_id=request_id,
-    )
+                ws_internals.abort(session.connection)
 
 
 def _refusal(connection: ServerConnection, error: GatewayError) -> Response:

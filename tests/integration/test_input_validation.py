@@ -12,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from carousel_gateway.api.messages import CLIENT_MESSAGE_TYPES
 from carousel_gateway.api.ws import MAX_COMMANDS_IN_FLIGHT
+from carousel_gateway.wire import (
+    CLIENT_MESSAGE_TYPES,
+)
 from tests.integration.conftest import FAST_MACHINE, gateway_config
 from tests.integration.wsclient import TestClient
 

@@ -10,6 +10,7 @@ import socket
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -23,7 +24,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_config(tmp_path: Path, ws_port: int) -> Path:
+def write_config(tmp_path: Path, ws_port: int, http_port: int | None = None) -> Path:
     path = tmp_path / "gateway.toml"
     path.write_text(
         f"""
@@ -33,7 +34,7 @@ port = {ws_port}
 
 [http]
 host = "127.0.0.1"
-port = {free_port()}
+port = {http_port or free_port()}
 
 [[machines]]
 id = "machine_1"
@@ -51,7 +52,7 @@ seconds_per_position = 0.02
     return path
 
 
-async def start_gateway(config: Path) -> asyncio.subprocess.Process:
+async def start_gateway(config: Path, *options: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -59,6 +60,7 @@ async def start_gateway(config: Path) -> asyncio.subprocess.Process:
         "serve",
         "--config",
         str(config),
+        *options,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -121,3 +123,33 @@ async def test_bad_config_exits_2_with_one_line_per_problem(tmp_path):
     assert len(lines) == 2
     assert all(line.startswith(str(path)) for line in lines)
     assert any("port" in line for line in lines) and any("colour" in line for line in lines)
+
+
+async def test_tokens_in_request_targets_are_redacted_in_the_real_log(tmp_path):
+    """`serve` installs the log redaction: neither uvicorn's access log (INFO) nor
+    websockets' handshake dump (DEBUG) shows a ``?token=`` value."""
+    secret = "Zm9vYmFyLXNlY3JldC10b2tlbg"
+    ws_port, http_port = free_port(), free_port()
+    process = await start_gateway(
+        write_config(tmp_path, ws_port, http_port), "--log-level", "DEBUG"
+    )
+    try:
+        lines = await wait_for_line(process, "REST API on")
+        async with httpx.AsyncClient() as http:
+            response = await http.get(f"http://127.0.0.1:{http_port}/v1/health?token={secret}")
+        assert response.status_code == 200
+        lines += await wait_for_line(process, "GET /v1/health?token=")
+        async with connect(f"ws://127.0.0.1:{ws_port}/?token={secret}") as client:
+            assert json.loads(await client.recv())["type"] == "welcome"
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            lines.append((await process.stdout.read()).decode())
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    log = "".join(lines)
+    assert secret not in log
+    assert "GET /v1/health?token=[redacted]" in log  # uvicorn.access
+    assert "GET /?token=[redacted]" in log  # websockets' DEBUG request dump

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from carousel_gateway.api import messages
+from carousel_gateway import wire
 from carousel_gateway.api.asyncapi import build_asyncapi
 from carousel_gateway.cli import app
 
@@ -45,7 +45,7 @@ def test_document_is_asyncapi_3_and_every_ref_resolves():
 
 def test_every_message_model_is_documented():
     names = {m["title"] for m in build_asyncapi()["components"]["messages"].values()}
-    expected = {model.__name__ for model in (*messages.CLIENT_MESSAGES, *messages.SERVER_MESSAGES)}
+    expected = {model.__name__ for model in (*wire.CLIENT_MESSAGES, *wire.SERVER_MESSAGES)}
     assert names == expected
 
 

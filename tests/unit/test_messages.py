@@ -8,13 +8,13 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from carousel_gateway.api.messages import (
+from carousel_gateway.api.conversions import main_reason
+from carousel_gateway.wire import (
     ErrorCode,
     GatewayError,
     MachineStatus,
     SendCommand,
     error_message,
-    main_reason,
     parse_client_message,
     request_id_of,
     utc_timestamp,
@@ -133,7 +133,7 @@ def test_main_reason_prefers_fault_keys():
 def test_history_kinds_of_the_api_are_the_journal_kinds():
     from typing import get_args
 
-    from carousel_gateway.api.messages import HistoryKind
     from carousel_gateway.store import KINDS
+    from carousel_gateway.wire import HistoryKind
 
     assert set(get_args(HistoryKind)) == set(KINDS)

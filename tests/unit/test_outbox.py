@@ -13,7 +13,7 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
-from carousel_gateway.api import outbox as outbox_module
+from carousel_gateway.api import ws_internals
 from carousel_gateway.api.outbox import DIRECT_MAX, Outbox, text_frame
 
 
@@ -192,7 +192,7 @@ async def test_closing_sessions_are_skipped_and_compressed_ones_framed_by_websoc
     targets[2].connection.protocol.extensions = ["permessage-deflate"]
     through_websockets: list = []
     monkeypatch.setattr(
-        outbox_module,
+        ws_internals,
         "broadcast",
         lambda connections, payload, text: through_websockets.append((connections, payload)),
     )

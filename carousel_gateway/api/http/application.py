@@ -32,8 +32,8 @@ from carousel_gateway.api.http import (
 from carousel_gateway.api.http.errors import install_error_handlers
 from carousel_gateway.api.http.gatekeeper import DOCS_ASSETS, DOCS_PAGES, Gatekeeper
 from carousel_gateway.api.http.state import MAX_BODY_BYTES, RestApi
+from carousel_gateway.api.metrics import GatewayMetrics
 from carousel_gateway.api.simulators import SimulatorControl
-from carousel_gateway.api.ws import WebSocketApi
 from carousel_gateway.fleet.fleet import Fleet
 from carousel_gateway.store import Journal
 
@@ -61,26 +61,27 @@ def create_app(
     *,
     simulators: Mapping[str, SimulatorControl],
     authenticator: Authenticator,
-    websocket: WebSocketApi | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     rate_limiter: RateLimiter | None = None,
     journal: Journal | None = None,
     guard: Guard | None = None,
     runner: CommandRunner | None = None,
+    metrics: GatewayMetrics | None = None,
 ) -> FastAPI:
-    """The REST API over a fleet. ``websocket`` (a WebSocketApi) adds its metrics and,
-    unless ``guard`` is given, shares its limits; ``runner`` is the gateway's command path
-    (shared with the WebSocket API; a REST-only app gets its own)."""
+    """The REST API over a fleet. The composition root gives it what it shares with the
+    WebSocket API: the ``guard`` (limits, lockouts), the ``runner`` (the one command path)
+    and the ``metrics``; an app built without them (tests, the OpenAPI document) gets its
+    own."""
     api = RestApi(
         fleet,
         simulators=simulators,
         authenticator=authenticator,
-        websocket=websocket,
         max_body_bytes=max_body_bytes,
         rate_limiter=rate_limiter,
         journal=journal,
         guard=guard,
         runner=runner,
+        metrics=metrics,
     )
     # Swagger UI's files come from the package (fastapi-offline): plant networks have no
     # internet, so the usual CDN would leave /docs blank.

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from carousel_gateway.api.auth import Identity
 from carousel_gateway.api.commands import failure_code
+from carousel_gateway.api.conversions import main_reason
 from carousel_gateway.api.guard import HTTP
 from carousel_gateway.api.http.conversions import command_data, move_outcome
 from carousel_gateway.api.http.deps import (
@@ -27,7 +28,6 @@ from carousel_gateway.api.http.models import (
     WaitMode,
 )
 from carousel_gateway.api.http.state import RestApi
-from carousel_gateway.api.messages import main_reason
 from carousel_gateway.errors import GatewayError
 from carousel_gateway.fleet.events import Channel as OriginChannel
 from carousel_gateway.fleet.events import MoveFailed, Origin

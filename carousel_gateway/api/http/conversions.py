@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from carousel_gateway.api.conversions import main_reason
 from carousel_gateway.api.http.models import CommandData, MoveOutcome
-from carousel_gateway.api.messages import main_reason, utc_timestamp
 from carousel_gateway.fleet.events import CommandAccepted, MoveCompleted, MoveFailed
+from carousel_gateway.wire import (
+    utc_timestamp,
+)
 
 
 def command_data(accepted: CommandAccepted) -> CommandData:

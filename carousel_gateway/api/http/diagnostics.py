@@ -3,6 +3,7 @@ telemetry, as a technician asks for them, from the fleet's own ``Machine.diagnos
 
 from __future__ import annotations
 
+from carousel_gateway.api.conversions import machine_state
 from carousel_gateway.api.http.conversions import outcome_of
 from carousel_gateway.api.http.models import (
     ConnectionDiagnostics,
@@ -11,9 +12,11 @@ from carousel_gateway.api.http.models import (
     Refusal,
     TelemetryDiagnostics,
 )
-from carousel_gateway.api.messages import machine_state, utc_timestamp
 from carousel_gateway.fleet.diagnostics import LinkReport, TelemetryReport
 from carousel_gateway.fleet.machine import Machine
+from carousel_gateway.wire import (
+    utc_timestamp,
+)
 
 
 def diagnostics_of(machine: Machine, counters: dict[str, float] | None) -> MachineDiagnostics:

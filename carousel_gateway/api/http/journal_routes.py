@@ -8,13 +8,18 @@ from typing import Annotated
 
 from fastapi import Query
 
+from carousel_gateway.api.conversions import history_entry
 from carousel_gateway.api.http.deps import ApiDep, MachineDep, protected_router
 from carousel_gateway.api.http.errors import HISTORY_ERRORS, documented_errors
 from carousel_gateway.api.http.models import HistoryData, HistoryResponse
 from carousel_gateway.api.http.state import RestApi
-from carousel_gateway.api.messages import HistoryKind, IsoDateTime, epoch_seconds, history_entry
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.store import KINDS
+from carousel_gateway.wire import (
+    HistoryKind,
+    IsoDateTime,
+    epoch_seconds,
+)
 
 router = protected_router()
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Query
 
+from carousel_gateway.api.conversions import machine_state
 from carousel_gateway.api.http.deps import ApiDep, MachineDep, protected_router
 from carousel_gateway.api.http.diagnostics import diagnostics_of
 from carousel_gateway.api.http.errors import MACHINE_READ_ERRORS, READ_ERRORS, documented_errors
@@ -16,7 +17,6 @@ from carousel_gateway.api.http.models import (
     MachinesResponse,
     MachineStatusResponse,
 )
-from carousel_gateway.api.messages import machine_state
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.fleet.fleet import Fleet
 from carousel_gateway.fleet.machine import Machine

@@ -7,10 +7,15 @@ from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from carousel_gateway.api.messages import HistoryEntry, MachineInfo, MachineState, utc_timestamp
 from carousel_gateway.api.simulators import SimulatorFault, SimulatorLinkAction
 from carousel_gateway.errors import ErrorCode
 from carousel_gateway.plc.connection import ConnectionState
+from carousel_gateway.wire import (
+    HistoryEntry,
+    MachineInfo,
+    MachineState,
+    utc_timestamp,
+)
 
 DataT = TypeVar("DataT")
 

@@ -11,7 +11,6 @@ import uvicorn
 from fastapi import FastAPI
 
 from carousel_gateway.api import edge
-from carousel_gateway.api.auth import install_log_redaction
 from carousel_gateway.api.http.gatekeeper import DOCS_PAGES
 from carousel_gateway.api.http.state import RestApi
 from carousel_gateway.api.http.uvicorn_embedding import EmbeddedServer
@@ -44,7 +43,6 @@ class HttpServer:
         return self._port
 
     async def start(self) -> None:
-        install_log_redaction()  # uvicorn.access logs request targets (?token=...)
         # Binding here makes a busy port an OSError for the caller (uvicorn would exit).
         served = await edge.wrap(self.app, docs_paths=DOCS_PAGES)
         sock = _listening_socket(self.host, self._requested_port)

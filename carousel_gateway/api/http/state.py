@@ -10,7 +10,6 @@ from carousel_gateway.api.commands import CommandRunner
 from carousel_gateway.api.guard import Guard, RateLimiter
 from carousel_gateway.api.metrics import GatewayMetrics
 from carousel_gateway.api.simulators import SimulatorControl
-from carousel_gateway.api.ws import WebSocketApi
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.fleet.fleet import Fleet
 from carousel_gateway.fleet.machine import Machine
@@ -30,30 +29,29 @@ class RestApi:
         *,
         simulators: Mapping[str, SimulatorControl],
         authenticator: Authenticator,
-        websocket: WebSocketApi | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         rate_limiter: RateLimiter | None = None,
         journal: Journal | None = None,
         guard: Guard | None = None,
         runner: CommandRunner | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.fleet = fleet
         self.journal = journal
         self.simulators = simulators
         self.authenticator = authenticator
-        self.websocket = websocket
         self.max_body_bytes = max_body_bytes
         #: Origins, lockouts, per-machine command rates (shared with the WebSocket API).
-        if guard is None:
-            guard = websocket.guard if websocket is not None else Guard()
-        self.guard = guard
+        self.guard = guard = guard if guard is not None else Guard()
         limits = guard.limits
         self.limiter = rate_limiter or RateLimiter(
             limits.http_writes_per_second, limits.http_write_burst
         )
         #: The gateway's one command path (shared with the WebSocket API when given).
         self.runner = runner if runner is not None else CommandRunner(guard)
-        self.metrics = GatewayMetrics(fleet, websocket, guard=guard)
+        #: The gateway's metrics (built by the composition root; a REST-only app gets its own).
+        self._own_metrics = metrics is None
+        self.metrics = metrics if metrics is not None else GatewayMetrics(fleet, guard=guard)
         #: True while the servers are up (set by :class:`HttpServer`).
         self.ready = False
 
@@ -61,7 +59,8 @@ class RestApi:
         """Stop answering as ready and release requests waiting for a move's outcome."""
         self.ready = False
         self.runner.close()
-        self.metrics.close()
+        if self._own_metrics:
+            self.metrics.close()
 
     def simulator(self, machine_id: str) -> tuple[Machine, SimulatorControl]:
         machine = self.fleet.get(machine_id)

@@ -183,6 +183,7 @@ class Gateway:
             guard=guard,
             runner=runner,
             metrics=metrics,
+            websocket_port=self.websocket.port,
         )
         self.http = HttpServer(
             app, self.config.http.host, self.config.http.port, ssl_context=context

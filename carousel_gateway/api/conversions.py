@@ -9,12 +9,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from carousel_gateway.fleet.events import CommandAccepted, MoveCompleted, MoveFailed, Snapshot
+from carousel_gateway.fleet.events import (
+    CommandAccepted,
+    ConnectionChanged,
+    Event,
+    FaultCleared,
+    FaultRaised,
+    MoveCompleted,
+    MoveFailed,
+    PositionDesync,
+    PositionDesyncCleared,
+    Snapshot,
+    TelemetrySourceChanged,
+)
+from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.plc.status import FLAG_BY_KEY, StatusKey
 from carousel_gateway.wire import (
     CommandData,
     CommandResult,
     HistoryEntry,
+    MachineEvent,
+    MachineEventKind,
     MachineState,
     MoveCompletedMessage,
     MoveFailedMessage,
@@ -94,3 +109,51 @@ def move_message(
         timestamp=utc_timestamp(event.at),
         request_id=request_id,
     )
+
+
+_LINK_EVENTS = {
+    ConnectionState.CONNECTED: MachineEventKind.CONNECTED,
+    ConnectionState.DISCONNECTED: MachineEventKind.DISCONNECTED,
+    ConnectionState.ERROR: MachineEventKind.ERROR,
+}
+
+
+def machine_event(event: Event) -> MachineEvent | None:
+    """A machine event for ``all_events`` subscribers (None: not one of theirs: states go
+    out as status broadcasts, commands and moves as their own messages)."""
+    machine_id, at = event.machine_id, utc_timestamp(event.at)
+    match event:
+        case ConnectionChanged(state=state, reason=reason):
+            kind = _LINK_EVENTS[state]
+            return MachineEvent(machine_id=machine_id, event=kind, reason=reason, timestamp=at)
+        case FaultRaised(keys=keys) | FaultCleared(keys=keys):
+            kind = (
+                MachineEventKind.FAULT_RAISED
+                if isinstance(event, FaultRaised)
+                else MachineEventKind.FAULT_CLEARED
+            )
+            return MachineEvent(machine_id=machine_id, event=kind, keys=list(keys), timestamp=at)
+        case TelemetrySourceChanged(source=source, reason=reason):
+            return MachineEvent(
+                machine_id=machine_id,
+                event=MachineEventKind.TELEMETRY_SOURCE,
+                source=source.value,
+                reason=reason,
+                timestamp=at,
+            )
+        case PositionDesync(position=position, target=target):
+            return MachineEvent(
+                machine_id=machine_id,
+                event=MachineEventKind.POSITION_DESYNC,
+                position=position,
+                target=target,
+                timestamp=at,
+            )
+        case PositionDesyncCleared(position=position):
+            return MachineEvent(
+                machine_id=machine_id,
+                event=MachineEventKind.POSITION_DESYNC_CLEARED,
+                position=position,
+                timestamp=at,
+            )
+    return None

@@ -40,12 +40,11 @@ async def favicon() -> FileResponse:
 @router.get("/v1/dashboard/config")
 async def dashboard_config(request: Request) -> JSONResponse:
     api = request.app.state.api
-    websocket = api.websocket
     return JSONResponse(
         {
             "success": True,
             "data": {
-                "ws_port": websocket.port if websocket is not None else 8765,
+                "ws_port": api.websocket_port or 8765,
                 "ws_path": "/",
                 "auth_enabled": api.authenticator.enabled,
             },

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import math
 import ssl
 import time
 from collections import Counter
@@ -23,24 +22,24 @@ from dataclasses import dataclass, field
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from carousel_gateway import __version__
 from carousel_gateway.api import ws_internals
-from carousel_gateway.api.auth import Authenticator, Identity, token_from
+from carousel_gateway.api.auth import Authenticator, Identity
 from carousel_gateway.api.commands import CommandRunner
 from carousel_gateway.api.conversions import (
     command_result,
     history_entry,
+    machine_event,
     machine_state,
     move_message,
 )
-from carousel_gateway.api.edge import SERVER, websocket_headers
-from carousel_gateway.api.guard import WS_HANDSHAKE, WS_MESSAGE, Guard, HostPolicy, TokenBucket
-from carousel_gateway.api.http_status import http_status
+from carousel_gateway.api.edge import SERVER
+from carousel_gateway.api.guard import WS_MESSAGE, Guard, HostPolicy, TokenBucket
 from carousel_gateway.api.outbox import Outbox
 from carousel_gateway.api.subscriptions import CHANNELS_OF, Channel, SubscriptionIndex
+from carousel_gateway.api.ws_handshake import Handshake, with_security_headers
 from carousel_gateway.config import GatewayConfig
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.fleet.events import (
@@ -48,21 +47,14 @@ from carousel_gateway.fleet.events import (
 )
 from carousel_gateway.fleet.events import (
     CommandAccepted,
-    ConnectionChanged,
     Event,
-    FaultCleared,
-    FaultRaised,
     MoveCompleted,
     MoveFailed,
     Origin,
-    PositionDesync,
-    PositionDesyncCleared,
     StatusChanged,
-    TelemetrySourceChanged,
 )
 from carousel_gateway.fleet.fleet import Fleet
 from carousel_gateway.fleet.machine import Machine, MoveOutcomeUnknown
-from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.store import Journal
 from carousel_gateway.wire import (
     CAPABILITIES,
@@ -72,8 +64,6 @@ from carousel_gateway.wire import (
     GetHistory,
     GetStatus,
     History,
-    MachineEvent,
-    MachineEventKind,
     MachineInfo,
     MachineStatus,
     Ping,
@@ -142,6 +132,7 @@ class WebSocketApi:
         self.guard = guard or Guard(
             config.limits, config.security, hosts=HostPolicy.for_config(config)
         )
+        self.handshake = Handshake(self.guard, self.authenticator)
         self.ssl_context = ssl_context
         #: The gateway's one command path (shared with REST when given).
         self.runner = runner if runner is not None else CommandRunner(self.guard)
@@ -174,8 +165,8 @@ class WebSocketApi:
             self._handle,
             ws.host,
             ws.port,
-            process_request=self._authenticate,
-            process_response=_with_security_headers,
+            process_request=self.handshake.admit,
+            process_response=with_security_headers,
             server_header=SERVER,  # not the Python and websockets versions
             compression="deflate" if ws.compression else None,
             ping_interval=ws.ping_interval_s,
@@ -208,32 +199,10 @@ class WebSocketApi:
 
     # -- handshake ------------------------------------------------------------------------
 
-    def _authenticate(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Admit a handshake or refuse it: host (400), origin (403), lockout (429), token
-        (401), then session limits (503). An admitted handshake holds a session slot until
-        its connection closes, whether or not it becomes a session."""
-        guard = self.guard
-        peer = _peer(connection)
-        address = _address(connection)
-        try:
-            headers = request.headers
-            guard.admit(WS_HANDSHAKE, host=headers.get("Host"), origin=headers.get("Origin"))
-            token = token_from(headers.get("Authorization"), request.path)
-            guard.authenticate(WS_HANDSHAKE, self.authenticator, token, address=address, peer=peer)
-            code = guard.sessions.refusal(address)
-            if code is not None:
-                raise guard.refuse(WS_HANDSHAKE, code, "too many WebSocket sessions; try later")
-        except GatewayError as exc:
-            log.warning("WebSocket handshake from %s refused: %s", peer, exc.code.value)
-            return _refusal(connection, exc)
-        guard.sessions.take(address)
-        ws_internals.on_connection_lost(connection, lambda: guard.sessions.release(address))
-        return None
-
     # -- session --------------------------------------------------------------------------
 
     async def _handle(self, connection: ServerConnection) -> None:
-        identity = self._identity(connection)
+        identity = self.handshake.identity(connection)
         session = Session(
             next(self._session_ids), connection, identity, bucket=self.guard.session_bucket()
         )
@@ -261,16 +230,6 @@ class WebSocketApi:
             log.info(
                 "session %d closed (%s)", session.id, connection.close_code or "connection lost"
             )
-
-    def _identity(self, connection: ServerConnection) -> Identity:
-        """Who the admitted handshake authenticated as (the token is checked again)."""
-        request = connection.request
-        if request is not None:
-            token = token_from(request.headers.get("Authorization"), request.path)
-            identity = self.authenticator.identify(token, _peer(connection))
-            if identity is not None:
-                return identity
-        return Identity(_peer(connection), "viewer")
 
     def _admit(self, session: Session, raw: str | bytes) -> bool:
         """The session's message rate limit: False (and RATE_LIMITED sent) when over it."""
@@ -534,29 +493,12 @@ class WebSocketApi:
                 self._to_other_subscribers(event, event.origin, command_result)
             case MoveCompleted() | MoveFailed():
                 self._to_other_subscribers(event, event.origin, move_message)
-            case ConnectionChanged(state=state, reason=reason):
-                kind = {
-                    ConnectionState.CONNECTED: MachineEventKind.CONNECTED,
-                    ConnectionState.DISCONNECTED: MachineEventKind.DISCONNECTED,
-                    ConnectionState.ERROR: MachineEventKind.ERROR,
-                }[state]
-                self._machine_event(event, kind, reason=reason)
-            case FaultRaised(keys=keys):
-                self._machine_event(event, MachineEventKind.FAULT_RAISED, keys=list(keys))
-            case FaultCleared(keys=keys):
-                self._machine_event(event, MachineEventKind.FAULT_CLEARED, keys=list(keys))
-            case TelemetrySourceChanged(source=source, reason=reason):
-                self._machine_event(
-                    event, MachineEventKind.TELEMETRY_SOURCE, source=source.value, reason=reason
-                )
-            case PositionDesync(position=position, target=target):
-                self._machine_event(
-                    event, MachineEventKind.POSITION_DESYNC, position=position, target=target
-                )
-            case PositionDesyncCleared(position=position):
-                self._machine_event(
-                    event, MachineEventKind.POSITION_DESYNC_CLEARED, position=position
-                )
+            case _:
+                sessions = self.subscriptions.sessions(Channel.EVENTS, event.machine_id)
+                if sessions:  # built only when someone listens
+                    message = machine_event(event)
+                    if message is not None:
+                        self._broadcast(sessions, "machine_event", message.encode())
 
     def _to_other_subscribers(self, event: Event, origin: Origin, build) -> None:
         """A command's result or outcome to the sessions subscribed to commands, except its
@@ -569,31 +511,6 @@ class WebSocketApi:
         if others:
             message = build(event, None)
             self._broadcast(others, message.type, message.encode())
-
-    def _machine_event(
-        self,
-        event: Event,
-        kind: MachineEventKind,
-        *,
-        keys: list[str] | None = None,
-        reason: str | None = None,
-        source: str | None = None,
-        position: int | None = None,
-        target: int | None = None,
-    ) -> None:
-        sessions = self.subscriptions.sessions(Channel.EVENTS, event.machine_id)
-        if sessions:
-            message = MachineEvent(
-                machine_id=event.machine_id,
-                event=kind,
-                keys=keys,
-                reason=reason,
-                source=source,
-                position=position,
-                target=target,
-                timestamp=utc_timestamp(event.at),
-            )
-            self._broadcast(sessions, "machine_event", message.encode())
 
     # -- writing --------------------------------------------------------------------------
 
@@ -628,43 +545,3 @@ class WebSocketApi:
         if session.connection.state is State.OPEN:
             with contextlib.suppress(Exception):
                 ws_internals.abort(session.connection)
-
-
-def _refusal(connection: ServerConnection, error: GatewayError) -> Response:
-    """A refused handshake: the HTTP status of its code and an ``error`` message as body."""
-    response = connection.respond(http_status(error.code), error_message(error).encode())
-    del response.headers["Content-Type"]
-    response.headers["Content-Type"] = "application/json"
-    if error.code is ErrorCode.UNAUTHORIZED:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="carousel-gateway"'
-    if error.retry_after_s is not None:
-        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
-    return response
-
-
-_SECURITY_HEADERS = websocket_headers()
-
-
-def _with_security_headers(
-    connection: ServerConnection, request: Request, response: Response
-) -> None:
-    """Refusals and plain HTTP answers on this port get the same protective headers as the
-    HTTP port's (a successful upgrade carries no document, so it needs none)."""
-    if response.status_code != 101:
-        for name, value in _SECURITY_HEADERS.items():
-            response.headers[name] = value
-
-
-def _address(connection: ServerConnection) -> str:
-    """The client's address without its port (what per-address limits count)."""
-    address = connection.remote_address
-    if isinstance(address, tuple) and address:
-        return str(address[0])
-    return str(address)
-
-
-def _peer(connection: ServerConnection) -> str:
-    address = connection.remote_address
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address)

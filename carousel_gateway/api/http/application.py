@@ -67,6 +67,7 @@ def create_app(
     guard: Guard | None = None,
     runner: CommandRunner | None = None,
     metrics: GatewayMetrics | None = None,
+    websocket_port: int | None = None,
 ) -> FastAPI:
     """The REST API over a fleet. The composition root gives it what it shares with the
     WebSocket API: the ``guard`` (limits, lockouts), the ``runner`` (the one command path)
@@ -82,6 +83,7 @@ def create_app(
         guard=guard,
         runner=runner,
         metrics=metrics,
+        websocket_port=websocket_port,
     )
     # Swagger UI's files come from the package (fastapi-offline): plant networks have no
     # internet, so the usual CDN would leave /docs blank.

@@ -35,12 +35,15 @@ class RestApi:
         guard: Guard | None = None,
         runner: CommandRunner | None = None,
         metrics: GatewayMetrics | None = None,
+        websocket_port: int | None = None,
     ) -> None:
         self.fleet = fleet
         self.journal = journal
         self.simulators = simulators
         self.authenticator = authenticator
         self.max_body_bytes = max_body_bytes
+        #: Where the dashboard's page finds the WebSocket API (None: the spec's 8765).
+        self.websocket_port = websocket_port
         #: Origins, lockouts, per-machine command rates (shared with the WebSocket API).
         self.guard = guard = guard if guard is not None else Guard()
         limits = guard.limits

@@ -32,6 +32,7 @@ TEST_DEPS :=
 test: $(STAMP) $(TEST_DEPS)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

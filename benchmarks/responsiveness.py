@@ -43,7 +43,7 @@ from benchmarks._common import (
     wait_for_port,
 )
 from carousel_gateway.config import MachineConfig
-from carousel_gateway.sim.carousel import CarouselModel, MoveOutcome
+from carousel_gateway.sim.carousel import CarouselModel, MoveResponse
 from carousel_gateway.sim.server import SimulatorServer, SimulatorSettings
 
 SECONDS_PER_POSITION = 0.25
@@ -56,10 +56,10 @@ class HistoryModel(CarouselModel):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.travels: list[tuple[float, int, int, int]] = []
 
-    def move(self, index: int) -> MoveOutcome:
+    def move(self, index: int) -> MoveResponse:
         outcome = super().move(index)
         travel = self._travel
-        if outcome is MoveOutcome.STARTED and travel is not None:
+        if outcome is MoveResponse.STARTED and travel is not None:
             self.travels.append(
                 (travel.started_at, travel.start_index, travel.direction, travel.distance)
             )

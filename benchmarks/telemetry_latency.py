@@ -32,7 +32,7 @@ from carousel_gateway.config import MachineConfig
 from carousel_gateway.fleet.events import Event, EventBus, MoveCompleted, MoveFailed
 from carousel_gateway.fleet.machine import Machine
 from carousel_gateway.plc.connection import ConnectionState
-from carousel_gateway.sim.carousel import CarouselModel, MoveOutcome
+from carousel_gateway.sim.carousel import CarouselModel, MoveResponse
 from carousel_gateway.sim.modbus_server import ModbusSimulatorServer, ModbusSimulatorSettings
 from carousel_gateway.sim.server import SimulatorServer, SimulatorSettings
 
@@ -44,9 +44,9 @@ class RecordingModel(CarouselModel):
 
     last_arrival: float | None = None
 
-    def move(self, index: int) -> MoveOutcome:
+    def move(self, index: int) -> MoveResponse:
         outcome = super().move(index)
-        if outcome is MoveOutcome.STARTED:
+        if outcome is MoveResponse.STARTED:
             self.last_arrival = self.arrival_time()
         return outcome
 

@@ -32,6 +32,15 @@ from carousel_gateway.sim.modbus_server import ModbusSimulatorServer, ModbusSimu
 from carousel_gateway.sim.server import LinkAction, SimulatorServer, SimulatorSettings
 from carousel_gateway.store import Journal
 
+__all__ = [
+    "EmbeddedSimulatorControl",
+    "Gateway",
+    "build_modbus_simulator",
+    "build_simulator",
+    "log_event",
+    "tls_context",
+]
+
 log = logging.getLogger("carousel_gateway")
 
 
@@ -119,7 +128,6 @@ class Gateway:
         self.metrics: GatewayMetrics | None = None
         self.journal: Journal | None = None
         self._stop = asyncio.Event()
-        self._unsubscribe_log = None
 
     async def start(self) -> None:
         # Before any server logs a request target (``?token=...``) or header; process-wide.
@@ -152,7 +160,7 @@ class Gateway:
         )
         if self.journal is not None:
             self.fleet.bus.subscribe(self.journal.on_event)
-        self._unsubscribe_log = self.fleet.bus.subscribe(log_event)
+        self.fleet.bus.subscribe(log_event)
         self.fleet.start()
         log.info("fleet started: %s", ", ".join(self.fleet.ids))
         guard = Guard(

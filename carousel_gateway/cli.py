@@ -8,13 +8,35 @@ import hashlib
 import logging
 import secrets
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from carousel_gateway import __version__
 from carousel_gateway.config import ConfigError, GatewayConfig, load_config
+
+__all__ = [
+    "DEFAULT_URL",
+    "ConfigOption",
+    "TokenOption",
+    "UrlOption",
+    "app",
+    "asyncapi",
+    "config_app",
+    "config_check",
+    "history",
+    "main",
+    "move",
+    "serve",
+    "simulate",
+    "status",
+    "token_app",
+    "token_new",
+    "version",
+    "watch",
+]
 
 app = typer.Typer(
     help="Real-time gateway for vertical storage carousels (Delta AS PLCs).",
@@ -151,7 +173,7 @@ TokenOption = Annotated[
 DEFAULT_URL = "ws://localhost:8765"
 
 
-def _run_client(coro_factory) -> None:
+def _run_client(coro_factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run a client coroutine; print typed client errors as one line, exit code 1."""
     from carousel_gateway.client import CarouselError
 

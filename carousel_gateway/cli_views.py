@@ -28,6 +28,13 @@ from carousel_gateway.wire import (
     StatusBroadcast,
 )
 
+__all__ = [
+    "describe_event",
+    "history_table",
+    "status_table",
+    "watch_screen",
+]
+
 
 def _states(reply: MachineStatus | FleetStatus) -> dict[str, MachineState]:
     if isinstance(reply, FleetStatus):

@@ -49,6 +49,19 @@ from carousel_gateway.wire import (
     Welcome,
 )
 
+__all__ = [
+    "DEFAULT_URL",
+    "AuthenticationFailed",
+    "CarouselClient",
+    "CarouselError",
+    "ConnectionLost",
+    "Event",
+    "MoveOutcome",
+    "RequestTimeout",
+    "ServerError",
+    "parse_server_message",
+]
+
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "ws://localhost:8765"

@@ -16,6 +16,31 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from carousel_gateway.plc.protocol import ProtocolError, ReplyLayout
 
+__all__ = [
+    "WILDCARD_HOSTS",
+    "AuthConfig",
+    "ConfigError",
+    "Count",
+    "GatewayConfig",
+    "HttpConfig",
+    "JournalConfig",
+    "LimitsConfig",
+    "MachineConfig",
+    "PerSecond",
+    "Port",
+    "PortOrAuto",
+    "Register",
+    "ReplyLayoutConfig",
+    "Seconds",
+    "SecurityConfig",
+    "SimulatorConfig",
+    "TokenConfig",
+    "WebSocketConfig",
+    "default_config",
+    "load_config",
+    "parse_config",
+]
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 PortOrAuto = Annotated[int, Field(ge=0, le=65535)]
 Seconds = Annotated[float, Field(gt=0, le=3600)]
@@ -109,7 +134,7 @@ class MachineConfig(_Strict):
         return self.kind == "simulator" and self.simulator is not None and self.simulator.embedded
 
     @property
-    def type_label(self) -> str:
+    def type_label(self) -> Literal["Simulator", "Real PLC"]:
         """The spec's ``type`` field."""
         return "Simulator" if self.kind == "simulator" else "Real PLC"
 

@@ -9,6 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 
+__all__ = [
+    "ErrorCode",
+    "GatewayError",
+]
+
 
 class ErrorCode(StrEnum):
     # The spec's codes.

@@ -18,11 +18,11 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from carousel_gateway.fleet.events import (
     CommandAccepted,
@@ -41,7 +41,17 @@ from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.wire import KINDS as KINDS
 from carousel_gateway.wire import HistoryKind as HistoryKind
 
+__all__ = [
+    "KINDS",
+    "RAW_TEXT_LIMIT",
+    "SCHEMA",
+    "HistoryKind",
+    "HistoryPage",
+    "Journal",
+]
+
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -252,7 +262,8 @@ class Journal:
 
     # -- the journal thread -----------------------------------------------------------------
 
-    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on the journal's one thread (SQLite never blocks the loop)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def _open(self) -> None:

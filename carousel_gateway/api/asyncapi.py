@@ -13,6 +13,10 @@ from pydantic.json_schema import models_json_schema
 from carousel_gateway import __version__
 from carousel_gateway import wire as m
 
+__all__ = [
+    "build_asyncapi",
+]
+
 _REF = "#/components/schemas/{model}"
 
 #: Client message → the server's direct reply (plus ``error`` for any of them).
@@ -88,6 +92,7 @@ def build_asyncapi() -> dict[str, Any]:
     operations: dict[str, Any] = {}
     for request, replies in _REPLIES.items():
         name = _message_name(request)
+        answers: list[type[BaseModel]] = [*replies, m.ErrorMessage]
         operations[f"receive_{name}"] = {
             "action": "receive",
             "channel": {"$ref": "#/channels/gateway"},
@@ -95,7 +100,7 @@ def build_asyncapi() -> dict[str, Any]:
             "messages": [channel_message(request)],
             "reply": {
                 "channel": {"$ref": "#/channels/gateway"},
-                "messages": [channel_message(r) for r in (*replies, m.ErrorMessage)],
+                "messages": [channel_message(r) for r in answers],
             },
         }
     for model in (

@@ -19,6 +19,16 @@ from urllib.parse import parse_qs, urlsplit
 
 from carousel_gateway.config import AuthConfig
 
+__all__ = [
+    "REDACTED",
+    "Authenticator",
+    "Identity",
+    "Role",
+    "install_log_redaction",
+    "redact",
+    "token_from",
+]
+
 Role = Literal["viewer", "operator"]
 
 

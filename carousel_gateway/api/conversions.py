@@ -36,6 +36,15 @@ from carousel_gateway.wire import (
     utc_timestamp,
 )
 
+__all__ = [
+    "command_result",
+    "history_entry",
+    "machine_event",
+    "machine_state",
+    "main_reason",
+    "move_message",
+]
+
 
 def machine_state(snapshot: Snapshot) -> MachineState:
     status = snapshot.status

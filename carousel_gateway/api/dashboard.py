@@ -15,6 +15,19 @@ from fastapi.staticfiles import StaticFiles
 
 from carousel_gateway.wire import utc_timestamp
 
+__all__ = [
+    "FAVICON_URL",
+    "OPEN_PATHS",
+    "OPEN_PREFIXES",
+    "WEB_DIR",
+    "dashboard_config",
+    "favicon",
+    "index",
+    "install",
+    "is_open",
+    "router",
+]
+
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 OPEN_PREFIXES = ("/static/",)
 OPEN_PATHS = frozenset({"/", "/index.html", "/favicon.ico", "/v1/dashboard/config"})

@@ -21,6 +21,7 @@ import base64
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any, cast
 
 from secure import (
     ContentSecurityPolicy,
@@ -32,6 +33,18 @@ from secure import (
 )
 from secure.middleware import SecureASGIMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = [
+    "SERVER",
+    "HeadAsGet",
+    "SecurityHeaders",
+    "docs_headers",
+    "gateway_headers",
+    "get_page",
+    "inline_script_hashes",
+    "websocket_headers",
+    "wrap",
+]
 
 #: The ``Server`` header of both ports: the product, no versions.
 SERVER = "carousel-gateway"
@@ -171,7 +184,9 @@ class SecurityHeaders:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         docs = scope["type"] == "http" and scope["path"] in self.docs_paths
-        await (self.docs if docs else self.gateway)(scope, receive, send)
+        # `secure` annotates ``send`` as taking ``object``; Starlette's takes a message
+        # mapping. The call is right at run time; the cast only reconciles the two stubs.
+        await (self.docs if docs else self.gateway)(scope, receive, cast("Any", send))
 
 
 async def wrap(app: ASGIApp, *, docs_paths: Iterable[str]) -> ASGIApp:

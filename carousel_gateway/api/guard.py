@@ -23,6 +23,26 @@ from carousel_gateway.api.auth import Authenticator, Identity
 from carousel_gateway.config import WILDCARD_HOSTS, GatewayConfig, LimitsConfig, SecurityConfig
 from carousel_gateway.errors import ErrorCode, GatewayError
 
+__all__ = [
+    "ADDRESS_REFRESH_S",
+    "HTTP",
+    "LIMIT_CODES",
+    "LOCAL_NAMES",
+    "PLACES",
+    "WS_HANDSHAKE",
+    "WS_MESSAGE",
+    "AuthLockout",
+    "Clock",
+    "Guard",
+    "HostPolicy",
+    "IPAddress",
+    "OriginPolicy",
+    "RateLimiter",
+    "SessionSlots",
+    "TokenBucket",
+    "machine_addresses",
+]
+
 Clock = Callable[[], float]
 
 #: Where a refusal happened (the ``where`` label of ``carousel_refusals_total``).

@@ -13,6 +13,11 @@ from typing import Final
 
 from carousel_gateway.errors import ErrorCode
 
+__all__ = [
+    "STATUS_BY_CODE",
+    "http_status",
+]
+
 STATUS_BY_CODE: Final[Mapping[ErrorCode, int]] = MappingProxyType(
     {
         ErrorCode.INVALID_MESSAGE_FORMAT: HTTPStatus.BAD_REQUEST,

@@ -12,8 +12,8 @@ and call ``metrics.follow(websocket)``. Nothing here assigns into the WebSocket 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping, Sized
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -33,8 +33,27 @@ from carousel_gateway.fleet.fleet import Fleet
 from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.plc.status import FLAGS
 
-if TYPE_CHECKING:
-    from carousel_gateway.api.ws import WebSocketApi
+__all__ = [
+    "BROADCAST_DELAY_BUCKETS",
+    "PLC_LATENCY_BUCKETS",
+    "GatewayMetrics",
+    "SessionStats",
+]
+
+
+class SessionStats(Protocol):
+    """What the metrics read from a WebSocket API at scrape time (``api.ws.SessionStats``
+    is one; metrics do not import it, so REST, which serves them, does not either)."""
+
+    @property
+    def sessions(self) -> Sized: ...
+    @property
+    def sent_by_type(self) -> Mapping[str, int]: ...
+    @property
+    def slow_clients_dropped(self) -> int: ...
+    @property
+    def guard(self) -> Guard: ...
+
 
 #: PLC replies take 0.2–0.8 s in the field and a few ms from a simulator.
 PLC_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.5, 5.0)
@@ -49,7 +68,7 @@ class GatewayMetrics:
 
     def __init__(self, fleet: Fleet, *, guard: Guard | None = None) -> None:
         self.fleet = fleet
-        self.websocket: WebSocketApi | None = None
+        self.websocket: SessionStats | None = None
         self.registry = CollectorRegistry()
         registry = self.registry
         self.commands = Counter(
@@ -99,7 +118,7 @@ class GatewayMetrics:
         self._last_sample: dict[str, float] = {}
         self._unsubscribe = fleet.bus.subscribe(self._on_event)
 
-    def follow(self, websocket: WebSocketApi) -> None:
+    def follow(self, websocket: SessionStats) -> None:
         """Report this WebSocket API's sessions, messages and drops at scrape time (and its
         guard's refusals, unless a guard was given). Its broadcast delays arrive through
         :meth:`observe_broadcast_delay`, given to its constructor."""
@@ -164,7 +183,7 @@ class GatewayMetrics:
 class _LiveCollector(Collector):
     """States read from the fleet and the WebSocket API when Prometheus scrapes."""
 
-    def __init__(self, fleet: Fleet, websocket: WebSocketApi | None, guard: Guard | None) -> None:
+    def __init__(self, fleet: Fleet, websocket: SessionStats | None, guard: Guard | None) -> None:
         self._fleet = fleet
         self.websocket = websocket
         self.guard = guard
@@ -278,7 +297,7 @@ class _LiveCollector(Collector):
         yield from (reconnects, bad_replies, out_of_step, unknown)
 
     @staticmethod
-    def _sessions(websocket: WebSocketApi) -> Iterator[Metric]:
+    def _sessions(websocket: SessionStats) -> Iterator[Metric]:
         sessions = GaugeMetricFamily("carousel_ws_sessions", "Open WebSocket sessions")
         sessions.add_metric([], len(websocket.sessions))
         sent = CounterMetricFamily(

@@ -27,6 +27,13 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from carousel_gateway.api.ws_internals import write_text_frame
 
+__all__ = [
+    "DIRECT_MAX",
+    "Outbox",
+    "Target",
+    "text_frame",
+]
+
 #: A message to at most this many sessions is written at once (after what they are owed),
 #: even while a large broadcast is still being written.
 DIRECT_MAX = 8

@@ -11,6 +11,12 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Protocol
 
+__all__ = [
+    "SimulatorControl",
+    "SimulatorFault",
+    "SimulatorLinkAction",
+]
+
 
 class SimulatorFault(StrEnum):
     """Conditions the simulator controls can raise on a simulated carousel."""

@@ -17,8 +17,9 @@ import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -38,19 +39,17 @@ from carousel_gateway.api.conversions import (
 from carousel_gateway.api.edge import SERVER
 from carousel_gateway.api.guard import WS_MESSAGE, Guard, HostPolicy, TokenBucket
 from carousel_gateway.api.outbox import Outbox
-from carousel_gateway.api.subscriptions import CHANNELS_OF, Channel, SubscriptionIndex
+from carousel_gateway.api.subscriptions import FEEDS_OF, Feed, SubscriptionIndex
 from carousel_gateway.api.ws_handshake import Handshake, with_security_headers
 from carousel_gateway.config import GatewayConfig
 from carousel_gateway.errors import ErrorCode, GatewayError
-from carousel_gateway.fleet.events import (
-    Channel as OriginChannel,
-)
 from carousel_gateway.fleet.events import (
     CommandAccepted,
     Event,
     MoveCompleted,
     MoveFailed,
     Origin,
+    OriginChannel,
     StatusChanged,
 )
 from carousel_gateway.fleet.fleet import Fleet
@@ -58,6 +57,7 @@ from carousel_gateway.fleet.machine import Machine, MoveOutcomeUnknown
 from carousel_gateway.store import Journal
 from carousel_gateway.wire import (
     CAPABILITIES,
+    CommandResult,
     Counters,
     FleetStatus,
     GetCounters,
@@ -66,6 +66,8 @@ from carousel_gateway.wire import (
     History,
     MachineInfo,
     MachineStatus,
+    MoveCompletedMessage,
+    MoveFailedMessage,
     Ping,
     Pong,
     SendCommand,
@@ -83,10 +85,25 @@ from carousel_gateway.wire import (
     utc_timestamp,
 )
 
+__all__ = [
+    "MAX_COMMANDS_IN_FLIGHT",
+    "Session",
+    "WebSocketApi",
+]
+
 log = logging.getLogger(__name__)
 
 #: Commands one session may have waiting on PLCs at once (each machine takes one anyway).
 MAX_COMMANDS_IN_FLIGHT = 16
+
+
+class _Message(Protocol):
+    """What goes out to one session: any wire message (its ``type`` names it in metrics)."""
+
+    @property
+    def type(self) -> str: ...
+
+    def encode(self) -> str: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -184,7 +201,8 @@ class WebSocketApi:
     @property
     def port(self) -> int:
         assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
 
     async def stop(self) -> None:
         """Close every session with 1001 (going away) and stop listening."""
@@ -344,7 +362,7 @@ class WebSocketApi:
         session.commands_in_flight += 1
         self._spawn(session, self._run_command(session, machine, command, argument, origin))
 
-    def _spawn(self, session: Session, work) -> None:
+    def _spawn(self, session: Session, work: Coroutine[Any, Any, None]) -> None:
         """Run work that awaits (a PLC, the journal) without holding up the session."""
         task = asyncio.get_running_loop().create_task(work)
         session.tasks.add(task)
@@ -451,8 +469,8 @@ class WebSocketApi:
                 request_id=message.request_id,
             ),
         )
-        if Channel.STATUS in CHANNELS_OF[message.subscription_type]:
-            subscribed = self.subscriptions.machines(session, Channel.STATUS)
+        if Feed.STATUS in FEEDS_OF[message.subscription_type]:
+            subscribed = self.subscriptions.machines(session, Feed.STATUS)
             current = StatusBroadcast(
                 timestamp=utc_timestamp(),
                 status={m.id: machine_state(m.snapshot) for m in self.fleet if m.id in subscribed},
@@ -477,7 +495,7 @@ class WebSocketApi:
     def _on_event(self, event: Event) -> None:
         match event:
             case StatusChanged(snapshot=snapshot):
-                sessions = self.subscriptions.sessions(Channel.STATUS, event.machine_id)
+                sessions = self.subscriptions.sessions(Feed.STATUS, event.machine_id)
                 if sessions:
                     message = StatusBroadcast(
                         timestamp=utc_timestamp(snapshot.changed_at),
@@ -489,32 +507,34 @@ class WebSocketApi:
                     if observe is not None and changed is not None:
                         done = lambda: observe(time.monotonic() - changed)  # noqa: E731
                     self._broadcast(sessions, "status_broadcast", message.encode(), done)
-            case CommandAccepted():
-                self._to_other_subscribers(event, event.origin, command_result)
-            case MoveCompleted() | MoveFailed():
-                self._to_other_subscribers(event, event.origin, move_message)
+            case CommandAccepted() | MoveCompleted() | MoveFailed():
+                self._to_other_subscribers(event)
             case _:
-                sessions = self.subscriptions.sessions(Channel.EVENTS, event.machine_id)
+                sessions = self.subscriptions.sessions(Feed.EVENTS, event.machine_id)
                 if sessions:  # built only when someone listens
-                    message = machine_event(event)
-                    if message is not None:
-                        self._broadcast(sessions, "machine_event", message.encode())
+                    happened = machine_event(event)
+                    if happened is not None:
+                        self._broadcast(sessions, "machine_event", happened.encode())
 
-    def _to_other_subscribers(self, event: Event, origin: Origin, build) -> None:
+    def _to_other_subscribers(self, event: CommandAccepted | MoveCompleted | MoveFailed) -> None:
         """A command's result or outcome to the sessions subscribed to commands, except its
         requester (it gets its own, with its request_id, from ``_run_command``)."""
-        subscribers = self.subscriptions.sessions(Channel.COMMANDS, event.machine_id)
-        requester = self._requesters.get(id(origin))
+        subscribers = self.subscriptions.sessions(Feed.COMMANDS, event.machine_id)
+        requester = self._requesters.get(id(event.origin))
         others = subscribers
         if requester is not None and requester in subscribers:
             others = tuple(s for s in subscribers if s is not requester)
         if others:
-            message = build(event, None)
+            message: CommandResult | MoveCompletedMessage | MoveFailedMessage = (
+                command_result(event, None)
+                if isinstance(event, CommandAccepted)
+                else move_message(event, None)
+            )
             self._broadcast(others, message.type, message.encode())
 
     # -- writing --------------------------------------------------------------------------
 
-    def _send(self, session: Session, message) -> None:
+    def _send(self, session: Session, message: _Message) -> None:
         self._broadcast((session,), message.type, message.encode())
 
     def _broadcast(

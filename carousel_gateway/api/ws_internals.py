@@ -29,6 +29,14 @@ from typing import Any
 from websockets.asyncio.server import broadcast
 from websockets.protocol import State
 
+__all__ = [
+    "VERIFIED_VERSIONS",
+    "Connection",
+    "abort",
+    "on_connection_lost",
+    "write_text_frame",
+]
+
 #: ``websockets`` releases this module was checked against (``tests/unit/test_ws_internals.py``
 #: and the WebSocket integration tests with each); pyproject.toml pins the same range.
 #: Older ones fail: 16.0's ``broadcast()`` has no ``text`` argument (a compressed session
@@ -59,7 +67,8 @@ def write_text_frame(connection: Connection, frame: bytes, payload: bytes) -> in
         broadcast((connection,), payload, text=True)
     else:
         transport.write(frame)
-    return transport.get_write_buffer_size()
+    buffered: int = transport.get_write_buffer_size()
+    return buffered
 
 
 def abort(connection: Connection) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.fleet.events import (
@@ -25,6 +25,16 @@ from carousel_gateway.plc.connection import ConnectionState
 
 if TYPE_CHECKING:
     from carousel_gateway.fleet.machine import Machine
+
+__all__ = [
+    "Blocker",
+    "DiagnosticsReport",
+    "LinkReport",
+    "MoveRefusal",
+    "TelemetryReport",
+    "diagnose",
+    "percentile",
+]
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
@@ -58,7 +68,7 @@ class LinkReport:
 class TelemetryReport:
     """Where readings come from; the Modbus fields are None on a port-3200 machine."""
 
-    configured: str  # "port3200" or "modbus", as configured
+    configured: Literal["port3200", "modbus"]  # as configured
     source: TelemetrySource  # the source in use now
     fallbacks: int  # Modbus → port-3200 fallbacks so far
     modbus_state: ConnectionState | None

@@ -15,6 +15,28 @@ from enum import StrEnum
 from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.plc.status import StatusWord
 
+__all__ = [
+    "CommandAccepted",
+    "CommandJournal",
+    "CommandRefused",
+    "ConnectionChanged",
+    "Event",
+    "EventBus",
+    "FaultCleared",
+    "FaultRaised",
+    "Handler",
+    "MoveCompleted",
+    "MoveFailed",
+    "Origin",
+    "OriginChannel",
+    "PositionDesync",
+    "PositionDesyncCleared",
+    "Snapshot",
+    "StatusChanged",
+    "TelemetrySource",
+    "TelemetrySourceChanged",
+]
+
 log = logging.getLogger(__name__)
 
 
@@ -43,7 +65,7 @@ class Snapshot:
         )
 
 
-class Channel(StrEnum):
+class OriginChannel(StrEnum):
     WS = "ws"
     REST = "rest"
     INTERNAL = "internal"
@@ -54,7 +76,7 @@ class Origin:
     """Who asked for a command: a token name or a peer address, and the channel."""
 
     client: str = "gateway"
-    channel: Channel = Channel.INTERNAL
+    channel: OriginChannel = OriginChannel.INTERNAL
     request_id: str | None = None
 
 

@@ -11,6 +11,10 @@ from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.fleet.events import CommandJournal, EventBus
 from carousel_gateway.fleet.machine import Machine
 
+__all__ = [
+    "Fleet",
+]
+
 
 class Fleet:
     """Owns the machines; ``ports`` and ``modbus_ports`` override configured ports (embedded

@@ -18,6 +18,16 @@ from enum import StrEnum
 
 from carousel_gateway.plc.status import StatusKey, StatusWord
 
+__all__ = [
+    "Arrived",
+    "FailReason",
+    "Failed",
+    "MovePhase",
+    "MoveTracker",
+    "Verdict",
+    "stopping_conditions",
+]
+
 
 class MovePhase(StrEnum):
     SENT = "sent"  # the PLC took the MOVE; motion not yet seen

@@ -13,6 +13,13 @@ from carousel_gateway.plc.connection import ConnectionSettings, ConnectionState,
 from carousel_gateway.plc.modbus import ModbusSettings, ModbusTelemetry, RegisterMap
 from carousel_gateway.plc.resilience import Backoff
 
+__all__ = [
+    "StateCallback",
+    "connection_settings",
+    "modbus_settings",
+    "open_links",
+]
+
 #: Told of every change of a link's state, with the reason (the drivers' callback shape).
 StateCallback = Callable[[ConnectionState, str | None], None]
 

@@ -19,6 +19,10 @@ from carousel_gateway.fleet.events import EventBus, TelemetrySource
 from carousel_gateway.fleet.readings import MachineReadings
 from carousel_gateway.plc.connection import ConnectionState, PlcError
 
+__all__ = [
+    "MachinePolling",
+]
+
 log = logging.getLogger(__name__)
 
 

@@ -39,6 +39,11 @@ from carousel_gateway.plc.modbus import TelemetryReading
 from carousel_gateway.plc.protocol import Reply
 from carousel_gateway.plc.status import StatusKey
 
+__all__ = [
+    "ActiveMove",
+    "MachineReadings",
+]
+
 log = logging.getLogger(__name__)
 
 

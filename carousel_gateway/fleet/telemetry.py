@@ -14,6 +14,12 @@ from enum import Enum
 from carousel_gateway.config import MachineConfig
 from carousel_gateway.fleet.events import TelemetrySource
 
+__all__ = [
+    "DESYNC_CONFIRM_READINGS",
+    "DesyncStep",
+    "TelemetryPolicy",
+]
+
 #: Consecutive idle readings with D2 != D0 before a desync is reported: one reading could
 #: catch a move started by someone else between the PLC's writes of D2 and RUN.
 DESYNC_CONFIRM_READINGS = 2

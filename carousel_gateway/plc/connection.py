@@ -46,6 +46,17 @@ from carousel_gateway.plc.supervisor import (
     SupervisedLink,
 )
 
+__all__ = [
+    "OUT_OF_STEP",
+    "ConnectionSettings",
+    "ConnectionState",
+    "PlcConnection",
+    "PlcError",
+    "PlcNotConnected",
+    "PlcTimeout",
+    "ReplyMark",
+]
+
 #: The reason every out-of-step fault starts with (logs, ``machine_event``, diagnostics).
 OUT_OF_STEP = "unrequested bytes from the PLC: link re-opened"
 

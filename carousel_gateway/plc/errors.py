@@ -6,6 +6,16 @@ They live apart from the links so that the supervisor (which both links import) 
 
 from __future__ import annotations
 
+__all__ = [
+    "ConnectFailed",
+    "PlcBadReply",
+    "PlcConnectionLost",
+    "PlcError",
+    "PlcNotConnected",
+    "PlcOutOfStep",
+    "PlcTimeout",
+]
+
 
 class PlcError(Exception):
     """Base of every error talking to a PLC."""

@@ -36,6 +36,20 @@ from carousel_gateway.plc.supervisor import (
     SupervisedLink,
 )
 
+__all__ = [
+    "MAX_REGISTERS_PER_READ",
+    "ModbusDecodeError",
+    "ModbusReadError",
+    "ModbusSettings",
+    "ModbusTelemetry",
+    "ReadBlock",
+    "RegisterMap",
+    "TelemetryReading",
+    "decode_registers",
+    "plan_reads",
+    "registers_from_blocks",
+]
+
 #: Function 03 returns at most 125 registers per request.
 MAX_REGISTERS_PER_READ = 125
 

@@ -12,6 +12,23 @@ from enum import IntEnum
 
 from carousel_gateway.plc.status import StatusWord
 
+__all__ = [
+    "DEFAULT_LAYOUT",
+    "WORD_LAYOUT",
+    "Command",
+    "ProtocolError",
+    "Reply",
+    "ReplyLayout",
+    "ReplyLengthError",
+    "Request",
+    "RequestParser",
+    "decode_reply",
+    "encode_move_request",
+    "encode_raw_request",
+    "encode_reply",
+    "encode_status_request",
+]
+
 
 class Command(IntEnum):
     """Command bytes known to the PLC program."""

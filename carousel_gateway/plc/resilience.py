@@ -6,6 +6,12 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
+__all__ = [
+    "Backoff",
+    "BreakerState",
+    "CircuitBreaker",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Backoff:

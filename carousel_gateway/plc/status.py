@@ -9,6 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+__all__ = [
+    "FLAGS",
+    "FLAG_BY_KEY",
+    "IDLE_READY_REMOTE",
+    "Blocker",
+    "FlagSpec",
+    "StatusError",
+    "StatusKey",
+    "StatusWord",
+]
+
 
 class StatusKey(StrEnum):
     """The eight status keys, in bit order (bit 0 first)."""

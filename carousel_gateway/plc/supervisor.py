@@ -24,6 +24,16 @@ from typing import Generic, Protocol, TypeVar
 from carousel_gateway.plc.errors import ConnectFailed, PlcNotConnected
 from carousel_gateway.plc.resilience import CircuitBreaker
 
+__all__ = [
+    "CLOSED_BY_GATEWAY",
+    "ConnectionState",
+    "DelayPolicy",
+    "LinkSupervisor",
+    "StateListener",
+    "SupervisedConnection",
+    "SupervisedLink",
+]
+
 log = logging.getLogger(__name__)
 
 #: The reason given when the gateway closes a link itself (logged quietly, not as a fault).

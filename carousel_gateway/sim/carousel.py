@@ -15,6 +15,13 @@ from enum import StrEnum
 
 from carousel_gateway.plc.status import StatusKey, StatusWord
 
+__all__ = [
+    "CarouselModel",
+    "Clock",
+    "Fault",
+    "MoveResponse",
+]
+
 Clock = Callable[[], float]
 
 
@@ -28,7 +35,7 @@ class Fault(StrEnum):
     POSITIONING_ERROR = "positioning_error"
 
 
-class MoveOutcome(StrEnum):
+class MoveResponse(StrEnum):
     """What the PLC program does with a MOVE request."""
 
     STARTED = "started"
@@ -127,15 +134,15 @@ class CarouselModel:
 
     # -- acting --------------------------------------------------------------------------
 
-    def move(self, index: int) -> MoveOutcome:
+    def move(self, index: int) -> MoveResponse:
         """Handle a MOVE request as the PLC program would."""
         self._advance()
         if not 0 <= index < self.positions:
-            return MoveOutcome.IGNORED_OUT_OF_RANGE
+            return MoveResponse.IGNORED_OUT_OF_RANGE
         if self._travel is not None:
-            return MoveOutcome.IGNORED_RUNNING
+            return MoveResponse.IGNORED_RUNNING
         if self._faults:
-            return MoveOutcome.IGNORED_BLOCKED
+            return MoveResponse.IGNORED_BLOCKED
         forward = (index - self._index) % self.positions
         if forward == 0:
             # The field quirk: the mark was already passed, so the chain makes a full turn.
@@ -148,7 +155,7 @@ class CarouselModel:
         self._descending = direction < 0
         self._travel = _Travel(self._clock(), self._index, direction, distance)
         self.moves_started += 1
-        return MoveOutcome.STARTED
+        return MoveResponse.STARTED
 
     def set_fault(self, fault: Fault | str, active: bool) -> None:
         """Raise or clear a fault; any fault raised during travel stops the chain there."""

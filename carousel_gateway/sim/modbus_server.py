@@ -28,6 +28,19 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from carousel_gateway.sim.carousel import CarouselModel
 
+__all__ = [
+    "ADDRESS_SPACE",
+    "CATCH_ALL_UNIT",
+    "POSITION_MIRROR_REGISTER",
+    "POSITION_REGISTER",
+    "READ_HOLDING_REGISTERS",
+    "REGISTER_COUNT",
+    "STATUS_REGISTER",
+    "TARGET_REGISTER",
+    "ModbusSimulatorServer",
+    "ModbusSimulatorSettings",
+]
+
 log = logging.getLogger(__name__)
 
 POSITION_REGISTER = 0

@@ -28,6 +28,14 @@ from carousel_gateway.plc.protocol import (
 )
 from carousel_gateway.sim.carousel import CarouselModel
 
+__all__ = [
+    "EXTRA_BYTES",
+    "FaultMode",
+    "LinkAction",
+    "SimulatorServer",
+    "SimulatorSettings",
+]
+
 log = logging.getLogger(__name__)
 
 

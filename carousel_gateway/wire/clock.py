@@ -7,6 +7,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+__all__ = [
+    "epoch_seconds",
+    "utc_timestamp",
+]
+
 
 def epoch_seconds(moment: datetime | None) -> float | None:
     """Seconds since the epoch; a time without a zone is taken as UTC."""

@@ -11,6 +11,19 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
+__all__ = [
+    "CAPABILITIES",
+    "KINDS",
+    "MODE",
+    "HistoryKind",
+    "MachineInfo",
+    "MachineState",
+    "Outgoing",
+    "OutgoingWithNulls",
+    "SubscriptionType",
+    "json_adapter",
+]
+
 MODE = "multi-plc"
 CAPABILITIES = (
     "status_updates",

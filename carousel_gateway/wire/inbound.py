@@ -24,6 +24,23 @@ from pydantic_core import PydanticCustomError
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.wire.common import HistoryKind, SubscriptionType, json_adapter
 
+__all__ = [
+    "CLIENT_MESSAGES",
+    "CLIENT_MESSAGE_TYPES",
+    "ClientMessage",
+    "CommandBody",
+    "GetCounters",
+    "GetHistory",
+    "GetStatus",
+    "IsoDateTime",
+    "Ping",
+    "SendCommand",
+    "Subscribe",
+    "Unsubscribe",
+    "parse_client_message",
+    "request_id_of",
+]
+
 
 class _In(BaseModel):
     """Client messages. A key a message does not know is refused (INVALID_MESSAGE_FORMAT
@@ -146,7 +163,15 @@ CLIENT_MESSAGE_TYPES = (
     "get_counters",
 )
 _client_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
-CLIENT_MESSAGES = (GetStatus, SendCommand, Subscribe, Unsubscribe, Ping, GetHistory, GetCounters)
+CLIENT_MESSAGES: tuple[type[BaseModel], ...] = (
+    GetStatus,
+    SendCommand,
+    Subscribe,
+    Unsubscribe,
+    Ping,
+    GetHistory,
+    GetCounters,
+)
 
 
 def parse_client_message(

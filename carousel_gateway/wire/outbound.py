@@ -21,6 +21,30 @@ from carousel_gateway.wire.common import (
     SubscriptionType,
 )
 
+__all__ = [
+    "SERVER_MESSAGES",
+    "CommandData",
+    "CommandResult",
+    "Counters",
+    "ErrorMessage",
+    "FleetStatus",
+    "History",
+    "HistoryEntry",
+    "MachineEvent",
+    "MachineEventKind",
+    "MachineStatus",
+    "MoveCompletedMessage",
+    "MoveFailedMessage",
+    "Pong",
+    "ServerInfo",
+    "ServerMessage",
+    "StatusBroadcast",
+    "SubscriptionConfirmed",
+    "UnsubscriptionConfirmed",
+    "Welcome",
+    "error_message",
+]
+
 
 class ServerInfo(BaseModel):
     version: str
@@ -228,7 +252,7 @@ ServerMessage = (
     | History
     | Counters
 )
-SERVER_MESSAGES = (
+SERVER_MESSAGES: tuple[type[BaseModel], ...] = (
     Welcome,
     MachineStatus,
     FleetStatus,

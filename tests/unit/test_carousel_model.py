@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from carousel_gateway.plc.status import StatusKey
-from carousel_gateway.sim.carousel import CarouselModel, Fault, MoveOutcome
+from carousel_gateway.sim.carousel import CarouselModel, Fault, MoveResponse
 
 RUN_BIT = 0b0000_0010
 DESCENDING_BIT = 0b1000_0000
@@ -74,7 +74,7 @@ def test_idle_model_does_not_drift_with_time() -> None:
 
 def test_ascending_move_steps_one_bucket_per_period_and_arrives() -> None:
     model, clock = make(start_index=0)
-    assert model.move(5) is MoveOutcome.STARTED
+    assert model.move(5) is MoveResponse.STARTED
     assert model.moves_started == 1
     assert model.target_index == 5
     assert model.arrival_time() == pytest.approx(5.0)
@@ -96,7 +96,7 @@ def test_ascending_move_steps_one_bucket_per_period_and_arrives() -> None:
 
 def test_descending_move_sets_sentido_giro_and_arrives() -> None:
     model, clock = make(start_index=10)
-    assert model.move(7) is MoveOutcome.STARTED
+    assert model.move(7) is MoveResponse.STARTED
     # Descending: RUN and SENTIDO_GIRO set -> 151, the observed "moving downwards, remote".
     assert model.status_byte() == 151
     assert model.status().descending is True
@@ -123,7 +123,7 @@ def test_shorter_way_is_taken() -> None:
 
 def test_wrap_around_ascending_28_to_2() -> None:
     model, clock = make(positions=30, start_index=28)
-    assert model.move(2) is MoveOutcome.STARTED
+    assert model.move(2) is MoveResponse.STARTED
     assert model.status_byte() & DESCENDING_BIT == 0
     assert model.arrival_time() == pytest.approx(4.0)
     assert path(model, clock, 4) == [28, 29, 0, 1, 2]
@@ -141,7 +141,7 @@ def test_wrap_around_descending_2_to_28() -> None:
 
 def test_move_to_current_index_makes_a_full_turn() -> None:
     model, clock = make(positions=30, start_index=12)
-    assert model.move(12) is MoveOutcome.STARTED
+    assert model.move(12) is MoveResponse.STARTED
     assert model.moving is True
     assert model.status_byte() & RUN_BIT
     assert model.arrival_time() == pytest.approx(30.0)
@@ -157,7 +157,7 @@ def test_fractional_period_steps_exactly() -> None:
     clock.set(100.0 + 0.3)  # 0.3 / 0.1 is 2.999... in floating point
     assert model.position_index == 3
     assert model.moving is False
-    assert model.move(6) is MoveOutcome.STARTED
+    assert model.move(6) is MoveResponse.STARTED
     clock.set(100.3 + 0.2)
     assert model.position_index == 5
     assert model.moving is True
@@ -167,7 +167,7 @@ def test_move_is_ignored_while_running() -> None:
     model, clock = make(start_index=0)
     model.move(5)
     clock.set(2.0)
-    assert model.move(9) is MoveOutcome.IGNORED_RUNNING
+    assert model.move(9) is MoveResponse.IGNORED_RUNNING
     assert model.target_index == 5
     assert model.moves_started == 1
     clock.set(5.0)
@@ -178,7 +178,7 @@ def test_move_is_ignored_while_running() -> None:
 @pytest.mark.parametrize("index", [-1, 30, 255])
 def test_move_out_of_range_is_ignored(index: int) -> None:
     model, _ = make(start_index=3)
-    assert model.move(index) is MoveOutcome.IGNORED_OUT_OF_RANGE
+    assert model.move(index) is MoveResponse.IGNORED_OUT_OF_RANGE
     assert model.moving is False
     assert model.target_index == 3
     assert model.moves_started == 0
@@ -217,7 +217,7 @@ def test_fault_during_travel_stops_where_it_is_and_keeps_target(fault: Fault) ->
 def test_move_is_ignored_while_a_fault_is_active(fault: Fault) -> None:
     model, clock = make(start_index=2)
     model.set_fault(fault, True)
-    assert model.move(6) is MoveOutcome.IGNORED_BLOCKED
+    assert model.move(6) is MoveResponse.IGNORED_BLOCKED
     assert model.moving is False
     assert model.target_index == 2
     assert model.moves_started == 0
@@ -225,7 +225,7 @@ def test_move_is_ignored_while_a_fault_is_active(fault: Fault) -> None:
     assert model.position_index == 2
     model.set_fault(fault, False)
     assert model.status_byte() == 21
-    assert model.move(6) is MoveOutcome.STARTED
+    assert model.move(6) is MoveResponse.STARTED
     assert model.target_index == 6
 
 
@@ -256,9 +256,9 @@ def test_fault_stays_until_every_fault_is_cleared() -> None:
     model.set_fault(Fault.VFD_FAULT, True)
     model.set_fault(Fault.ALARM, False)
     assert model.faults == frozenset({Fault.VFD_FAULT})
-    assert model.move(5) is MoveOutcome.IGNORED_BLOCKED
+    assert model.move(5) is MoveResponse.IGNORED_BLOCKED
     model.set_fault(Fault.VFD_FAULT, False)
-    assert model.move(5) is MoveOutcome.STARTED
+    assert model.move(5) is MoveResponse.STARTED
 
 
 def test_unknown_fault_name_raises() -> None:
@@ -313,7 +313,7 @@ def test_travel_is_the_shorter_way_and_arrives_at_target(
     distance = min(forward, positions - forward)
     model, clock = make(positions, start, period, start_time)
 
-    assert model.move(target) is MoveOutcome.STARTED
+    assert model.move(target) is MoveResponse.STARTED
     arrival = model.arrival_time()
     assert arrival is not None
     assert arrival - start_time == pytest.approx(distance * period)

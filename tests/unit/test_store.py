@@ -7,7 +7,6 @@ import time
 import pytest
 
 from carousel_gateway.fleet.events import (
-    Channel,
     CommandAccepted,
     CommandRefused,
     ConnectionChanged,
@@ -16,13 +15,14 @@ from carousel_gateway.fleet.events import (
     MoveCompleted,
     MoveFailed,
     Origin,
+    OriginChannel,
 )
 from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.store import Journal
 
 pytestmark = pytest.mark.asyncio
 
-WMS = Origin(client="wms", channel=Channel.WS, request_id="r1")
+WMS = Origin(client="wms", channel=OriginChannel.WS, request_id="r1")
 
 
 def accepted(command_id: int, argument: int, at: float, machine: str = "m1") -> CommandAccepted:

@@ -37,6 +37,12 @@ from carousel_gateway.api.simulators import SimulatorControl
 from carousel_gateway.fleet.fleet import Fleet
 from carousel_gateway.store import Journal
 
+__all__ = [
+    "ROUTERS",
+    "TAGS",
+    "create_app",
+]
+
 #: Every router of the API, in the order the OpenAPI document lists their paths.
 ROUTERS = (
     machine_routes.router,

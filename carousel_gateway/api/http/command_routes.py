@@ -29,10 +29,16 @@ from carousel_gateway.api.http.models import (
 )
 from carousel_gateway.api.http.state import RestApi
 from carousel_gateway.errors import GatewayError
-from carousel_gateway.fleet.events import Channel as OriginChannel
-from carousel_gateway.fleet.events import MoveFailed, Origin
+from carousel_gateway.fleet.events import MoveFailed, Origin, OriginChannel
 from carousel_gateway.fleet.machine import Machine
 from carousel_gateway.plc.protocol import Command
+
+__all__ = [
+    "first_command",
+    "machine_command",
+    "machine_move",
+    "router",
+]
 
 router = protected_router()
 

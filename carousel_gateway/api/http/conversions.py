@@ -9,6 +9,12 @@ from carousel_gateway.wire import (
     utc_timestamp,
 )
 
+__all__ = [
+    "command_data",
+    "move_outcome",
+    "outcome_of",
+]
+
 
 def command_data(accepted: CommandAccepted) -> CommandData:
     return CommandData(

@@ -13,6 +13,15 @@ from carousel_gateway.api.http.models import WAIT_TEXT, WaitMode
 from carousel_gateway.api.http.state import RestApi
 from carousel_gateway.fleet.machine import Machine
 
+__all__ = [
+    "ApiDep",
+    "IdentityDep",
+    "MachineDep",
+    "MachineId",
+    "WaitQuery",
+    "protected_router",
+]
+
 
 async def _api(request: Request) -> RestApi:
     api = request.app.state.api

@@ -18,6 +18,10 @@ from carousel_gateway.wire import (
     utc_timestamp,
 )
 
+__all__ = [
+    "diagnostics_of",
+]
+
 
 def diagnostics_of(machine: Machine, counters: dict[str, float] | None) -> MachineDiagnostics:
     report = machine.diagnostics()

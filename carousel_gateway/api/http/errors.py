@@ -18,6 +18,17 @@ from carousel_gateway.api.http.models import ErrorData, ErrorResponse
 from carousel_gateway.api.http_status import http_status
 from carousel_gateway.errors import ErrorCode, GatewayError
 
+__all__ = [
+    "COMMAND_ERRORS",
+    "HISTORY_ERRORS",
+    "MACHINE_READ_ERRORS",
+    "READ_ERRORS",
+    "SIMULATOR_ERRORS",
+    "documented_errors",
+    "error_response",
+    "install_error_handlers",
+]
+
 
 def error_response(
     error: GatewayError,

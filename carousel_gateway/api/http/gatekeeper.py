@@ -18,6 +18,16 @@ from carousel_gateway.api.http.errors import error_response
 from carousel_gateway.api.http.state import RestApi
 from carousel_gateway.errors import ErrorCode, GatewayError
 
+__all__ = [
+    "DOCS_ASSETS",
+    "DOCS_PAGES",
+    "DRAIN_LIMIT_BYTES",
+    "OPEN_PATHS",
+    "OPEN_PREFIXES",
+    "READ_METHODS",
+    "Gatekeeper",
+]
+
 log = logging.getLogger(__name__)
 
 #: A larger body is refused without reading the rest of it (the connection is closed).

@@ -21,6 +21,17 @@ from carousel_gateway.wire import (
     epoch_seconds,
 )
 
+__all__ = [
+    "CursorQuery",
+    "KindsQuery",
+    "LimitQuery",
+    "SinceQuery",
+    "UntilQuery",
+    "all_events",
+    "machine_history",
+    "router",
+]
+
 router = protected_router()
 
 

@@ -21,6 +21,16 @@ from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.fleet.fleet import Fleet
 from carousel_gateway.fleet.machine import Machine
 
+__all__ = [
+    "ShortcutMachineQuery",
+    "first_status",
+    "list_machines",
+    "machine_diagnostics",
+    "machine_status",
+    "named_or_only",
+    "router",
+]
+
 router = protected_router()
 
 

@@ -17,6 +17,43 @@ from carousel_gateway.wire import (
     utc_timestamp,
 )
 
+__all__ = [
+    "WAIT_TEXT",
+    "CommandData",
+    "CommandRequest",
+    "CommandResponse",
+    "ConnectionDiagnostics",
+    "DiagnosticsResponse",
+    "Envelope",
+    "ErrorData",
+    "ErrorResponse",
+    "FaultData",
+    "FaultRequest",
+    "FaultResponse",
+    "HealthData",
+    "HealthResponse",
+    "HistoryData",
+    "HistoryResponse",
+    "Interlock",
+    "JournalHealth",
+    "LinkData",
+    "LinkRequest",
+    "LinkResponse",
+    "MachineDiagnostics",
+    "MachineEntry",
+    "MachineEnvelope",
+    "MachineStatusResponse",
+    "MachinesResponse",
+    "MoveOutcome",
+    "MoveRequest",
+    "ReadyData",
+    "ReadyResponse",
+    "Refusal",
+    "ShortcutCommandRequest",
+    "TelemetryDiagnostics",
+    "WaitMode",
+]
+
 DataT = TypeVar("DataT")
 
 

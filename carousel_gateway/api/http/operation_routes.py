@@ -22,6 +22,14 @@ from carousel_gateway.api.http.models import (
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.plc.connection import ConnectionState
 
+__all__ = [
+    "NO_TOKEN",
+    "health",
+    "metrics",
+    "ready",
+    "router",
+]
+
 router = APIRouter()
 
 

@@ -15,6 +15,11 @@ from carousel_gateway.api.http.gatekeeper import DOCS_PAGES
 from carousel_gateway.api.http.state import RestApi
 from carousel_gateway.api.http.uvicorn_embedding import EmbeddedServer
 
+__all__ = [
+    "GRACEFUL_SHUTDOWN_S",
+    "HttpServer",
+]
+
 log = logging.getLogger(__name__)
 
 #: Seconds uvicorn gives open requests to finish at shutdown before cancelling them.

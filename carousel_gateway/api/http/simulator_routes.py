@@ -16,6 +16,12 @@ from carousel_gateway.api.http.models import (
     LinkResponse,
 )
 
+__all__ = [
+    "router",
+    "simulator_fault",
+    "simulator_link",
+]
+
 log = logging.getLogger(__name__)
 
 router = protected_router()

@@ -15,6 +15,11 @@ from carousel_gateway.fleet.fleet import Fleet
 from carousel_gateway.fleet.machine import Machine
 from carousel_gateway.store import Journal
 
+__all__ = [
+    "MAX_BODY_BYTES",
+    "RestApi",
+]
+
 #: Largest request body accepted (every valid body is a few dozen bytes).
 MAX_BODY_BYTES = 64 * 1024
 

@@ -12,6 +12,10 @@ from collections.abc import Iterator
 
 import uvicorn
 
+__all__ = [
+    "EmbeddedServer",
+]
+
 
 class EmbeddedServer(uvicorn.Server):
     """uvicorn in a loop it does not own: no signal handlers, and it says when it listens."""

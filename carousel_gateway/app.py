@@ -197,6 +197,8 @@ class Gateway:
             app, self.config.http.host, self.config.http.port, ssl_context=context
         )
         await self.http.start()
+        # A page served by this gateway may use both APIs: its own ports count as same-origin.
+        guard.origins.ports.update((self.websocket.port, self.http.port))
 
     @property
     def http_port(self) -> int:

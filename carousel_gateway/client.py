@@ -55,8 +55,8 @@ __all__ = [
     "CarouselClient",
     "CarouselError",
     "ConnectionLost",
-    "Event",
-    "MoveOutcome",
+    "MoveOutcomeMessage",
+    "Notification",
     "RequestTimeout",
     "ServerError",
     "parse_server_message",
@@ -68,8 +68,10 @@ DEFAULT_URL = "ws://localhost:8765"
 
 _T = TypeVar("_T")
 
-MoveOutcome = MoveCompletedMessage | MoveFailedMessage
-Event = (
+#: How a move ended, as ``move(..., wait=True)`` returns it.
+MoveOutcomeMessage = MoveCompletedMessage | MoveFailedMessage
+#: What ``events()`` yields: every message the gateway pushes without being asked.
+Notification = (
     StatusBroadcast
     | CommandResult
     | MoveCompletedMessage
@@ -142,7 +144,9 @@ class _Pending:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, outcome: bool) -> None:
         self.reply: asyncio.Future[BaseModel] = loop.create_future()
-        self.outcome: asyncio.Future[MoveOutcome] | None = loop.create_future() if outcome else None
+        self.outcome: asyncio.Future[MoveOutcomeMessage] | None = (
+            loop.create_future() if outcome else None
+        )
 
     def fail(self, error: Exception) -> None:
         for future in (self.reply, self.outcome):
@@ -177,7 +181,7 @@ class CarouselClient:
         self._pending: dict[str, _Pending] = {}
         self._ids = itertools.count(1)
         self._subscriptions: list[tuple[SubscriptionType, list[str] | None]] = []
-        self._listeners: set[asyncio.Queue[Event | CarouselError]] = set()
+        self._listeners: set[asyncio.Queue[Notification | CarouselError]] = set()
         self._connected = asyncio.Event()
         self._closing = False
         self._resubscriber: asyncio.Task[None] | None = None
@@ -256,7 +260,7 @@ class CarouselClient:
         *,
         wait: bool = False,
         arrival_timeout: float | None = None,
-    ) -> CommandResult | MoveOutcome:
+    ) -> CommandResult | MoveOutcomeMessage:
         """Move to a bucket. With ``wait``, returns the move's outcome (arrived or failed);
         a skipped move (already there) returns its ``CommandResult`` at once."""
         message = {
@@ -325,12 +329,12 @@ class CarouselClient:
 
     async def events(
         self, subscription: str = "all_events", machine_ids: list[str] | None = None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncIterator[Notification]:
         """Subscribe and yield events (status broadcasts, results, moves, machine events).
 
         Subscribes first, so the current state arrives as the first ``status_broadcast``.
         """
-        queue: asyncio.Queue[Event | CarouselError] = asyncio.Queue()
+        queue: asyncio.Queue[Notification | CarouselError] = asyncio.Queue()
         self._listeners.add(queue)
         try:
             await self.subscribe(subscription, machine_ids)
@@ -448,7 +452,7 @@ class CarouselClient:
         ):
             self._notify(message)
 
-    def _notify(self, item: Event | CarouselError) -> None:
+    def _notify(self, item: Notification | CarouselError) -> None:
         for queue in self._listeners:
             queue.put_nowait(item)
 

@@ -194,7 +194,6 @@ class WebSocketApi:
             ssl=self.ssl_context,
             logger=logging.getLogger("carousel_gateway.ws.protocol"),
         )
-        self.guard.origins.ports.add(self.port)
         scheme = "wss" if self.ssl_context is not None else "ws"
         log.info("WebSocket API on %s://%s:%d", scheme, ws.host, self.port)
 

@@ -1,0 +1,45 @@
+"""Carousels to talk to over TCP: the model on an injected clock (pure) and the servers that
+speak the PLC's bytes and Modbus TCP, so the gateway reaches them as it reaches a real PLC.
+
+The names below load their module on first use, so importing one module of the package
+does not load the rest.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "CarouselModel",
+    "Fault",
+    "FaultMode",
+    "ModbusSimulatorServer",
+    "MoveResponse",
+    "SimulatorServer",
+]
+
+_HOMES = {
+    "CarouselModel": "carousel",
+    "Fault": "carousel",
+    "MoveResponse": "carousel",
+    "FaultMode": "server",
+    "SimulatorServer": "server",
+    "ModbusSimulatorServer": "modbus_server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+
+
+if TYPE_CHECKING:
+    from carousel_gateway.sim.carousel import CarouselModel as CarouselModel
+    from carousel_gateway.sim.carousel import Fault as Fault
+    from carousel_gateway.sim.carousel import MoveResponse as MoveResponse
+    from carousel_gateway.sim.modbus_server import ModbusSimulatorServer as ModbusSimulatorServer
+    from carousel_gateway.sim.server import FaultMode as FaultMode
+    from carousel_gateway.sim.server import SimulatorServer as SimulatorServer

@@ -76,7 +76,6 @@ class HttpServer:
             raise RuntimeError("the HTTP server stopped while starting")
         self._server, self._task = server, task
         self._port = sock.getsockname()[1]
-        self.api.guard.origins.ports.add(self._port)
         self.api.ready = True
         scheme = "https" if self.ssl_context is not None else "http"
         log.info("REST API on %s://%s:%d", scheme, self.host, self._port)

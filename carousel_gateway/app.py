@@ -11,7 +11,7 @@ import ssl
 from carousel_gateway.api.auth import install_log_redaction
 from carousel_gateway.api.commands import CommandRunner
 from carousel_gateway.api.guard import Guard, HostPolicy
-from carousel_gateway.api.http import HttpServer, create_app
+from carousel_gateway.api.http import HttpServer, RestApi, create_app
 from carousel_gateway.api.metrics import GatewayMetrics
 from carousel_gateway.api.simulators import SimulatorFault, SimulatorLinkAction
 from carousel_gateway.api.ws import WebSocketApi
@@ -181,17 +181,19 @@ class Gateway:
         metrics.follow(self.websocket)
         await self.websocket.start()
         app = create_app(
-            self.fleet,
-            simulators={
-                machine_id: EmbeddedSimulatorControl(server)
-                for machine_id, server in self.simulators.items()
-            },
-            authenticator=self.websocket.authenticator,
-            journal=self.journal,
-            guard=guard,
-            runner=runner,
-            metrics=metrics,
-            websocket_port=self.websocket.port,
+            RestApi(
+                self.fleet,
+                simulators={
+                    machine_id: EmbeddedSimulatorControl(server)
+                    for machine_id, server in self.simulators.items()
+                },
+                authenticator=self.websocket.authenticator,
+                journal=self.journal,
+                guard=guard,
+                runner=runner,
+                metrics=metrics,
+                websocket_port=self.websocket.port,
+            )
         )
         self.http = HttpServer(
             app, self.config.http.host, self.config.http.port, ssl_context=context

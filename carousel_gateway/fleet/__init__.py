@@ -7,8 +7,9 @@ does not load the rest.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from carousel_gateway.lazy_names import lazy_getattr
 
 __all__ = [
     "DiagnosticsReport",
@@ -37,12 +38,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
-
+__getattr__ = lazy_getattr(__name__, _HOMES)
 
 if TYPE_CHECKING:
     from carousel_gateway.fleet.diagnostics import DiagnosticsReport as DiagnosticsReport

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from carousel_gateway.api.auth import Authenticator
-from carousel_gateway.api.http import create_app
+from carousel_gateway.api.http import RestApi, create_app
 from carousel_gateway.config import AuthConfig, parse_config
 from carousel_gateway.fleet.fleet import Fleet
 
@@ -50,7 +50,7 @@ def document(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {"machines": [{"id": "machine_1", "name": "Carrusel", "host": "127.0.0.1"}]}
     )
     app = create_app(
-        Fleet(config.machines), simulators={}, authenticator=Authenticator(AuthConfig())
+        RestApi(Fleet(config.machines), simulators={}, authenticator=Authenticator(AuthConfig()))
     )
     path = tmp_path_factory.mktemp("openapi") / "openapi.json"
     path.write_text(json.dumps(app.openapi(), indent=2), encoding="utf-8")

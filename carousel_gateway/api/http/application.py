@@ -11,17 +11,12 @@ security headers and HEAD around the whole app.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.gzip import GZipMiddleware
 
 from carousel_gateway import __version__
 from carousel_gateway.api import dashboard
-from carousel_gateway.api.auth import Authenticator
-from carousel_gateway.api.commands import CommandRunner
-from carousel_gateway.api.guard import Guard, RateLimiter
 from carousel_gateway.api.http import (
     command_routes,
     journal_routes,
@@ -31,11 +26,7 @@ from carousel_gateway.api.http import (
 )
 from carousel_gateway.api.http.errors import install_error_handlers
 from carousel_gateway.api.http.gatekeeper import DOCS_ASSETS, DOCS_PAGES, Gatekeeper
-from carousel_gateway.api.http.state import MAX_BODY_BYTES, RestApi
-from carousel_gateway.api.metrics import GatewayMetrics
-from carousel_gateway.api.simulators import SimulatorControl
-from carousel_gateway.fleet.fleet import Fleet
-from carousel_gateway.store import Journal
+from carousel_gateway.api.http.state import RestApi
 
 __all__ = [
     "ROUTERS",
@@ -62,35 +53,10 @@ TAGS = [
 ]
 
 
-def create_app(
-    fleet: Fleet,
-    *,
-    simulators: Mapping[str, SimulatorControl],
-    authenticator: Authenticator,
-    max_body_bytes: int = MAX_BODY_BYTES,
-    rate_limiter: RateLimiter | None = None,
-    journal: Journal | None = None,
-    guard: Guard | None = None,
-    runner: CommandRunner | None = None,
-    metrics: GatewayMetrics | None = None,
-    websocket_port: int | None = None,
-) -> FastAPI:
-    """The REST API over a fleet. The composition root gives it what it shares with the
-    WebSocket API: the ``guard`` (limits, lockouts), the ``runner`` (the one command path)
-    and the ``metrics``; an app built without them (tests, the OpenAPI document) gets its
-    own."""
-    api = RestApi(
-        fleet,
-        simulators=simulators,
-        authenticator=authenticator,
-        max_body_bytes=max_body_bytes,
-        rate_limiter=rate_limiter,
-        journal=journal,
-        guard=guard,
-        runner=runner,
-        metrics=metrics,
-        websocket_port=websocket_port,
-    )
+def create_app(api: RestApi) -> FastAPI:
+    """The REST API as a FastAPI app over ``api``: what its endpoints share (see
+    :class:`RestApi`; the composition root gives it the guard, the command runner and the
+    metrics it shares with the WebSocket API)."""
     # Swagger UI's files come from the package (fastapi-offline): plant networks have no
     # internet, so the usual CDN would leave /docs blank.
     app = FastAPIOffline(

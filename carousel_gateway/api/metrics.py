@@ -42,7 +42,7 @@ __all__ = [
 
 
 class SessionStats(Protocol):
-    """What the metrics read from a WebSocket API at scrape time (``api.ws.SessionStats``
+    """What the metrics read from a WebSocket API at scrape time (``api.ws.WebSocketApi``
     is one; metrics do not import it, so REST, which serves them, does not either)."""
 
     @property

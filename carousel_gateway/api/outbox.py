@@ -3,7 +3,7 @@
 A broadcast is one encoded payload for many sessions. Its WebSocket frame is built once
 (:func:`text_frame`: a server's frames are not masked, so with no extension negotiated the
 bytes on the wire are the same for every session) and written to each session as is, by
-:func:`~carousel_gateway.api.ws_internals.write_text_frame`: per session a state check, one
+:func:`~carousel_gateway.api.ws_internals.write_text_frames`: per session a state check, one
 transport write and a look at the write buffer, nothing else (sessions that negotiated
 permessage-deflate get the payload framed and compressed for them). How that is done with
 ``websockets``' private internals, and why it is safe, is in ``ws_internals.py``.
@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from carousel_gateway.api.ws_internals import write_text_frame
+from carousel_gateway.api.ws_internals import write_text_frames
 
 __all__ = [
     "DIRECT_MAX",
@@ -57,6 +57,8 @@ class Target(Protocol):
 
 
 T = TypeVar("T", bound=Target)
+
+_NOBODY: frozenset[Any] = frozenset()  # ``skip`` when no session is to be skipped
 
 
 @dataclass(eq=False, slots=True)
@@ -184,16 +186,10 @@ class Outbox(Generic[T]):
     def _write(
         self, targets: Sequence[T], frame: bytes, payload: bytes, skip: set[T] | None
     ) -> int:
-        """The hot loop: one write per open session; returns how many were written."""
-        limit = self.max_buffer_bytes
-        written = 0
-        for target in targets:
-            if not target.alive or (skip is not None and target in skip):
-                continue
-            buffered = write_text_frame(target.connection, frame, payload)
-            if buffered is None:
-                continue
-            written += 1
-            if buffered > limit:
-                self._on_slow(target)
+        """Write to the open sessions among ``targets``; how many were written."""
+        written, slow = write_text_frames(
+            targets, frame, payload, skip=skip or _NOBODY, limit=self.max_buffer_bytes
+        )
+        for target in slow:
+            self._on_slow(target)
         return written

@@ -23,8 +23,8 @@ Connections that are not OPEN or are in the middle of a fragmented send are skip
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Container, Iterable
+from typing import Any, Protocol, TypeVar
 
 from websockets.asyncio.server import broadcast
 from websockets.protocol import State
@@ -32,9 +32,10 @@ from websockets.protocol import State
 __all__ = [
     "VERIFIED_VERSIONS",
     "Connection",
+    "FrameTarget",
     "abort",
     "on_connection_lost",
-    "write_text_frame",
+    "write_text_frames",
 ]
 
 #: ``websockets`` releases this module was checked against (``tests/unit/test_ws_internals.py``
@@ -50,25 +51,48 @@ _OPEN = State.OPEN
 Connection = Any
 
 
-def write_text_frame(connection: Connection, frame: bytes, payload: bytes) -> int | None:
-    """Write ``frame`` (a complete unmasked text frame carrying ``payload``) to the
-    connection without awaiting; the bytes it has buffered afterwards, or None when it was
-    skipped (not OPEN, or a fragmented send under way).
+class FrameTarget(Protocol):
+    """Who a frame is written to: a session's connection, and whether it still counts."""
 
-    A connection that negotiated an extension (permessage-deflate) has its own compression
-    context: ``payload`` then goes through ``websockets``' ``broadcast()``, which frames and
-    compresses it for that connection.
+    @property
+    def alive(self) -> bool: ...
+    @property
+    def connection(self) -> Connection: ...
+
+
+_T = TypeVar("_T", bound=FrameTarget)
+
+
+def write_text_frames(
+    targets: Iterable[_T], frame: bytes, payload: bytes, *, skip: Container[_T], limit: int
+) -> tuple[int, list[_T]]:
+    """Write ``frame`` (a complete unmasked text frame carrying ``payload``) to each alive
+    target not in ``skip``, without awaiting; how many were written, and those whose
+    connection now buffers more than ``limit`` bytes (clients not reading).
+
+    (Skipped, as ``websockets``' own ``broadcast()`` does: a connection not OPEN, or in
+    the middle of a fragmented send. With permessage-deflate, ``payload`` goes through
+    ``broadcast()``, which compresses it for that connection.) The broadcast's hot loop
+    is here whole, one call per slice of sessions rather than one per session.
     """
-    protocol = connection.protocol
-    if protocol.state is not _OPEN or connection.send_in_progress is not None:
-        return None
-    transport = connection.transport
-    if protocol.extensions:
-        broadcast((connection,), payload, text=True)
-    else:
-        transport.write(frame)
-    buffered: int = transport.get_write_buffer_size()
-    return buffered
+    written = 0
+    slow: list[_T] = []
+    for target in targets:
+        if not target.alive or target in skip:
+            continue
+        connection = target.connection
+        protocol = connection.protocol
+        if protocol.state is not _OPEN or connection.send_in_progress is not None:
+            continue
+        transport = connection.transport
+        if protocol.extensions:
+            broadcast((connection,), payload, text=True)
+        else:
+            transport.write(frame)
+        written += 1
+        if transport.get_write_buffer_size() > limit:
+            slow.append(target)
+    return written, slow
 
 
 def abort(connection: Connection) -> None:

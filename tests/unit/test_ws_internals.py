@@ -24,6 +24,23 @@ from carousel_gateway.api.outbox import text_frame
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
 
+class _Target:
+    """A session as the outbox hands it over: a connection, and whether it still counts."""
+
+    def __init__(self, connection: ServerConnection, *, alive: bool = True) -> None:
+        self.connection = connection
+        self.alive = alive
+
+
+def _write(connection: ServerConnection, payload: bytes, *, limit: int = 1 << 30) -> int:
+    """Write one frame to one connection through the outbox's hot loop; how many written."""
+    written, slow = ws_internals.write_text_frames(
+        [_Target(connection)], text_frame(payload), payload, skip=(), limit=limit
+    )
+    assert not slow
+    return written
+
+
 def _minor(version: str) -> tuple[int, int]:
     major, minor, *_ = version.split(".")
     return int(major), int(minor)
@@ -106,8 +123,7 @@ async def test_the_private_attributes_exist_with_their_types(pair):
 async def test_a_frame_written_is_received_intact_by_a_real_client(pair, size):
     server_end, client = pair
     payload = ("é" * (size // 2)).encode() + b"x" * (size % 2)  # UTF-8, ``size`` bytes
-    buffered = ws_internals.write_text_frame(server_end, text_frame(payload), payload)
-    assert isinstance(buffered, int)
+    assert _write(server_end, payload) == 1
     async with asyncio.timeout(5):
         assert await client.recv(decode=False) == payload
 
@@ -115,7 +131,7 @@ async def test_a_frame_written_is_received_intact_by_a_real_client(pair, size):
 async def test_the_protocol_is_undisturbed_after_a_direct_write(pair):
     """What websockets sends itself (a public send, a ping) still works after ours."""
     server_end, client = pair
-    ws_internals.write_text_frame(server_end, text_frame(b"ours"), b"ours")
+    _write(server_end, b"ours")
     await server_end.send("theirs")
     async with asyncio.timeout(5):
         assert await client.recv() == "ours"
@@ -129,7 +145,7 @@ async def test_a_compressed_connection_gets_the_payload_framed_for_it(compressed
     server_end, client = compressed_pair
     assert server_end.protocol.extensions, "permessage-deflate was not negotiated"
     payload = b'{"type":"status_broadcast"}' * 100
-    ws_internals.write_text_frame(server_end, text_frame(payload), payload)
+    _write(server_end, payload)
     async with asyncio.timeout(5):
         assert await client.recv(decode=False) == payload
 
@@ -140,7 +156,22 @@ async def test_a_closed_connection_is_skipped(pair):
         await client.close()
         await server_end.wait_closed()
     assert server_end.protocol.state is State.CLOSED
-    assert ws_internals.write_text_frame(server_end, text_frame(b"late"), b"late") is None
+    assert _write(server_end, b"late") == 0
+
+
+async def test_skipped_and_gone_sessions_get_nothing_and_a_full_buffer_is_reported(pair):
+    server_end, client = pair
+    gone, skipped, reading = (
+        _Target(server_end, alive=False),
+        _Target(server_end),
+        _Target(server_end),
+    )
+    written, slow = ws_internals.write_text_frames(
+        [gone, skipped, reading], text_frame(b"one"), b"one", skip={skipped}, limit=-1
+    )
+    assert (written, slow) == (1, [reading])  # any buffered byte is over a limit of -1
+    async with asyncio.timeout(5):
+        assert await client.recv() == "one"
 
 
 async def test_abort_drops_the_connection_and_connection_lost_fires(pair):

@@ -237,14 +237,31 @@ def limits_toml() -> str:
     return "[limits]\n" + "\n".join(lines) + "\n" if lines else ""
 
 
-def gateway_toml(ws_port: int, machines: str, **websocket: object) -> str:
+def gateway_toml(
+    ws_port: int, machines: str, *, http_port: int | None = None, **websocket: object
+) -> str:
     """A whole gateway config: loopback WebSocket and HTTP ports, open limits, machines."""
     ws_lines = "".join(f"{k} = {_toml_value(v)}\n" for k, v in websocket.items())
     return (
         f'[websocket]\nhost = "127.0.0.1"\nport = {ws_port}\n{ws_lines}\n'
-        f'[http]\nhost = "127.0.0.1"\nport = {free_port()}\n\n'
+        f'[http]\nhost = "127.0.0.1"\nport = {http_port or free_port()}\n\n'
         f"{limits_toml()}\n{machines}\n"
     )
+
+
+async def metric(http_port: int, name: str) -> float | None:
+    """One sample of the gateway's ``/metrics`` (the first line for ``name``), or None."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+    try:
+        writer.write(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        body = (await reader.read()).decode("utf-8", "replace")
+    finally:
+        writer.close()
+    for line in body.splitlines():
+        key, _, value = line.partition(" ")
+        if key == name:
+            return float(value)
+    return None
 
 
 def machines_toml(ports: Sequence[int], **settings: object) -> str:
@@ -302,6 +319,8 @@ class PlcStub:
         self.requests = 0
         self._last_reading: tuple[int, int] | None = None
         self._server: asyncio.Server | None = None
+        #: The reading every request gets once :meth:`freeze` was called.
+        self.frozen: tuple[int, int] | None = None
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
@@ -317,8 +336,16 @@ class PlcStub:
                     await self._server.wait_closed()
             self._server = None
 
+    def freeze(self) -> None:
+        """From now on answer every request with the reading of this moment and act on no
+        MOVE: the gateway sees nothing change, so it publishes nothing more (a benchmark's
+        quiet end, to count what was sent against what arrived)."""
+        self.frozen = (self.model.position_index, self.model.status_byte())
+
     def _answer(self, command: int, argument: int | None) -> tuple[int, int] | None:
         """The reading a request is answered with (None: no answer)."""
+        if self.frozen is not None:
+            return self.frozen if command in (Command.STATUS, Command.MOVE) else None
         if command == Command.MOVE and argument is not None:
             self.model.move(argument)
         elif command != Command.STATUS:
@@ -740,26 +767,36 @@ def _process_ticks() -> dict[int, tuple[int, int]]:
 
 
 class OtherLoad:
-    """CPU used by processes outside this benchmark's process tree during a window.
+    """CPU used outside this benchmark's process tree during a window.
 
-    The benchmarks run on a shared machine; a number measured while something else was
-    busy says so (``other processes: N % of a core``) rather than passing for the gateway's.
+    The benchmarks run on a shared machine; a number measured while something else was busy
+    says so rather than passing for the gateway's. The machine's own total (``/proc/stat``)
+    minus this benchmark's processes counts everything else, including processes that
+    started or ended inside the window; above :attr:`DISTURBED_PCT` the run is marked
+    disturbed.
     """
+
+    #: Other load (percent of one core) above which a run is marked DISTURBED.
+    DISTURBED_PCT = 5.0
 
     def __init__(self) -> None:
         self._start: dict[int, tuple[int, int]] = {}
+        self._busy = 0
         self._wall = 0.0
         self._steal = 0
         #: Percent of one core the hypervisor took from this VM during the window.
         self.steal_pct = 0.0
+        #: Whether other load went over :attr:`DISTURBED_PCT` (set by :meth:`stop`).
+        self.disturbed = False
 
     def start(self) -> None:
         self._start, self._wall = _process_ticks(), time.perf_counter()
-        self._steal = _steal_ticks()
+        self._busy, self._steal = _busy_ticks(), _steal_ticks()
 
     def stop(self) -> float:
         """Percent of one core used by other processes since :meth:`start`."""
         end = _process_ticks()
+        busy = _busy_ticks() - self._busy
         elapsed = time.perf_counter() - self._wall
         ours = {os.getpid()}
         changed = True
@@ -769,20 +806,34 @@ class OtherLoad:
                 if parent in ours and pid not in ours:
                     ours.add(pid)
                     changed = True
-        ticks = sum(
+        our_ticks = sum(
             total - self._start.get(pid, (0, 0))[1]
             for pid, (_, total) in end.items()
-            if pid not in ours and pid in self._start
+            if pid in ours
         )
         hertz = os.sysconf("SC_CLK_TCK") * max(elapsed, 1e-9)
         self.steal_pct = (_steal_ticks() - self._steal) / hertz * 100
-        return ticks / hertz * 100
+        other_pct = max(0, busy - our_ticks) / hertz * 100
+        self.disturbed = other_pct > self.DISTURBED_PCT
+        return other_pct
 
     def describe(self, other_pct: float) -> str:
+        mark = f" DISTURBED (over {self.DISTURBED_PCT:g} %)" if self.disturbed else ""
         return (
-            f"other processes meanwhile: {other_pct:.0f} % of a core, "
+            f"other load meanwhile: {other_pct:.1f} % of a core{mark}, "
             f"VM steal {self.steal_pct:.0f} %"
         )
+
+
+def _busy_ticks() -> int:
+    """Ticks all CPUs spent busy (user, nice, system, irq, softirq), from /proc/stat."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:8]]
+    except (OSError, ValueError):
+        return 0
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return user + nice + system + irq + softirq
 
 
 def _steal_ticks() -> int:

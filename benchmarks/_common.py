@@ -163,10 +163,7 @@ class GatewayProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the gateway process so far."""
-        with open(f"/proc/{self.pid}/stat", encoding="utf-8") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        return cpu_seconds_of(self.pid)
 
     def rss_bytes(self) -> int:
         with open(f"/proc/{self.pid}/status", encoding="utf-8") as status:
@@ -174,6 +171,13 @@ class GatewayProcess:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
         return 0
+
+
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuMeter:

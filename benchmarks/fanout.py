@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ from benchmarks._common import (
     GatewayProcess,
     OtherLoad,
     PlcStub,
+    cpu_seconds_of,
     free_port,
     gateway_toml,
     machine_line,
@@ -345,13 +347,83 @@ async def run(args: argparse.Namespace, clients: int) -> dict:
     finally:
         for stub in stubs:
             await stub.stop()
-    expected = max(result["received"], default=0)
     owed, lost = strict_losses(result, broadcasts, clients)
+    return _result(clients, result, owed, lost, cpu, others, other) | {
+        "rss_mib": rss_loaded / 2**20,
+        "kib_per_connection": (rss_connected - rss_before) / max(1, clients) / 1024,
+    }
+
+
+# -- the anchors: plain broadcast servers in the same harness ----------------------------------
+
+ANCHORS = Path(__file__).resolve().parent / "anchors"
+SERVERS = ("gateway", "websockets", "picows")
+
+
+async def run_anchor(args: argparse.Namespace, clients: int, server: str) -> dict:
+    """The same clients against ``benchmarks/anchors/<server>_server.py`` (pinned to the
+    gateway's CPU), broadcasting the same message at the same rate."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ANCHORS / f"{server}_server.py"),
+        str(args.rate),
+        str(args.machines),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    receivers = ClientsProcess(0, clients, args.seconds, False, 1, settle=1.0)
+    try:
+        pin(process.pid, {0})
+        line = await process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {server} anchor did not start (is it installed? see --help)")
+        receivers.args[0] = str(json.loads(line)["port"])
+        start, end = await receivers.start()
+        process.stdin.write(b"go\n")
+        await process.stdin.drain()
+        meter, others = ProcessCpu(process.pid), OtherLoad()
+        await sleep_until(start)
+        meter.start()
+        others.start()
+        await sleep_until(end)
+        cpu = meter.stop()
+        other = others.stop()
+        process.stdin.close()
+        broadcasts = json.loads(await process.stdout.readline())["broadcasts"]
+        result = await receivers.result()
+    finally:
+        receivers.kill()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    owed, lost = strict_losses(result, broadcasts, clients)
+    return _result(clients, result, owed, lost, cpu, others, other) | {"server": server}
+
+
+class ProcessCpu:
+    """CPU share of one core used by a process between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._cpu = self._wall = 0.0
+
+    def start(self) -> None:
+        self._cpu, self._wall = cpu_seconds_of(self.pid), time.perf_counter()
+
+    def stop(self) -> float:
+        return (cpu_seconds_of(self.pid) - self._cpu) / (time.perf_counter() - self._wall)
+
+
+def _result(
+    clients: int, result: dict, owed: int, lost: int, cpu: float, others: OtherLoad, other: float
+) -> dict:
     latencies = result["latencies"]
+    delivered = sum(result["received"])
     return {
         "clients": clients,
-        "deliveries_per_s": sum(result["received"]) / result["elapsed"],
-        "per_client_per_s": expected / result["elapsed"],
+        "deliveries_per_s": delivered / result["elapsed"],
+        "per_client_per_s": max(result["received"], default=0) / result["elapsed"],
         "lost": lost,
         "owed": owed,
         "disturbed": others.disturbed,
@@ -361,10 +433,74 @@ async def run(args: argparse.Namespace, clients: int) -> dict:
         "max_ms": max(latencies, default=0.0) * 1000,
         "samples": len(latencies),
         "cpu_pct": cpu * 100,
-        "rss_mib": rss_loaded / 2**20,
-        "kib_per_connection": (rss_connected - rss_before) / max(1, clients) / 1024,
+        "us_per_delivery": cpu * result["elapsed"] / max(1, delivered) * 1e6,
         "other": others.describe(other),
     }
+
+
+async def compare(args: argparse.Namespace, clients: int) -> list[dict]:
+    """``--cycles`` interleaved cycles of the gateway and the anchors; every run's result."""
+    results = []
+    for cycle in range(1, args.cycles + 1):
+        for server in SERVERS:
+            if server == "gateway":
+                result = await run(args, clients) | {"server": "gateway"}
+            else:
+                result = await run_anchor(args, clients, server)
+            result["cycle"] = cycle
+            print(f"cycle {cycle} {server:<10} {one_line(result)}", flush=True)
+            results.append(result)
+    return results
+
+
+def one_line(r: dict) -> str:
+    return (
+        f"CPU {r['cpu_pct']:5.1f} %  {r['us_per_delivery']:5.1f} µs/delivery  "
+        f"p50 {r['p50_ms']:5.1f}  p99 {r['p99_ms']:5.1f} ms  lost {r['lost']} of {r['owed']}"
+        + ("  DISTURBED" if r["disturbed"] else "")
+    )
+
+
+def summary(results: list[dict]) -> str:
+    """Medians (with the spread) per server over the cycles, and the gateway's ratios."""
+    lines = []
+    medians: dict[str, dict[str, float]] = {}
+    for server in SERVERS:
+        runs = [r for r in results if r["server"] == server]
+        if not runs:
+            continue
+        row = {}
+        parts = []
+        for key, unit in (
+            ("cpu_pct", "%"),
+            ("us_per_delivery", "µs"),
+            ("p50_ms", "ms"),
+            ("p99_ms", "ms"),
+        ):
+            values = sorted(r[key] for r in runs)
+            row[key] = statistics.median(values)
+            parts.append(f"{key} {row[key]:.1f} {unit} ({values[0]:.1f}–{values[-1]:.1f})")
+        medians[server] = row
+        lost = sum(r["lost"] for r in runs)
+        disturbed = sum(1 for r in runs if r["disturbed"])
+        lines.append(
+            f"{server:<10} median of {len(runs)}: "
+            + ", ".join(parts)
+            + f", lost {lost}"
+            + (f", {disturbed} disturbed" if disturbed else "")
+        )
+    gateway = medians.get("gateway")
+    if gateway:
+        for anchor in SERVERS[1:]:
+            if anchor in medians:
+                a = medians[anchor]
+                cpu = gateway["us_per_delivery"] / a["us_per_delivery"]
+                p50, p99 = gateway["p50_ms"] / a["p50_ms"], gateway["p99_ms"] / a["p99_ms"]
+                lines.append(
+                    f"gateway / {anchor}: CPU per delivery x{cpu:.2f}, p50 x{p50:.2f}, "
+                    f"p99 x{p99:.2f}"
+                )
+    return "\n".join(lines)
 
 
 def report(args: argparse.Namespace, r: dict) -> str:
@@ -405,9 +541,7 @@ def settings_of(items: list[str] | None) -> list[tuple[str, object]]:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--client-process":
         port, count, seconds = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-        clients_main(
-            port, count, seconds, sys.argv[5] == "1", int(sys.argv[6]), float(sys.argv[7])
-        )
+        clients_main(port, count, seconds, sys.argv[5] == "1", int(sys.argv[6]), float(sys.argv[7]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="100,500,1000")
@@ -423,6 +557,13 @@ def main() -> None:
     parser.add_argument("--compression", action="store_true", help="permessage-deflate on")
     parser.add_argument("--json", action="store_true", help="also print each result as JSON")
     parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run plain websockets and picows broadcast servers (benchmarks/anchors/; "
+        "pip install -e '.[bench]') in the same harness, interleaved, and print medians",
+    )
+    parser.add_argument("--cycles", type=int, default=3, help="with --compare: interleaved cycles")
+    parser.add_argument(
         "--machine-setting", action="append", metavar="KEY=VALUE", help="for every machine"
     )
     parser.add_argument(
@@ -432,6 +573,13 @@ def main() -> None:
     pin(os.getpid(), {1})  # the gateway gets CPU 0 to itself
     print(machine_line())
     for clients in (int(x) for x in args.clients.split(",")):
+        if args.compare:
+            results = asyncio.run(compare(args, clients))
+            print(f"clients={clients} machines={args.machines} rate={args.rate:g}/s")
+            print(summary(results), flush=True)
+            if args.json:
+                print(json.dumps(results))
+            continue
         result = asyncio.run(run(args, clients))
         print(report(args, result), flush=True)
         if args.json:

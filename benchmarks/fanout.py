@@ -445,6 +445,11 @@ async def compare(args: argparse.Namespace, clients: int) -> list[dict]:
         for server in SERVERS:
             if server == "gateway":
                 result = await run(args, clients) | {"server": "gateway"}
+                # The same gateway with one client: its polling, journal and moves, so that
+                # the fan-out's own work can be told apart.
+                alone = await run(args, 1) | {"server": "gateway@1", "cycle": cycle}
+                print(f"cycle {cycle} {'gateway@1':<10} {one_line(alone)}", flush=True)
+                results.append(alone)
             else:
                 result = await run_anchor(args, clients, server)
             result["cycle"] = cycle
@@ -465,7 +470,7 @@ def summary(results: list[dict]) -> str:
     """Medians (with the spread) per server over the cycles, and the gateway's ratios."""
     lines = []
     medians: dict[str, dict[str, float]] = {}
-    for server in SERVERS:
+    for server in ("gateway", "gateway@1", *SERVERS[1:]):
         runs = [r for r in results if r["server"] == server]
         if not runs:
             continue
@@ -490,6 +495,12 @@ def summary(results: list[dict]) -> str:
             + (f", {disturbed} disturbed" if disturbed else "")
         )
     gateway = medians.get("gateway")
+    fanout_alone = _fanout_work(results)
+    if fanout_alone is not None:
+        lines.append(
+            f"gateway's fan-out work alone: {fanout_alone:.1f} µs per delivery (median over "
+            "cycles of: CPU with N clients minus CPU with one, per extra delivery)"
+        )
     if gateway:
         for anchor in SERVERS[1:]:
             if anchor in medians:
@@ -501,6 +512,20 @@ def summary(results: list[dict]) -> str:
                     f"p99 x{p99:.2f}"
                 )
     return "\n".join(lines)
+
+
+def _fanout_work(results: list[dict]) -> float | None:
+    """The gateway's CPU per delivery for the fan-out alone, median over cycles."""
+    values = []
+    for cycle in {r["cycle"] for r in results}:
+        full = [r for r in results if r["cycle"] == cycle and r["server"] == "gateway"]
+        one = [r for r in results if r["cycle"] == cycle and r["server"] == "gateway@1"]
+        if full and one:
+            extra = full[0]["deliveries_per_s"] - one[0]["deliveries_per_s"]
+            if extra > 0:
+                cpu = (full[0]["cpu_pct"] - one[0]["cpu_pct"]) / 100
+                values.append(cpu / extra * 1e6)
+    return statistics.median(values) if values else None
 
 
 def report(args: argparse.Namespace, r: dict) -> str:

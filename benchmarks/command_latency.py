@@ -40,6 +40,7 @@ from benchmarks._common import (
     free_port,
     gateway_toml,
     machine_line,
+    metric,
     percentile,
     pin,
     raw_exchange,
@@ -47,11 +48,13 @@ from benchmarks._common import (
     wait_for_port,
 )
 from benchmarks.fanout import (
+    BROADCASTS,
     ClientsProcess,
     keep_moving,
-    losses,
     moving_stubs,
+    quiet_broadcast_count,
     settings_of,
+    strict_losses,
     stub_machines_toml,
     wait_connected,
 )
@@ -150,14 +153,16 @@ async def run_case(args: argparse.Namespace, clients: int) -> tuple[dict, dict]:
     # The quiet time before a MOVE's interlock reading (default: the gateway's own).
     guard = {} if args.stray_guard is None else {"stray_guard_s": args.stray_guard}
     ids = [f"machine_{i}" for i in range(1, args.machines + 1)]
-    ws_port = free_port()
+    ws_port, http_port = free_port(), free_port()
     url = f"ws://127.0.0.1:{ws_port}"
     tables = (
         stub_machines_toml(fleet)
         + "\n\n"
         + stub_machines_toml([command_stub], first=args.machines + 1, **guard)
     )
-    config = gateway_toml(ws_port, tables, **dict(settings_of(args.ws_setting)))
+    config = gateway_toml(
+        ws_port, tables, http_port=http_port, **dict(settings_of(args.ws_setting))
+    )
     if args.journal == "memory":
         config += '\n[journal]\npath = ":memory:"\n'
     elif args.journal == "off":
@@ -171,10 +176,17 @@ async def run_case(args: argparse.Namespace, clients: int) -> tuple[dict, dict]:
             mover = None
             receivers = None
             try:
+                before = 0.0
                 if clients:
-                    mover = asyncio.create_task(keep_moving(url, ids, stop, 1 / args.rate))
-                    receivers = ClientsProcess(ws_port, clients, 0, False, 1, args.machines)
+                    # Every client subscribes before anything moves (each is owed every
+                    # broadcast); the moves then settle in before the round trips start.
+                    settle = 2.0 + args.machines / args.rate
+                    receivers = ClientsProcess(
+                        ws_port, clients, 0, False, 1, args.machines, settle=settle
+                    )
+                    before = await metric(http_port, BROADCASTS) or 0.0
                     start, _ = await receivers.start()
+                    mover = asyncio.create_task(keep_moving(url, ids, stop, 1 / args.rate))
                     await asyncio.sleep(max(0.0, start - time.time()))
                 meter, others = CpuMeter(gateway), OtherLoad()
                 meter.start()
@@ -186,8 +198,15 @@ async def run_case(args: argparse.Namespace, clients: int) -> tuple[dict, dict]:
                 extra["cpu_pct"] = meter.stop() * 100
                 extra["other"] = others.describe(others.stop())
                 if receivers is not None:
+                    stop.set()
+                    if mover is not None:
+                        mover.cancel()
+                    # The command machine's own changes go to no subscriber, so the count
+                    # is the fan-out machines' broadcasts.
+                    broadcasts = await quiet_broadcast_count(fleet, http_port) - before
                     fanout = await receivers.result()
-                    expected, lost = losses(fanout)
+                    expected = max(fanout["received"], default=0)
+                    _, lost = strict_losses(fanout, broadcasts, clients)
                     extra |= {
                         "per_client_per_s": expected / fanout["elapsed"],
                         "lost": lost,

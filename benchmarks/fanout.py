@@ -256,14 +256,6 @@ class ClientsProcess:
             self.process.kill()
 
 
-def losses(result: dict) -> tuple[int, int]:
-    """(expected per client, messages lost in all), against the best-served client: what
-    a benchmark that does not stop its machines can count (see :func:`strict_losses`)."""
-    received = result["received"]
-    expected = max(received, default=0)
-    return expected, sum(expected - r for r in received)
-
-
 #: The gateway's count of status broadcasts written to all their subscribers.
 BROADCASTS = "carousel_ws_broadcast_delay_seconds_count"
 

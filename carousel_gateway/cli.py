@@ -237,7 +237,9 @@ def move(
         elif result.data.skipped:
             typer.echo(f"{machine}: already at {bucket}; nothing sent")
         else:
-            typer.echo(f"{machine}: moving to {bucket} (command {result.data.command_id})")
+            # command_id numbers the gateway's requests (per boot, fleet-wide): the journal
+            # and the move's outcome carry it. It is not the PLC command (1, MOVE).
+            typer.echo(f"{machine}: moving to {bucket} (request #{result.data.command_id})")
 
     _run_client(run)
     raise typer.Exit(outcome_code)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 from collections import deque
+from collections.abc import Iterable
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -50,13 +51,21 @@ def _states(reply: MachineStatus | FleetStatus) -> dict[str, MachineState]:
     }
 
 
+def _add_id_column(table: Table, machine_ids: Iterable[str]) -> None:
+    """The machine column: ids are never cut (``machine_1`` and ``machine_2`` would both
+    read "machine…" on a narrow terminal); the other columns give way instead."""
+    width = max((len(machine_id) for machine_id in machine_ids), default=0)
+    table.add_column("machine", no_wrap=True, min_width=max(width, len("machine")))
+
+
 def status_table(
     reply: MachineStatus | FleetStatus | dict[str, MachineState], machines: list[MachineInfo]
 ) -> Table:
     states = reply if isinstance(reply, dict) else _states(reply)
     names = {m.id: m.name for m in machines}
     table = Table(title="Carousels")
-    for column in ("machine", "name", "link", "position", "motion", "mode", "interlocks", "raw"):
+    _add_id_column(table, states)
+    for column in ("name", "link", "position", "motion", "mode", "interlocks", "raw"):
         table.add_column(column)
     for machine_id, state in states.items():
         link_style = "green" if state.connection_status == "connected" else "red"
@@ -85,7 +94,9 @@ def status_table(
 def history_table(page: History, counters: Counters) -> Group:
     """Journal entries (newest first) and the maintenance counters under them."""
     table = Table(title="Journal")
-    for column in ("time (UTC)", "machine", "kind", "who", "what", "outcome"):
+    table.add_column("time (UTC)")
+    _add_id_column(table, (entry.machine_id for entry in page.entries))
+    for column in ("kind", "who", "what", "outcome"):
         table.add_column(column)
     for entry in page.entries:
         extra = entry.model_extra or {}
@@ -97,8 +108,10 @@ def history_table(page: History, counters: Counters) -> Group:
         elif "position" in extra:
             what = f"at {extra['position']}"
         outcome = str(extra.get("outcome") or extra.get("code") or "")
-        if extra.get("reasons"):
-            outcome += f" ({', '.join(extra['reasons'])})"
+        # Rows journalled before empty reasons were stored as [] hold [""]: no "()" for them.
+        reasons = [str(reason) for reason in extra.get("reasons") or () if reason]
+        if reasons:
+            outcome += f" ({', '.join(reasons)})"
         style = "red" if entry.kind in ("move_failed", "fault_raised", "command_refused") else ""
         table.add_row(
             entry.timestamp.replace("T", " ").rstrip("Z"),
@@ -109,7 +122,7 @@ def history_table(page: History, counters: Counters) -> Group:
             outcome,
         )
     totals = Table(title="Counters")
-    totals.add_column("machine")
+    _add_id_column(totals, counters.counters)
     totals.add_column("counter")
     totals.add_column("value", justify="right")
     for machine_id, values in sorted(counters.counters.items()):

@@ -35,6 +35,7 @@ from carousel_gateway.fleet.events import (
     MoveFailed,
 )
 from carousel_gateway.plc.connection import ConnectionState
+from carousel_gateway.plc.supervisor import CLOSED_BY_GATEWAY
 
 # The row kinds a history query can filter on are the wire's (``get_history`` names them);
 # re-exported for the APIs that validate against them.
@@ -43,6 +44,7 @@ from carousel_gateway.wire import HistoryKind as HistoryKind
 
 __all__ = [
     "KINDS",
+    "MEASURED_COUNTERS",
     "RAW_TEXT_LIMIT",
     "SCHEMA",
     "HistoryKind",
@@ -88,6 +90,8 @@ CREATE TABLE IF NOT EXISTS counters (
 
 #: The range of an SQLite INTEGER (a larger Python int makes an insert fail).
 SQLITE_INT_MIN, SQLITE_INT_MAX = -(2**63), 2**63 - 1
+#: Counters that measure an amount (a float); every other counter counts (an int).
+MEASURED_COUNTERS = frozenset({"seconds_in_motion"})
 #: Longest text kept for a refused command's value that no integer column can hold.
 RAW_TEXT_LIMIT = 64
 
@@ -257,7 +261,10 @@ class Journal:
             self._query, machine_id, since, until, list(kinds) if kinds else None, limit, cursor
         )
 
-    async def counters(self, machine_id: str | None = None) -> dict[str, dict[str, float]]:
+    async def counters(
+        self, machine_id: str | None = None
+    ) -> dict[str, dict[str, int | float]]:
+        """Counters per machine: ints for counts, floats only for measured amounts."""
         return await self._run(self._read_counters, machine_id)
 
     # -- the journal thread -----------------------------------------------------------------
@@ -338,7 +345,7 @@ class Journal:
                         _int_column(event.command),
                         _int_column(event.argument),
                         event.code,
-                        ",".join(event.reasons),
+                        ",".join(event.reasons) or None,  # none: [] when read, never [""]
                         json.dumps({"message": event.message, **raw, **extra}),
                     ),
                 )
@@ -411,7 +418,8 @@ class Journal:
             case ConnectionChanged(state=state, reason=reason):
                 kind = state.value
                 row(kind, {"reason": reason})
-                if state is not ConnectionState.CONNECTED:
+                # The gateway closing its own links (shutdown) is no disconnection.
+                if state is not ConnectionState.CONNECTED and reason != CLOSED_BY_GATEWAY:
                     bump("disconnections")
             case FaultRaised(keys=keys):
                 row("fault_raised", {"keys": list(keys)}, reasons=",".join(keys))
@@ -481,15 +489,18 @@ class Journal:
         result = [_row_dict(r) for r in rows]
         return HistoryPage(result, result[-1]["id"] if more and result else None)
 
-    def _read_counters(self, machine_id: str | None) -> dict[str, dict[str, float]]:
+    def _read_counters(self, machine_id: str | None) -> dict[str, dict[str, int | float]]:
         query = "SELECT machine_id, name, value FROM counters"
         args: tuple[Any, ...] = ()
         if machine_id is not None:
             query += " WHERE machine_id = ?"
             args = (machine_id,)
-        counters: dict[str, dict[str, float]] = {}
+        counters: dict[str, dict[str, int | float]] = {}
         for machine, name, value in self._conn().execute(query, args):
-            counters.setdefault(machine, {})[name] = value
+            # The column is REAL (seconds add up there too); a count reads back as an int.
+            counters.setdefault(machine, {})[name] = (
+                value if name in MEASURED_COUNTERS else round(value)
+            )
         return counters
 
 
@@ -500,7 +511,10 @@ def _row_dict(row: sqlite3.Row) -> dict[str, Any]:
     if "skipped" in data:
         data["skipped"] = bool(data["skipped"])
     if "reasons" in data:
-        data["reasons"] = data["reasons"].split(",")
+        # Rows written before refusals stored no reasons as NULL hold "": that is [] too.
+        data["reasons"] = [reason for reason in data["reasons"].split(",") if reason]
+    elif data.get("kind") == "command_refused":
+        data["reasons"] = []
     return {**data, **{k: v for k, v in extra.items() if k not in data}}
 
 

@@ -52,7 +52,7 @@ from carousel_gateway.fleet.events import (
     OriginChannel,
     StatusChanged,
 )
-from carousel_gateway.fleet.fleet import Fleet
+from carousel_gateway.fleet.fleet import Fleet, machine_not_found
 from carousel_gateway.fleet.machine import Machine, MoveOutcomeUnknown
 from carousel_gateway.store import Journal
 from carousel_gateway.wire import (
@@ -87,11 +87,32 @@ from carousel_gateway.wire import (
 
 __all__ = [
     "MAX_COMMANDS_IN_FLIGHT",
+    "PROTOCOL_LOGGER",
     "Session",
     "WebSocketApi",
+    "protocol_logger",
 ]
 
 log = logging.getLogger(__name__)
+
+#: The websockets library's own logger (its DEBUG lines trace handshakes and frames).
+PROTOCOL_LOGGER = "carousel_gateway.ws.protocol"
+
+#: websockets' INFO lines for a session, which "session N opened by ..." and "session N
+#: closed (...)" already log with the session's id, peer and role: each session once.
+_SESSION_LINES = frozenset({"connection open", "connection closed"})
+
+
+def _not_a_session_line(record: logging.LogRecord) -> bool:
+    return not (record.levelno == logging.INFO and record.msg in _SESSION_LINES)
+
+
+def protocol_logger() -> logging.Logger:
+    """The logger handed to websockets, without its duplicate per-session lines."""
+    logger = logging.getLogger(PROTOCOL_LOGGER)
+    if _not_a_session_line not in logger.filters:
+        logger.addFilter(_not_a_session_line)
+    return logger
 
 #: Commands one session may have waiting on PLCs at once (each machine takes one anyway).
 MAX_COMMANDS_IN_FLIGHT = 16
@@ -192,7 +213,7 @@ class WebSocketApi:
             open_timeout=self.config.limits.handshake_timeout_s,
             close_timeout=ws.close_timeout_s,
             ssl=self.ssl_context,
-            logger=logging.getLogger("carousel_gateway.ws.protocol"),
+            logger=protocol_logger(),
         )
         scheme = "wss" if self.ssl_context is not None else "ws"
         log.info("WebSocket API on %s://%s:%d", scheme, ws.host, self.port)
@@ -449,11 +470,7 @@ class WebSocketApi:
             return self.fleet.ids
         unknown = [m for m in machine_ids if m not in self.fleet]
         if unknown:
-            raise GatewayError(
-                ErrorCode.MACHINE_NOT_FOUND,
-                f"Machine not found: {', '.join(unknown[:10])}",
-                machine_id=unknown[0],
-            )
+            raise machine_not_found(unknown, self.fleet.ids)
         return list(dict.fromkeys(machine_ids))
 
     def _subscribe(self, session: Session, message: Subscribe) -> None:

@@ -12,8 +12,34 @@ from carousel_gateway.fleet.events import CommandJournal, EventBus
 from carousel_gateway.fleet.machine import Machine
 
 __all__ = [
+    "SHOWN_MACHINE_IDS",
     "Fleet",
+    "machine_not_found",
 ]
+
+#: How many valid ids a MACHINE_NOT_FOUND error lists (a large fleet ends with "...").
+SHOWN_MACHINE_IDS = 10
+
+
+def machine_not_found(asked: Sequence[object], known: Sequence[str]) -> GatewayError:
+    """MACHINE_NOT_FOUND naming the ids asked for and the valid ones, so a typo shows at
+    once (a bare "Machine not found" left clients guessing which id was wrong)."""
+    shown_asked = ", ".join(_shown_id(m) for m in asked[:SHOWN_MACHINE_IDS])
+    valid = ", ".join(known[:SHOWN_MACHINE_IDS]) + (
+        ", ..." if len(known) > SHOWN_MACHINE_IDS else ""
+    )
+    first = asked[0] if asked else None
+    return GatewayError(
+        ErrorCode.MACHINE_NOT_FOUND,
+        f"Machine not found: {shown_asked}; valid ids: {valid or '(none)'}",
+        machine_id=first if isinstance(first, str) and len(first) <= 128 else None,
+    )
+
+
+def _shown_id(machine_id: object) -> str:
+    """An id as a client sent it, quoted and cut to 64 characters."""
+    text = repr(machine_id)
+    return text if len(text) <= 64 else text[:63] + "…"
 
 
 class Fleet:
@@ -68,11 +94,7 @@ class Fleet:
         try:
             return self._machines[machine_id]
         except (KeyError, TypeError):
-            raise GatewayError(
-                ErrorCode.MACHINE_NOT_FOUND,
-                "Machine not found",
-                machine_id=machine_id if isinstance(machine_id, str) else None,
-            ) from None
+            raise machine_not_found([machine_id], self.ids) from None
 
     def start(self) -> None:
         for machine in self:

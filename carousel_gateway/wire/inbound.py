@@ -180,8 +180,8 @@ def parse_client_message(
     """Parse one frame; raises ``GatewayError(INVALID_MESSAGE_FORMAT)`` with a clear text."""
     try:
         data = json_adapter.validate_json(raw)
-    except ValidationError:
-        raise GatewayError(ErrorCode.INVALID_MESSAGE_FORMAT, "message is not valid JSON") from None
+    except ValidationError as exc:
+        raise GatewayError(ErrorCode.INVALID_MESSAGE_FORMAT, _json_problem(exc)) from None
     if not isinstance(data, dict):
         raise GatewayError(ErrorCode.INVALID_MESSAGE_FORMAT, "message must be a JSON object")
     kind = data.get("type")
@@ -195,6 +195,22 @@ def parse_client_message(
         return _client_adapter.validate_python(data)
     except ValidationError as exc:
         raise GatewayError(ErrorCode.INVALID_MESSAGE_FORMAT, _describe(exc)) from None
+
+
+_JSON_AT = re.compile(r"^(?P<what>.*) at line (?P<line>\d+) column (?P<column>\d+)$")
+
+
+def _json_problem(exc: ValidationError) -> str:
+    """Where and what, as REST says it: "line 1, column 15: expected value"."""
+    errors = exc.errors()
+    text = str((errors[0].get("ctx") or {}).get("error", "")) if errors else ""
+    found = _JSON_AT.match(text)
+    if found is None:
+        return "message is not valid JSON" + (f": {text}" if text else "")
+    return (
+        f"message is not valid JSON: line {found['line']}, column {found['column']}: "
+        f"{found['what']}"
+    )
 
 
 def request_id_of(raw: str | bytes) -> str | None:

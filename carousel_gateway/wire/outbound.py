@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.wire.clock import utc_timestamp
@@ -203,7 +203,9 @@ class History(Outgoing):
 class Counters(Outgoing):
     type: Literal["counters"] = "counters"
     machine_id: str | None = None
-    counters: dict[str, dict[str, float]]
+    counters: dict[str, dict[str, int | float]] = Field(
+        description="Per machine: counts are integers; seconds_in_motion is a float"
+    )
     timestamp: str
     request_id: str | None = None
 

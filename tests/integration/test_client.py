@@ -24,7 +24,7 @@ from carousel_gateway.wire import (
     MoveFailedMessage,
     StatusBroadcast,
 )
-from tests.integration.conftest import gateway_config, wait_until
+from tests.integration.conftest import FAST_MACHINE, gateway_config, wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -131,7 +131,7 @@ async def test_bad_token_is_a_typed_error(gateway_factory):
         assert client.welcome.auth == {"client": "wms", "role": "operator"}
 
 
-async def run_cli(*args: str) -> tuple[int, str]:
+async def run_cli(*args: str, columns: int = 200) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -139,7 +139,7 @@ async def run_cli(*args: str) -> tuple[int, str]:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": str(columns)},
     )
     async with asyncio.timeout(30):
         output, _ = await process.communicate()
@@ -202,4 +202,50 @@ async def test_cli_history_and_watch(gateway):
     process.send_signal(2)  # Ctrl-C
     async with asyncio.timeout(20):
         await process.communicate()  # keep draining stdout: a full pipe would block its exit
+    assert process.returncode == 0
+
+
+LONG_IDS = ["carousel_north_aisle_1", "carousel_north_aisle_2"]
+
+
+async def test_cli_shows_whole_machine_ids_at_80_columns(gateway_factory):
+    """At 80 columns `status`, `history` and `watch` used to cut both ids to "machine…"."""
+    machines = [{**FAST_MACHINE, "id": m, "name": "Carrusel Principal"} for m in LONG_IDS]
+    gateway = await gateway_factory(gateway_config(machines))
+    code, output = await run_cli("move", LONG_IDS[1], "3", "--url", url(gateway), columns=80)
+    # The number is the gateway's command id (journal, move outcome), not PLC command 1.
+    assert code == 0 and f"{LONG_IDS[1]}: moving to 3 (request #1)" in output, output
+    code, output = await run_cli("move", LONG_IDS[0], "99", "--url", url(gateway), columns=80)
+    assert code == 1 and "INVALID_COMMAND" in output
+    await wait_until(gateway.fleet.bus, lambda: not gateway.fleet.get(LONG_IDS[1]).busy)
+    await gateway.journal.flush()
+
+    for command in (["status"], ["history"]):
+        code, output = await run_cli(*command, "--url", url(gateway), columns=80)
+        assert code == 0, output
+        assert max(map(len, output.splitlines())) <= 80, output
+        for machine_id in LONG_IDS:
+            assert machine_id in output, output
+        assert "()" not in output  # the refusal has no reasons
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "carousel_gateway",
+        "watch",
+        "--url",
+        url(gateway),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    seen = b""
+    async with asyncio.timeout(20):
+        while not all(m.encode() in seen for m in LONG_IDS):
+            chunk = await process.stdout.read(4096)
+            assert chunk, seen.decode()
+            seen += chunk
+    process.send_signal(2)  # Ctrl-C
+    async with asyncio.timeout(20):
+        await process.communicate()
     assert process.returncode == 0

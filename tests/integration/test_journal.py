@@ -76,6 +76,8 @@ async def test_moves_faults_and_refusals_are_journalled_with_who(gateway_factory
         assert {e["machine_id"] for e in events["data"]["entries"]} == {"machine_1"}
         diagnostics = (await http.get("/v1/machines/machine_1/diagnostics")).json()["data"]
         assert diagnostics["counters"]["moves_completed"] == 1
+        assert type(diagnostics["counters"]["moves_completed"]) is int  # 1, not 1.0
+        assert type(diagnostics["counters"]["faults.PARADA_EMERGENCIA"]) is int
         health = (await http.get("/v1/health")).json()["data"]
         assert health["journal"]["state"] == "ok"
 
@@ -91,6 +93,12 @@ async def test_counters_survive_a_restart(gateway_factory, tmp_path):
         counters = (await client.counters("machine_2")).counters["machine_2"]
         assert counters["moves_completed"] == 1
         assert counters["positions_travelled"] == 10
+        # The first gateway closed its links when it stopped: no disconnection for that.
+        assert "disconnections" not in counters
+        with pytest.raises(Exception, match="INVALID_COMMAND"):
+            await client.move("machine_2", 99)
+        refused = await client.history("machine_2", kinds=["command_refused"])
+        assert refused.entries[0].model_extra["reasons"] == []
         await client.move("machine_2", 11, wait=True, arrival_timeout=5)  # a fresh simulator
         await second.journal.flush()
         counters = (await client.counters("machine_2")).counters["machine_2"]

@@ -134,6 +134,9 @@ async def test_unknown_machine_is_404_machine_not_found(http, method, path):
     response = await http.request(method, path, json=body)
     error = assert_error(response, 404, "MACHINE_NOT_FOUND")
     assert error["machine_id"] == "invalid_machine"
+    assert error["error"] == (
+        "Machine not found: 'invalid_machine'; valid ids: machine_1, machine_2"
+    )
 
 
 async def test_single_machine_shortcuts_act_on_the_machine_named(http, gateway):
@@ -239,7 +242,9 @@ async def test_fault_during_wait_arrival_is_409_with_the_failed_move(gateway_fac
     assert "PARADA_EMERGENCIA" in body["data"]["reasons"]
     command = body["data"]["command"]
     assert command["command_sent"] == 1 and command["argument"] == 15
-    outcome = command["outcome"]
+    # The outcome is where a success has it: data.outcome (the command's own is null).
+    assert command["outcome"] is None
+    outcome = body["data"]["outcome"]
     assert outcome["state"] == "failed" and outcome["reason"] == "PARADA_EMERGENCIA"
     assert outcome["target"] == 15 and 1 <= outcome["position"] < 15
 
@@ -257,7 +262,7 @@ async def test_link_dropped_during_wait_arrival_is_503(gateway_factory):
         response = await request
     body = assert_error(response, 503, "CONNECTION_ERROR")
     assert body["data"]["reasons"] == ["connection_lost"]
-    assert body["data"]["command"]["outcome"]["state"] == "failed"
+    assert body["data"]["outcome"]["state"] == "failed"
 
 
 async def test_waiting_request_is_answered_at_shutdown(gateway_factory):
@@ -273,6 +278,7 @@ async def test_waiting_request_is_answered_at_shutdown(gateway_factory):
     body = assert_error(response, 503, "CONNECTION_ERROR")
     assert "shutting down" in body["error"]
     assert body["data"]["command"]["argument"] == 10
+    assert body["data"]["outcome"] is None  # unknown: the gateway stopped first
 
 
 async def test_second_move_while_moving_is_409_busy(http, gateway):
@@ -833,3 +839,44 @@ async def test_body_without_json_content_type_is_invalid_message_format(http, ga
         )
         assert_error(response, 400, "INVALID_MESSAGE_FORMAT")
     assert gateway.simulators["machine_1"].model.moves_started == 0
+
+
+async def test_malformed_json_says_where(http):
+    response = await http.post(
+        "/v1/machines/machine_1/move",
+        content=b'{"position": 7,,}',
+        headers={"Content-Type": "application/json"},
+    )
+    body = assert_error(response, 400, "INVALID_MESSAGE_FORMAT")
+    assert body["error"] == (
+        "invalid JSON body: line 1, column 16: Expecting property name enclosed in double quotes"
+    )
+    response = await http.post(
+        "/v1/command",
+        content=b'{"machine_id": "machine_1",\n "command": }',
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+    body = assert_error(response, 400, "INVALID_MESSAGE_FORMAT")
+    assert body["error"] == "invalid JSON body: line 2, column 13: Expecting value"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "got"),
+    [
+        (None, "no Content-Type"),
+        ("text/plain", "Content-Type 'text/plain'"),
+        ("application/x-www-form-urlencoded", "Content-Type 'application/x-www-form-urlencoded'"),
+    ],
+)
+async def test_a_body_not_sent_as_json_names_the_content_type(http, gateway, content_type, got):
+    request = http.build_request("POST", "/v1/machines/machine_1/move", content=b'{"position": 7}')
+    if content_type is None:
+        request.headers.pop("Content-Type", None)
+    else:
+        request.headers["Content-Type"] = content_type
+    response = await http.send(request)
+    body = assert_error(response, 400, "INVALID_MESSAGE_FORMAT")
+    assert body["error"] == (
+        f"the request body must be JSON sent with Content-Type: application/json (got {got})"
+    )
+    assert gateway.simulators["machine_1"].model.position_index == 0  # nothing was sent

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import socket
 
@@ -101,7 +102,10 @@ async def test_get_status_of_unknown_machine_is_machine_not_found(client):
     reply = await client.request({"type": "get_status", "machine_id": "invalid_machine"})
     assert reply["type"] == "error"
     assert reply["code"] == "MACHINE_NOT_FOUND"
-    assert reply["error"] == "Machine not found"
+    # Names the id asked for and the valid ones, so a typo shows at once.
+    assert reply["error"] == (
+        "Machine not found: 'invalid_machine'; valid ids: machine_1, machine_2"
+    )
     assert reply["machine_id"] == "invalid_machine"
     assert TIMESTAMP.match(reply["timestamp"])
 
@@ -251,6 +255,32 @@ async def test_subscribe_to_unknown_machine_is_refused(client):
     )
     assert reply["type"] == "error" and reply["code"] == "MACHINE_NOT_FOUND"
     assert reply["machine_id"] == "nope"
+    assert reply["error"] == "Machine not found: 'nope'; valid ids: machine_1, machine_2"
+
+
+async def test_malformed_json_says_where(client):
+    await client.send('{"type": "get_status",\n  "machine_id": machine_1}')
+    reply = await client.next()
+    assert reply["type"] == "error" and reply["code"] == "INVALID_MESSAGE_FORMAT"
+    assert reply["error"] == "message is not valid JSON: line 2, column 17: expected value"
+    await client.send('{"type": "ping"')
+    reply = await client.next()
+    assert (
+        reply["error"]
+        == "message is not valid JSON: line 1, column 15: EOF while parsing an object"
+    )
+
+
+async def test_each_session_is_logged_once(gateway, caplog):
+    caplog.set_level(logging.INFO)
+    c = await TestClient.open(url(gateway))
+    assert (await c.next())["type"] == "welcome"
+    await c.close()
+    await gateway.stop()  # the session's closing line is in the log by now
+    lines = [r.getMessage() for r in caplog.records]
+    assert len([m for m in lines if re.match(r"session \d+ opened by ", m)]) == 1
+    assert len([m for m in lines if re.match(r"session \d+ closed ", m)]) == 1
+    assert "connection open" not in lines and "connection closed" not in lines
 
 
 async def test_unsubscribe_stops_broadcasts(client, gateway):

@@ -18,6 +18,7 @@ from carousel_gateway.fleet.events import (
     OriginChannel,
 )
 from carousel_gateway.plc.connection import ConnectionState
+from carousel_gateway.plc.supervisor import CLOSED_BY_GATEWAY
 from carousel_gateway.store import Journal
 
 pytestmark = pytest.mark.asyncio
@@ -209,4 +210,72 @@ async def test_refused_values_no_column_holds_are_kept_as_text(tmp_path, command
     assert {k: v for k, v in row.items() if k.startswith("raw_")} == raw
     assert ("command" in row) == ("raw_command" not in raw)
     assert ("argument" in row) == (argument is not None and "raw_argument" not in raw)
+    await journal.stop()
+
+
+async def test_refusal_without_reasons_reads_back_as_an_empty_list(tmp_path):
+    journal = Journal(tmp_path / "j.db")
+    await journal.start()
+    for command_id, reasons in ((1, ()), (2, ("READY", "PARADA_EMERGENCIA"))):
+        await journal.record_command(
+            CommandRefused(
+                "m1",
+                time.time(),
+                command_id=command_id,
+                command=1,
+                argument=99,
+                code="INVALID_COMMAND",
+                message="position 99 is outside 1..30 on m1",
+                reasons=reasons,
+                origin=WMS,
+            )
+        )
+    # A row from before the fix (reasons stored as "") reads back as [] as well.
+    await journal._run(
+        lambda: journal._conn().execute("UPDATE journal SET reasons = '' WHERE command_id = 1")
+    )
+    rows = {row["command_id"]: row for row in (await journal.history("m1")).rows}
+    assert rows[1]["reasons"] == []
+    assert rows[2]["reasons"] == ["READY", "PARADA_EMERGENCIA"]
+    await journal.stop()
+
+
+async def test_counts_are_ints_and_seconds_floats(tmp_path):
+    journal = Journal(tmp_path / "j.db")
+    await journal.start()
+    t0 = time.time()
+    await journal.record_command(accepted(1, 4, t0))
+    journal.on_event(
+        MoveCompleted("m1", t0 + 1, command_id=1, position=4, duration_s=1.5, origin=WMS)
+    )
+    journal.on_event(FaultRaised("m1", t0 + 2, keys=("VFD",)))
+    await flush(journal)
+    counters = (await journal.counters())["m1"]
+    assert counters["moves_completed"] == 1 and type(counters["moves_completed"]) is int
+    assert type(counters["faults.VFD"]) is int
+    assert counters["seconds_in_motion"] == 1.5
+    assert isinstance(counters["seconds_in_motion"], float)
+    await journal.stop()
+
+
+async def test_the_gateway_closing_its_own_link_is_no_disconnection(tmp_path):
+    journal = Journal(tmp_path / "j.db")
+    await journal.start()
+    t0 = time.time()
+    journal.on_event(ConnectionChanged("m1", t0, state=ConnectionState.CONNECTED))
+    journal.on_event(
+        ConnectionChanged(
+            "m1", t0 + 1, state=ConnectionState.DISCONNECTED, reason=CLOSED_BY_GATEWAY
+        )
+    )
+    journal.on_event(
+        ConnectionChanged("m2", t0 + 1, state=ConnectionState.DISCONNECTED, reason="timeout")
+    )
+    await flush(journal)
+    counters = await journal.counters()
+    assert "disconnections" not in counters.get("m1", {})
+    assert counters["m2"]["disconnections"] == 1
+    # The link's closing is still in the journal, only not counted.
+    kinds = [row["kind"] for row in (await journal.history("m1")).rows]
+    assert kinds == ["disconnected", "connected"]
     await journal.stop()

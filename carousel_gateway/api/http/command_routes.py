@@ -118,7 +118,8 @@ async def _run(
     wait: bool,
 ) -> CommandResponse | JSONResponse:
     """One command through the gateway's command runner; with ``wait``, a MOVE's reply holds
-    its outcome (a failed or unknown outcome is an error reply that still holds the command)."""
+    its outcome at ``data.outcome``, success or failure alike (a failed or unknown outcome is
+    an error reply that also holds the command, at ``data.command``)."""
     origin = Origin(client=identity.client, channel=OriginChannel.REST)
     executed = await api.runner.run(machine, command, argument, origin, where=HTTP)
     data = command_data(executed.accepted)
@@ -131,7 +132,7 @@ async def _run(
             outcome = await api.runner.outcome(machine, executed.outcome)
     except GatewayError as exc:
         return error_response(exc, data=ErrorData(reasons=list(exc.reasons), command=data))
-    data = data.model_copy(update={"outcome": move_outcome(outcome, executed.accepted)})
+    ended = move_outcome(outcome, executed.accepted)
     if isinstance(outcome, MoveFailed):
         failure = GatewayError(
             failure_code(outcome.reasons),
@@ -140,5 +141,6 @@ async def _run(
             machine_id=machine.id,
             reasons=outcome.reasons,
         )
-        return error_response(failure, data=ErrorData(reasons=list(outcome.reasons), command=data))
-    return CommandResponse(machine_id=machine.id, data=data)
+        failed = ErrorData(reasons=list(outcome.reasons), command=data, outcome=ended)
+        return error_response(failure, data=failed)
+    return CommandResponse(machine_id=machine.id, data=data.model_copy(update={"outcome": ended}))

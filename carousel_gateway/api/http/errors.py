@@ -58,6 +58,62 @@ def error_response(
 _COMMAND_FIELDS = frozenset({"command", "argument", "position"})
 
 
+#: What a request body must be sent as (FastAPI reads any other type as raw bytes).
+JSON_CONTENT_TYPE = "application/json"
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == JSON_CONTENT_TYPE or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def _wrong_content_type(request: Request, body: object) -> GatewayError | None:
+    """A POST body not declared JSON: say so, not "Input should be a valid dictionary"
+    (curl -d sends application/x-www-form-urlencoded unless told otherwise). FastAPI hands
+    such a body on as raw bytes; a missing body stays "body: Field required"."""
+    content_type = request.headers.get("content-type")
+    if request.method != "POST" or _is_json(content_type) or not body:
+        return None
+    if not isinstance(body, bytes | bytearray):
+        return None
+    got = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+    return GatewayError(
+        ErrorCode.INVALID_MESSAGE_FORMAT,
+        f"the request body must be JSON sent with Content-Type: {JSON_CONTENT_TYPE} (got {got})",
+        machine_id=_machine_id_of(request),
+    )
+
+
+def _json_position(body: object, pos: object) -> str:
+    """``line L, column C`` of a character offset in the body (as json's own errors count)."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if not isinstance(body, str) or not isinstance(pos, int) or isinstance(pos, bool):
+        return "body"
+    pos = max(0, min(pos, len(body)))
+    line = body.count("\n", 0, pos) + 1
+    column = pos - body.rfind("\n", 0, pos)
+    return f"line {line}, column {column}"
+
+
+def _invalid_json(exc: RequestValidationError, machine_id: str | None) -> GatewayError | None:
+    """FastAPI's ``json_invalid`` (loc ``("body", offset)``, ctx ``error``) as where and what."""
+    for error in exc.errors():
+        if error.get("type") != "json_invalid":
+            continue
+        loc = tuple(error.get("loc", ()))
+        where = _json_position(exc.body, loc[1] if len(loc) > 1 else None)
+        what = (error.get("ctx") or {}).get("error") or "not valid JSON"
+        return GatewayError(
+            ErrorCode.INVALID_MESSAGE_FORMAT,
+            f"invalid JSON body: {where}: {what}",
+            machine_id=machine_id,
+        )
+    return None
+
+
 def _invalid_request(exc: RequestValidationError, machine_id: str | None) -> GatewayError:
     errors = list(exc.errors())
 
@@ -91,7 +147,13 @@ async def _on_gateway_error(request: Request, exc: Exception) -> Response:
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return error_response(_invalid_request(exc, _machine_id_of(request)))
+    machine_id = _machine_id_of(request)
+    error = (
+        _wrong_content_type(request, exc.body)
+        or _invalid_json(exc, machine_id)
+        or _invalid_request(exc, machine_id)
+    )
+    return error_response(error)
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> Response:

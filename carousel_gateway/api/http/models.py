@@ -118,7 +118,14 @@ class ErrorData(_Reply):
         default_factory=list, description="Status keys or reasons behind BUSY/MACHINE_NOT_READY"
     )
     command: CommandData | None = Field(
-        None, description="The command, when it was sent but its move did not arrive"
+        None,
+        description="The command, when it was sent but its move did not arrive (its own "
+        "`outcome` is null: the outcome is `data.outcome`, where a success has it too)",
+    )
+    outcome: MoveOutcome | None = Field(
+        None,
+        description="With wait=arrival, a move that was sent and did not arrive: how it "
+        "ended (null when that is unknown, and for every other error)",
     )
 
 
@@ -180,7 +187,7 @@ class MachineDiagnostics(_Reply):
     active_target: int | None
     last_move: MoveOutcome | None
     telemetry: TelemetryDiagnostics
-    counters: dict[str, float] | None = Field(
+    counters: dict[str, int | float] | None = Field(
         description="Maintenance counters from the journal (null when it is disabled)"
     )
 

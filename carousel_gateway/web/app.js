@@ -82,9 +82,9 @@ function translate(root = document) {
   }
 }
 
-function setLang(code) {
+function setLang(code, remember = false) {
   lang = code;
-  localStorage.setItem(LANG_KEY, code);
+  if (remember) localStorage.setItem(LANG_KEY, code);
   document.documentElement.lang = code;
   document.title = t("page.title");
   for (const button of document.querySelectorAll("#lang button")) {
@@ -606,7 +606,7 @@ $("#token-form").addEventListener("submit", (event) => {
 });
 $("#lang").addEventListener("click", (event) => {
   const button = event.target.closest("button[data-lang]");
-  if (button) setLang(button.dataset.lang);
+  if (button) setLang(button.dataset.lang, true);
 });
 
 const [config] = await Promise.all([loadConfig(), loadCatalogues()]);

@@ -52,8 +52,13 @@ const tOr = (prefix, name, fallback, values = {}) =>
 
 // A move failed or was refused for these: fault keys, interlocks, timeout, connection_lost...
 const reasonText = (reason) => tOr("reason", reason, "reason.other");
-const reasonsText = (reasons) => (reasons || []).map(reasonText).join("; ");
-const adviceText = (reasons) => [...new Set((reasons || []).map(
+/** The reasons worth reading: "not ready" goes without saying next to a fault that causes it. */
+const essential = (reasons) => {
+  const all = reasons || [];
+  return all.length > 1 ? all.filter((reason) => reason !== "READY") : all;
+};
+const reasonsText = (reasons) => essential(reasons).map(reasonText).join("; ");
+const adviceText = (reasons) => [...new Set(essential(reasons).map(
   (reason) => tOr("advice", reason, "advice.other")))].join(" ");
 const number = (value, digits = 1) =>
   Number(value).toLocaleString(lang, { maximumFractionDigits: digits });
@@ -269,9 +274,9 @@ function eventText(kind, v) {
     case "move_failed":
       return t("event.move_failed", { target: v.target, why: reasonsText(v.reasons) });
     case "fault_raised":
-      return (v.keys || []).map((key) => tOr("fault", key, "fault.other")).join("; ") || t("fault.other");
+      return essential(v.keys).map((key) => tOr("fault", key, "fault.other")).join("; ") || t("fault.other");
     case "fault_cleared":
-      return (v.keys || []).map((key) => tOr("cleared", key, "cleared.other")).join("; ") || t("cleared.other");
+      return essential(v.keys).map((key) => tOr("cleared", key, "cleared.other")).join("; ") || t("cleared.other");
     case "telemetry_source_changed":
       return tOr("event.telemetry", v.source, "event.telemetry.other");
     case "position_desync":
@@ -557,7 +562,7 @@ function render(id) {
   }
 
   const interlocks = $(".interlocks", card);
-  interlocks.textContent = safety.map((b) => reasonText(b.key)).join(" · ");
+  interlocks.textContent = essential(safety.map((b) => b.key)).map(reasonText).join(" · ");
   interlocks.className = `interlocks ${safety.some((b) => b.fault) ? "fault" : ""}`;
   interlocks.dataset.keys = safety.map((b) => b.key).join(",");
 

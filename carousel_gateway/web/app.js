@@ -429,7 +429,7 @@ function drawLoop(svg, info) {
   frame.setAttribute("width", g.size * 2); frame.setAttribute("height", g.size * 2);
   svg.append(frame);
   const caption = document.createElementNS(ns, "text");
-  caption.setAttribute("x", wx - g.size); caption.setAttribute("y", wy - g.size - 8);
+  caption.setAttribute("x", wx + g.size + 4); caption.setAttribute("y", wy);
   caption.setAttribute("class", "window-label");
   caption.dataset.i18n = "loop.window";
   svg.append(caption);
@@ -448,8 +448,13 @@ function placeBuckets(svg, info, position) {
     const offset = (Number(slot.dataset.index) - current + info.positions) % info.positions;
     const [x, y] = g.point((offset * g.length) / info.positions);
     slot.setAttribute("transform", `translate(${x.toFixed(1)} ${y.toFixed(1)})`);
+    // Labels stand outside the chain, away from the centre of the nearest straight or bend,
+    // so neighbours on the bends do not overlap.
+    const [ox, oy] = [x - g.cx, y - Math.min(g.bottom, Math.max(g.top, y))];
+    const norm = Math.hypot(ox, oy) || 1;
     const label = slot.querySelector("text");
-    label.setAttribute("x", x < g.cx ? -(g.size / 2 + 12) : g.size / 2 + 12);
+    label.setAttribute("x", ((ox / norm) * (g.size / 2 + 13)).toFixed(1));
+    label.setAttribute("y", ((oy / norm) * (g.size / 2 + 11)).toFixed(1));
   }
 }
 

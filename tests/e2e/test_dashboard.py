@@ -51,6 +51,7 @@ UNTRANSLATED = r"""() => {
   if (raw.test(document.title)) bad.push(document.title);
   return bad;
 }"""
+FONT_PX = "e => parseFloat(getComputedStyle(e).fontSize)"
 
 
 @pytest.fixture
@@ -176,15 +177,14 @@ async def test_dashboard_moves_and_shows_estop(browser, gateway_factory):
             const card = document.querySelector('article[data-machine="machine_1"]');
             const watch = (sel, into) => new MutationObserver(
                 () => into.push(card.querySelector(sel).textContent)
-            ).observe(card.querySelector(sel), {childList: true, characterData: true, subtree: true});
+            ).observe(card.querySelector(sel),
+                      {childList: true, characterData: true, subtree: true});
             watch('.pos', window.seen); watch('.goal', window.goals);
         }"""
     )
     await first.locator(".target").fill("8")
     await first.locator(".go").click()
-    await expect(first.locator(".outcome")).to_have_text(
-        "Llegó a la bandeja 8", timeout=10_000
-    )
+    await expect(first.locator(".outcome")).to_have_text("Llegó a la bandeja 8", timeout=10_000)
     await expect(first.locator(".pos")).to_have_text("8")
     await expect(first.locator(".goal")).to_have_text("")
     await expect(first.locator(".loop .bucket.current")).to_have_attribute("data-position", "8")
@@ -267,10 +267,8 @@ async def test_dashboard_readable_at_arms_length(browser, gateway_factory, lang)
         await page.set_viewport_size({"width": width, "height": 900})
         for machine in ("machine_1", "machine_2"):
             box = card(page, machine)
-            pos_px = await box.locator(".pos").evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
-            state_px = await box.locator(".state").evaluate(
-                "e => parseFloat(getComputedStyle(e).fontSize)"
-            )
+            pos_px = await box.locator(".pos").evaluate(FONT_PX)
+            state_px = await box.locator(".state").evaluate(FONT_PX)
             assert pos_px >= 56 and state_px >= 22, (width, machine, pos_px, state_px)
             # Nothing spills out of its card at this width.
             overflow = await box.evaluate("e => e.scrollWidth - e.clientWidth")
@@ -281,9 +279,7 @@ async def test_dashboard_readable_at_arms_length(browser, gateway_factory, lang)
     assert page.console_errors == []  # type: ignore[attr-defined]
 
 
-async def test_language_follows_the_browser_and_the_switch_is_remembered(
-    browser, gateway_factory
-):
+async def test_language_follows_the_browser_and_the_switch_is_remembered(browser, gateway_factory):
     gateway = await gateway_factory(dashboard_config())
     page = await open_dashboard(browser, gateway, lang="en")
     link = page.get_by_test_id("link-state")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
 from tests.integration.conftest import FAST_MACHINE, gateway_config, wait_until
 
@@ -55,7 +58,7 @@ FONT_PX = "e => parseFloat(getComputedStyle(e).fontSize)"
 
 
 @pytest.fixture
-async def browser():
+async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
@@ -64,7 +67,7 @@ async def browser():
         await browser.close()
 
 
-def dashboard_config(**overrides):
+def dashboard_config(**overrides: Any) -> Any:
     machines = [
         {
             **FAST_MACHINE,
@@ -77,37 +80,42 @@ def dashboard_config(**overrides):
     return gateway_config(machines=machines, **overrides)
 
 
+@dataclass
+class Tab:
+    """A page of the gateway and what it did: ``errors`` (uncaught exceptions),
+    ``console_errors`` (failed loads, refused content, console.error) and ``requests``."""
+
+    page: Page
+    errors: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+
 async def open_page(
-    browser: Browser, gateway, path: str = "/", lang: str = "en", width: int = 1400
-) -> Page:
-    """A page of the gateway in a browser set to ``lang``, with what it did recorded:
-    ``errors`` (uncaught exceptions), ``console_errors`` (failed loads, refused content,
-    console.error) and ``requests``."""
+    browser: Browser, gateway: Any, path: str = "/", lang: str = "en", width: int = 1400
+) -> Tab:
+    """``path`` of the gateway in a browser set to ``lang``, ``width`` pixels wide."""
     context = await browser.new_context(
         viewport={"width": width, "height": 900}, locale=LOCALES[lang]
     )
-    page = await context.new_page()
-    errors: list[str] = []
-    console_errors: list[str] = []
-    requests: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-    page.on("request", lambda request: requests.append(request.url))
-    page.errors = errors  # type: ignore[attr-defined]
-    page.console_errors = console_errors  # type: ignore[attr-defined]
-    page.requests = requests  # type: ignore[attr-defined]
-    await page.goto(f"http://127.0.0.1:{gateway.http_port}{path}")
-    return page
+    tab = Tab(await context.new_page())
+    tab.page.on("pageerror", lambda exc: tab.errors.append(str(exc)))
+    tab.page.on(
+        "console", lambda m: tab.console_errors.append(m.text) if m.type == "error" else None
+    )
+    tab.page.on("request", lambda request: tab.requests.append(request.url))
+    await tab.page.goto(f"http://127.0.0.1:{gateway.http_port}{path}")
+    return tab
 
 
-async def open_dashboard(browser: Browser, gateway, lang: str = "en", width: int = 1400) -> Page:
-    page = await open_page(browser, gateway, "/", lang=lang, width=width)
-    await expect(page.get_by_test_id("link-state")).to_have_attribute("data-state", "online")
-    await expect(page.locator("article.machine")).to_have_count(2)
-    return page
+async def open_dashboard(browser: Browser, gateway: Any, lang: str = "en") -> Tab:
+    tab = await open_page(browser, gateway, "/", lang=lang)
+    await expect(tab.page.get_by_test_id("link-state")).to_have_attribute("data-state", "online")
+    await expect(tab.page.locator("article.machine")).to_have_count(2)
+    return tab
 
 
-def card(page: Page, machine_id: str):
+def card(page: Page, machine_id: str) -> Locator:
     return page.locator(f'article.machine[data-machine="{machine_id}"]')
 
 
@@ -116,7 +124,7 @@ async def untranslated(page: Page) -> list[str]:
     return result
 
 
-async def simulator_fault(gateway, machine_id: str, fault: str, active: bool) -> None:
+async def simulator_fault(gateway: Any, machine_id: str, fault: str, active: bool) -> None:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as http:
         reply = await http.post(
             f"/v1/simulators/{machine_id}/faults", json={"fault": fault, "active": active}
@@ -129,7 +137,7 @@ async def screenshot(page: Page, name: str) -> None:
     await page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
-async def test_dashboard_moves_and_shows_estop(browser, gateway_factory):
+async def test_dashboard_moves_and_shows_estop(browser: Browser, gateway_factory: Any) -> None:
     gateway = await gateway_factory(dashboard_config())
     # Before the page opens: a drive fault raised and cleared, in the journal.
     machine_2 = gateway.fleet.get("machine_2")
@@ -139,7 +147,8 @@ async def test_dashboard_moves_and_shows_estop(browser, gateway_factory):
     await wait_until(gateway.fleet.bus, lambda: not machine_2.snapshot.status.vfd_fault)
     await gateway.journal.flush()
 
-    page = await open_dashboard(browser, gateway, lang="es")
+    tab = await open_dashboard(browser, gateway, lang="es")
+    page = tab.page
     await expect(page.get_by_test_id("link-state")).to_have_text("En línea")
     assert await page.evaluate("document.documentElement.lang") == "es"
     # The feed starts from the journal, newest first, in words.
@@ -157,7 +166,7 @@ async def test_dashboard_moves_and_shows_estop(browser, gateway_factory):
     assert page.errors == []  # type: ignore[attr-defined]
     icon = page.locator('link[rel="icon"]')
     await expect(icon).to_have_attribute("href", "static/favicon.svg")
-    requested = page.requests  # type: ignore[attr-defined]
+    requested = tab.requests
     assert f"http://127.0.0.1:{gateway.http_port}/static/favicon.svg" in requested
     assert f"http://127.0.0.1:{gateway.http_port}/v1/events?limit=20" in requested
 
@@ -219,9 +228,12 @@ async def test_dashboard_moves_and_shows_estop(browser, gateway_factory):
     assert page.console_errors == []  # type: ignore[attr-defined]
 
 
-async def test_failed_move_says_what_happened_and_what_to_do(browser, gateway_factory):
+async def test_failed_move_says_what_happened_and_what_to_do(
+    browser: Browser, gateway_factory: Any
+) -> None:
     gateway = await gateway_factory(dashboard_config())
-    page = await open_dashboard(browser, gateway, lang="en")
+    tab = await open_dashboard(browser, gateway, lang="en")
+    page = tab.page
     first = card(page, "machine_1")
     await first.locator(".target").fill("16")
     await first.locator(".go").click()
@@ -253,11 +265,14 @@ async def test_failed_move_says_what_happened_and_what_to_do(browser, gateway_fa
 
 
 @pytest.mark.parametrize("lang", ["es", "en"])
-async def test_dashboard_readable_at_arms_length(browser, gateway_factory, lang):
+async def test_dashboard_readable_at_arms_length(
+    browser: Browser, gateway_factory: Any, lang: str
+) -> None:
     """At a desk (1400 px) and on a tablet (800 px), in each language: a large bucket number
     and state, every word translated, screenshots for a person to look at."""
     gateway = await gateway_factory(dashboard_config())
-    page = await open_dashboard(browser, gateway, lang=lang)
+    tab = await open_dashboard(browser, gateway, lang=lang)
+    page = tab.page
     second = card(page, "machine_2")
     await second.locator('.sim button[data-fault="emergency_stop"][data-active="true"]').click()
     pressed = {"es": "Parada de emergencia pulsada", "en": "Emergency stop pressed"}[lang]
@@ -279,9 +294,12 @@ async def test_dashboard_readable_at_arms_length(browser, gateway_factory, lang)
     assert page.console_errors == []  # type: ignore[attr-defined]
 
 
-async def test_language_follows_the_browser_and_the_switch_is_remembered(browser, gateway_factory):
+async def test_language_follows_the_browser_and_the_switch_is_remembered(
+    browser: Browser, gateway_factory: Any
+) -> None:
     gateway = await gateway_factory(dashboard_config())
-    page = await open_dashboard(browser, gateway, lang="en")
+    tab = await open_dashboard(browser, gateway, lang="en")
+    page = tab.page
     link = page.get_by_test_id("link-state")
     await expect(link).to_have_text("Online")
     await expect(page.locator('#lang button[data-lang="en"]')).to_have_attribute(
@@ -300,9 +318,12 @@ async def test_language_follows_the_browser_and_the_switch_is_remembered(browser
     assert page.errors == []  # type: ignore[attr-defined]
 
 
-async def test_offline_greys_out_and_disables_every_control(browser, gateway_factory):
+async def test_offline_greys_out_and_disables_every_control(
+    browser: Browser, gateway_factory: Any
+) -> None:
     gateway = await gateway_factory(dashboard_config())
-    page = await open_dashboard(browser, gateway, lang="es")
+    tab = await open_dashboard(browser, gateway, lang="es")
+    page = tab.page
     controls = page.locator("article.machine button, article.machine input")
     count = await controls.count()
     assert count == 2 * (1 + 1 + 8)  # per card: target, go, eight simulator buttons
@@ -338,22 +359,25 @@ async def test_offline_greys_out_and_disables_every_control(browser, gateway_fac
     await expect(first.locator(".state")).to_have_text("Listo")
 
 
-async def test_api_docs_render_offline_under_their_policy(browser, gateway_factory):
+async def test_api_docs_render_offline_under_their_policy(
+    browser: Browser, gateway_factory: Any
+) -> None:
     """Swagger UI comes from the gateway itself (no CDN) and runs under its strict CSP."""
     gateway = await gateway_factory(dashboard_config())
-    page = await open_page(browser, gateway, "/docs")
+    tab = await open_page(browser, gateway, "/docs")
+    page = tab.page
     operations = sum(len(path) for path in gateway.http.app.openapi()["paths"].values())
     await expect(page.locator(".opblock")).to_have_count(operations)
     await expect(page.locator(".opblock-tag-section h3").first).to_contain_text("Machines")
     await page.wait_for_load_state("networkidle")
     origin = f"http://127.0.0.1:{gateway.http_port}/"
-    requests = page.requests  # type: ignore[attr-defined]
+    requests = tab.requests
     assert requests and all(url.startswith(origin) for url in requests), requests
     assert page.errors == []  # type: ignore[attr-defined]
     assert page.console_errors == []  # type: ignore[attr-defined]
 
 
-async def test_dashboard_with_auth_and_reconnect(browser, gateway_factory):
+async def test_dashboard_with_auth_and_reconnect(browser: Browser, gateway_factory: Any) -> None:
     token = "viewer-secret"
     config = dashboard_config(
         auth={
@@ -367,7 +391,8 @@ async def test_dashboard_with_auth_and_reconnect(browser, gateway_factory):
         }
     )
     gateway = await gateway_factory(config)
-    page = await open_page(browser, gateway, lang="en")
+    tab = await open_page(browser, gateway, lang="en")
+    page = tab.page
     link = page.get_by_test_id("link-state")
     await expect(link).to_have_text("Offline")
     await page.locator("#token").fill(token)

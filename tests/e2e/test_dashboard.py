@@ -162,8 +162,8 @@ async def test_dashboard_moves_and_shows_estop(browser: Browser, gateway_factory
     )
     # Loaded under its Content-Security-Policy with nothing refused or missing (the icon).
     await page.wait_for_load_state("networkidle")
-    assert page.console_errors == []  # type: ignore[attr-defined]
-    assert page.errors == []  # type: ignore[attr-defined]
+    assert tab.console_errors == []
+    assert tab.errors == []
     icon = page.locator('link[rel="icon"]')
     await expect(icon).to_have_attribute("href", "static/favicon.svg")
     requested = tab.requests
@@ -224,8 +224,8 @@ async def test_dashboard_moves_and_shows_estop(browser: Browser, gateway_factory
     await second.get_by_role("button", name="Liberar parada de emergencia").click()
     await expect(second.locator(".go")).to_be_enabled()
     await expect(feed.first).to_contain_text("Parada de emergencia liberada")
-    assert page.errors == []  # type: ignore[attr-defined]
-    assert page.console_errors == []  # type: ignore[attr-defined]
+    assert tab.errors == []
+    assert tab.console_errors == []
 
 
 async def test_failed_move_says_what_happened_and_what_to_do(
@@ -260,8 +260,8 @@ async def test_failed_move_says_what_happened_and_what_to_do(
     )
     await expect(first.locator(".advice")).to_contain_text("Qué hacer:")
     assert await untranslated(page) == []
-    assert page.errors == []  # type: ignore[attr-defined]
-    assert page.console_errors == []  # type: ignore[attr-defined]
+    assert tab.errors == []
+    assert tab.console_errors == []
 
 
 @pytest.mark.parametrize("lang", ["es", "en"])
@@ -290,8 +290,8 @@ async def test_dashboard_readable_at_arms_length(
             assert overflow <= 0, (width, machine, overflow)
         assert await untranslated(page) == []
         await screenshot(page, f"dashboard-{lang}-{width}.png")
-    assert page.errors == []  # type: ignore[attr-defined]
-    assert page.console_errors == []  # type: ignore[attr-defined]
+    assert tab.errors == []
+    assert tab.console_errors == []
 
 
 async def test_language_follows_the_browser_and_the_switch_is_remembered(
@@ -315,7 +315,7 @@ async def test_language_follows_the_browser_and_the_switch_is_remembered(
         "aria-pressed", "true"
     )
     assert await untranslated(page) == []
-    assert page.errors == []  # type: ignore[attr-defined]
+    assert tab.errors == []
 
 
 async def test_offline_greys_out_and_disables_every_control(
@@ -373,8 +373,8 @@ async def test_api_docs_render_offline_under_their_policy(
     origin = f"http://127.0.0.1:{gateway.http_port}/"
     requests = tab.requests
     assert requests and all(url.startswith(origin) for url in requests), requests
-    assert page.errors == []  # type: ignore[attr-defined]
-    assert page.console_errors == []  # type: ignore[attr-defined]
+    assert tab.errors == []
+    assert tab.console_errors == []
 
 
 async def test_dashboard_with_auth_and_reconnect(browser: Browser, gateway_factory: Any) -> None:

@@ -60,6 +60,8 @@ async def dashboard_config(request: Request) -> JSONResponse:
                 "ws_port": api.websocket_port or 8765,
                 "ws_path": "/",
                 "auth_enabled": api.authenticator.enabled,
+                # The page fills its event feed from GET /v1/events only when there is one.
+                "journal_enabled": api.journal is not None,
             },
             "error": None,
             "code": None,

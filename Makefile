@@ -31,7 +31,7 @@ TEST_DEPS :=
 
 test: $(STAMP) $(TEST_DEPS)
 	$(BIN)/ruff check .
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-logo
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -281,6 +281,8 @@ def machines_toml(ports: Sequence[int], **settings: object) -> str:
             'kind = "simulator"',
         ]
         lines += [f"{key} = {_toml_value(value)}" for key, value in settings.items()]
+        # Already listening: not a simulator the gateway starts itself (kind alone would be).
+        lines += ["[machines.simulator]", "embedded = false"]
         tables.append("\n".join(lines))
     return "\n\n".join(tables)
 

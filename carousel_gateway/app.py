@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 import ssl
+from collections.abc import Awaitable, Callable
 
 from carousel_gateway.api.auth import install_log_redaction
 from carousel_gateway.api.commands import CommandRunner
@@ -33,6 +36,7 @@ from carousel_gateway.sim.server import LinkAction, SimulatorServer, SimulatorSe
 from carousel_gateway.store import Journal
 
 __all__ = [
+    "BindError",
     "EmbeddedSimulatorControl",
     "Gateway",
     "build_modbus_simulator",
@@ -87,6 +91,76 @@ def tls_context(security: SecurityConfig) -> ssl.SSLContext | None:
     return context
 
 
+class BindError(OSError):
+    """A server of the gateway could not listen. "[Errno 98] Address already in use" names
+    nothing; this names the port, the server and the setting that moves it, so whoever
+    started the gateway can fix it without reading the code."""
+
+    def __init__(
+        self,
+        cause: OSError,
+        *,
+        server: str,
+        host: str,
+        port: int,
+        port_setting: str,
+        host_setting: str,
+    ) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.server = server  #: "WebSocket API", ...
+        self.host = host
+        self.port = port
+        #: Where the config sets what to change: the port (``[websocket] port``) when it is
+        #: taken or privileged, the host when that is what cannot be bound.
+        self.about_host = isinstance(cause, socket.gaierror) or cause.errno not in (
+            errno.EADDRINUSE,
+            errno.EACCES,
+        )
+        self.setting = host_setting if self.about_host else port_setting
+        self.reason = self._reason(cause)
+
+    def _reason(self, cause: OSError) -> str:
+        if isinstance(cause, socket.gaierror):
+            return f"{self.server}: host {self.host!r} is not a known name or address"
+        if cause.errno == errno.EADDRINUSE:
+            return f"port {self.port} ({self.server}) is in use"
+        if cause.errno == errno.EACCES:
+            return f"port {self.port} ({self.server}): permission denied (a port below 1024?)"
+        if cause.errno == errno.EADDRNOTAVAIL:
+            return f"{self.server}: {self.host} is not an address of this machine"
+        return f"{self.server} on {self.host}:{self.port}: {cause.strerror or cause}"
+
+    def __str__(self) -> str:
+        return f"{self.reason}; set {self.setting} in the config"
+
+
+async def _listen(
+    start: Callable[[], Awaitable[object]],
+    *,
+    server: str,
+    host: str,
+    port: int,
+    port_setting: str,
+    host_setting: str,
+) -> None:
+    """Run a server's ``start``; a failure to listen becomes a :class:`BindError`."""
+    try:
+        await start()
+    except BindError:
+        raise
+    except OSError as exc:
+        if exc.errno is None:
+            raise  # not a bind failure (a TLS file, say): its own message says it all
+        raise BindError(
+            exc,
+            server=server,
+            host=host,
+            port=port,
+            port_setting=port_setting,
+            host_setting=host_setting,
+        ) from exc
+
+
 class EmbeddedSimulatorControl:
     """An embedded simulator as the REST API may drive it (``api.simulators``): the API's
     vocabulary translated to the simulator's, so the API never imports ``sim/``."""
@@ -136,12 +210,27 @@ class Gateway:
         for machine in self.config.machines:
             if machine.embedded_simulator:
                 server = build_simulator(machine)
-                await server.start()
+                where = f"the machine {machine.id!r}"
+                await _listen(
+                    server.start,
+                    server=f"embedded simulator of {machine.id}",
+                    host=machine.host,
+                    port=machine.port,
+                    port_setting=f"port of {where} (0 picks a free one)",
+                    host_setting=f"host of {where}",
+                )
                 self.simulators[machine.id] = server
                 log.info("embedded simulator for %s on %s:%d", machine.id, server.host, server.port)
                 if machine.telemetry == "modbus":
                     modbus = build_modbus_simulator(machine, server.model)
-                    await modbus.start()
+                    await _listen(
+                        modbus.start,
+                        server=f"Modbus simulator of {machine.id}",
+                        host=machine.host,
+                        port=machine.modbus_port,
+                        port_setting=f"modbus_port of {where} (0 picks a free one)",
+                        host_setting=f"host of {where}",
+                    )
                     self.modbus_simulators[machine.id] = modbus
                     log.info("  ... and Modbus TCP on %s:%d", modbus.host, modbus.port)
         ports = {machine_id: server.port for machine_id, server in self.simulators.items()}
@@ -179,7 +268,15 @@ class Gateway:
             broadcast_delay_observer=metrics.observe_broadcast_delay,
         )
         metrics.follow(self.websocket)
-        await self.websocket.start()
+        ws = self.config.websocket
+        await _listen(
+            self.websocket.start,
+            server="WebSocket API",
+            host=ws.host,
+            port=ws.port,
+            port_setting="[websocket] port",
+            host_setting="[websocket] host",
+        )
         app = create_app(
             RestApi(
                 self.fleet,
@@ -198,7 +295,14 @@ class Gateway:
         self.http = HttpServer(
             app, self.config.http.host, self.config.http.port, ssl_context=context
         )
-        await self.http.start()
+        await _listen(
+            self.http.start,
+            server="HTTP server: REST API and dashboard",
+            host=self.config.http.host,
+            port=self.config.http.port,
+            port_setting="[http] port",
+            host_setting="[http] host",
+        )
         # A page served by this gateway may use both APIs: its own ports count as same-origin.
         guard.origins.ports.update((self.websocket.port, self.http.port))
 
@@ -229,13 +333,24 @@ class Gateway:
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def run(self) -> None:
-        """Start, serve until SIGINT/SIGTERM, then shut down cleanly."""
+    async def run(self, on_ready: Callable[[Gateway], None] | None = None) -> None:
+        """Start, serve until SIGINT/SIGTERM, then shut down cleanly.
+
+        ``on_ready`` is called once every server listens (``serve`` prints the addresses
+        then, so an address it shows is one that answers). A start that fails half-way
+        stops what did start before the error goes up, so nothing is left half running.
+        """
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, self.request_stop)
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        if on_ready is not None:
+            on_ready(self)
         try:
             await self._stop.wait()
         finally:

@@ -10,12 +10,21 @@ import secrets
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from carousel_gateway import __version__
-from carousel_gateway.config import ConfigError, GatewayConfig, load_config
+from carousel_gateway.config import (
+    WILDCARD_HOSTS,
+    ConfigError,
+    GatewayConfig,
+    load_config,
+    parse_config,
+)
+
+if TYPE_CHECKING:
+    from carousel_gateway.app import Gateway
 
 __all__ = [
     "DEFAULT_URL",
@@ -31,6 +40,7 @@ __all__ = [
     "move",
     "serve",
     "simulate",
+    "startup_banner",
     "status",
     "token_app",
     "token_new",
@@ -75,22 +85,104 @@ def _load_or_exit(path: Path | None) -> GatewayConfig:
 def serve(
     config: ConfigOption = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address both servers listen on (overrides [websocket]/[http] host)"),
+    ] = None,
+    ws_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="WebSocket API port (overrides [websocket] port)"),
+    ] = None,
+    http_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="REST, dashboard and docs port (overrides [http] port)"
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway: the fleet and its servers, until SIGINT/SIGTERM."""
     from carousel_gateway.api.auth import install_log_redaction
-    from carousel_gateway.app import Gateway
+    from carousel_gateway.app import BindError, Gateway
 
-    settings = _load_or_exit(config)
+    settings = _with_overrides(_load_or_exit(config), host, ws_port, http_port)
     _setup_logging((log_level or settings.log_level).upper())
     install_log_redaction()  # tokens never reach the log, from the first record on
     logging.getLogger("carousel_gateway").info(
         "carousel-gateway %s starting (%s)", __version__, config or "embedded default config"
     )
     try:
-        asyncio.run(Gateway(settings).run())
+        asyncio.run(Gateway(settings).run(on_ready=_print_addresses))
+    except BindError as exc:
+        flag = _SETTING_FLAGS.get(exc.setting)
+        hint = f"; set {exc.setting} in the config" + (f" or pass {flag}" if flag else "")
+        typer.echo(f"carousel-gateway: cannot start: {exc.reason}{hint}", err=True)
+        raise typer.Exit(1) from None
     except OSError as exc:
         typer.echo(f"carousel-gateway: cannot start: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+#: The ``serve`` option that overrides each setting a start-up error may name.
+_SETTING_FLAGS = {
+    "[websocket] port": "--ws-port",
+    "[http] port": "--http-port",
+    "[websocket] host": "--host",
+    "[http] host": "--host",
+}
+
+
+def _with_overrides(
+    settings: GatewayConfig, host: str | None, ws_port: int | None, http_port: int | None
+) -> GatewayConfig:
+    """The config with ``serve``'s options applied, validated again as a whole (the host
+    also feeds the allowed Host names), so an option cannot make a config the file could
+    not."""
+    data = settings.model_dump()
+    for table, port in (("websocket", ws_port), ("http", http_port)):
+        if host is not None:
+            data[table]["host"] = host
+        if port is not None:
+            data[table]["port"] = port
+    try:
+        return parse_config(data, source="command line")
+    except ConfigError as exc:
+        for line in exc.problems:
+            typer.echo(line, err=True)
+        raise typer.Exit(2) from None
+
+
+def _print_addresses(gateway: Gateway) -> None:
+    """Once everything listens: where to point a browser or a client, and how to stop."""
+    assert gateway.websocket is not None
+    typer.echo(startup_banner(gateway.config, gateway.websocket.port, gateway.http_port))
+
+
+def startup_banner(settings: GatewayConfig, ws_port: int, http_port: int) -> str:
+    """The addresses ``serve`` prints: clickable ones (``localhost`` for a wildcard bind,
+    the real bound ports, https/wss under TLS), not the bind address ``0.0.0.0``."""
+    tls = settings.security.tls
+    web = f"{'https' if tls else 'http'}://{_url_host(settings.http.host)}:{http_port}"
+    api = f"{'wss' if tls else 'ws'}://{_url_host(settings.websocket.host)}:{ws_port}"
+    count = _count(len(settings.machines), "machine")
+    return (
+        f"carousel-gateway is running ({count}):\n"
+        f"  dashboard       {web}/\n"
+        f"  WebSocket API   {api}\n"
+        f"  API docs        {web}/docs\n"
+        "Press Ctrl+C to stop."
+    )
+
+
+def _url_host(host: str) -> str:
+    """A bind address as a URL's host: wildcards as ``localhost``, IPv6 in brackets."""
+    if host in WILDCARD_HOSTS:
+        return "localhost"
+    return f"[{host}]" if ":" in host else host
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 machine``, ``2 machines``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 @app.command()
@@ -140,7 +232,7 @@ def config_check(path: Annotated[Path, typer.Argument(help="Config file to check
     """Validate a config file: one line per problem, exit code 2 if any."""
     settings = _load_or_exit(path)
     typer.echo(
-        f"{path}: OK ({len(settings.machines)} machines: "
+        f"{path}: OK ({_count(len(settings.machines), 'machine')}: "
         f"{', '.join(m.id for m in settings.machines)})"
     )
 

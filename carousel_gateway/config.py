@@ -41,6 +41,10 @@ __all__ = [
     "parse_config",
 ]
 
+#: A TOML array for a tuple field: strict mode would take only a Python tuple, and TOML and
+#: JSON give lists; the items stay strict (``["1"]`` is still refused for integers).
+AnyList = Field(strict=False)
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 PortOrAuto = Annotated[int, Field(ge=0, le=65535)]
 Seconds = Annotated[float, Field(gt=0, le=3600)]
@@ -48,11 +52,14 @@ Register = Annotated[int, Field(ge=0, le=65535)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys refused, and no type coercion: ``port = "5000"`` is a mistake in the
+    file (a string where a number belongs), so it is named rather than silently accepted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ReplyLayoutConfig(_Strict):
-    """Where the status and position bytes sit in the PLC's reply (see domain.md)."""
+    """Where the status and position bytes sit in the PLC's reply (docs/plc-protocol.md)."""
 
     reply_length: Annotated[int, Field(ge=2, le=4096)] = 2
     status_offset: Annotated[int, Field(ge=0)] = 0
@@ -71,9 +78,11 @@ class ReplyLayoutConfig(_Strict):
 
 
 class SimulatorConfig(_Strict):
-    """For machines of kind ``simulator`` that the gateway starts itself (``embedded``)."""
+    """A machine of kind ``simulator``: the gateway starts it itself unless ``embedded =
+    false`` (then it is a simulator run elsewhere, e.g. ``carousel-gateway simulate``,
+    reached at the machine's ``host``/``port`` like a PLC)."""
 
-    embedded: bool = False
+    embedded: bool = True
     seconds_per_position: Seconds = 1.0
     reply_delay_s: Annotated[float, Field(ge=0, le=60)] = 0.0
     single_session: bool = True
@@ -113,7 +122,10 @@ class MachineConfig(_Strict):
     backoff_max_s: Seconds = 5.0
     breaker_threshold: Annotated[int, Field(ge=1, le=1000)] = 5
     breaker_cooldown_s: Seconds = 5.0
-    allowed_commands: tuple[Annotated[int, Field(ge=0, le=255)], ...] = (0, 1)
+    allowed_commands: Annotated[tuple[Annotated[int, Field(ge=0, le=255)], ...], AnyList] = (
+        0,
+        1,
+    )
     simulator: SimulatorConfig | None = None
     # -- telemetry: where status and position come from (commands always use `port`) --
     telemetry: Literal["port3200", "modbus"] = "port3200"
@@ -128,6 +140,31 @@ class MachineConfig(_Strict):
     position_register: Register = 0  # D0
     target_register: Register = 2  # D2
     status_register: Register = 1000  # D1000
+
+    @model_validator(mode="before")
+    @classmethod
+    def _simulator_defaults(cls, data: Any) -> Any:
+        """``kind = "simulator"`` alone means a simulator the gateway starts itself, on a
+        free loopback port: a simulator that nobody starts would simulate nothing (the
+        gateway would only log link errors to 127.0.0.1:3200). ``[machines.simulator]
+        embedded = false`` keeps the machine pointed at a simulator run elsewhere."""
+        if not isinstance(data, dict) or data.get("kind") != "simulator":
+            return data
+        data = dict(data)
+        simulator = data.get("simulator")
+        if simulator is None:
+            data["simulator"] = simulator = {}
+        if isinstance(simulator, SimulatorConfig):
+            embedded = simulator.embedded
+        elif isinstance(simulator, dict):
+            embedded = simulator.get("embedded", True) is True
+        else:
+            return data  # not a table: the field's own validation names the mistake
+        if embedded:
+            data.setdefault("port", 0)
+            if data.get("telemetry") == "modbus":
+                data.setdefault("modbus_port", 0)
+        return data
 
     @property
     def embedded_simulator(self) -> bool:
@@ -170,7 +207,7 @@ class TokenConfig(_Strict):
 
 
 class AuthConfig(_Strict):
-    tokens: tuple[TokenConfig, ...] = ()
+    tokens: Annotated[tuple[TokenConfig, ...], AnyList] = ()
 
     @property
     def enabled(self) -> bool:
@@ -208,7 +245,7 @@ class HttpConfig(_Strict):
     #: names, this machine's name and addresses, and the configured ``host`` of [http] and
     #: [websocket]. ``"*.example.com"`` matches its subdomains; ``"*"`` allows any host
     #: (switches the DNS-rebinding defence off). Others get 400 ``HOST_NOT_ALLOWED``.
-    allowed_hosts: tuple[str, ...] = ()
+    allowed_hosts: Annotated[tuple[str, ...], AnyList] = ()
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -235,7 +272,7 @@ class SecurityConfig(_Strict):
     #: request was addressed to, on the gateway's HTTP or WebSocket port). Each is
     #: ``scheme://host[:port]``; ``"*"`` allows any origin (not recommended). Requests
     #: without an Origin header (non-browser clients) are not affected.
-    allowed_origins: tuple[str, ...] = ()
+    allowed_origins: Annotated[tuple[str, ...], AnyList] = ()
 
     @property
     def tls(self) -> bool:
@@ -308,7 +345,7 @@ class GatewayConfig(_Strict):
     security: SecurityConfig = SecurityConfig()
     limits: LimitsConfig = LimitsConfig()
     journal: JournalConfig = JournalConfig()
-    machines: Annotated[tuple[MachineConfig, ...], Field(min_length=1)]
+    machines: Annotated[tuple[MachineConfig, ...], Field(min_length=1), AnyList]
 
     @field_validator("machines")
     @classmethod
@@ -417,10 +454,56 @@ def _describe(
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key"
+        elif error["type"] in _TYPE_NAMES:
+            message = _wrong_type(error["type"], error["input"])
         elif message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")
         lines.append(f"{source}: {location or '(top level)'}: {message}")
     return lines
+
+
+#: What a strict field wanted, in the words of the file (TOML), by pydantic's error type.
+_TYPE_NAMES = {
+    "int_type": "a whole number",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string (in quotes)",
+    "tuple_type": "a list ([...])",
+    "list_type": "a list ([...])",
+    "model_type": "a table",
+    "dict_type": "a table",
+}
+
+
+def _wrong_type(error_type: str, value: Any) -> str:
+    """``must be a whole number, not the string "5000" (remove the quotes)``: strict types
+    refuse what a lax parser would guess at, so the message says how to write it."""
+    wanted = _TYPE_NAMES[error_type]
+    if isinstance(value, str):
+        shown = f"the string {json.dumps(value)}"
+        unquoted = value.strip().lower()
+        looks_typed = unquoted in ("true", "false") or _is_number(unquoted)
+        if error_type in ("int_type", "float_type", "bool_type") and looks_typed:
+            return f"must be {wanted}, not {shown} (remove the quotes)"
+    elif isinstance(value, bool):
+        shown = str(value).lower()
+    elif isinstance(value, int | float):
+        shown = f"the number {value}"
+    elif isinstance(value, dict):
+        shown = "a table"
+    elif isinstance(value, list | tuple):
+        shown = "a list"
+    else:
+        shown = repr(value)
+    return f"must be {wanted}, not {shown}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _location(loc: tuple[int | str, ...], data: Any) -> str:
@@ -469,6 +552,9 @@ def _from_legacy_json(data: Any, path: Path) -> dict[str, Any]:
             "port": entry.get("port", 3200),
             "kind": "simulator" if entry.get("simulator") else "plc",
         }
+        if entry.get("simulator"):
+            # Older deployments ran their simulators themselves, at ip:port.
+            machine["simulator"] = {"embedded": False}
         if "description" in entry:
             machine["description"] = entry["description"]
         machines.append(machine)

@@ -568,7 +568,13 @@ async def test_simulator_controls_are_404_for_real_or_external_machines(gateway_
         [
             machine("machine_1"),
             {"id": "plc", "name": "Real", "host": "127.0.0.1", "port": 9, "kind": "plc"},
-            {"id": "external", "name": "External sim", "port": 9, "kind": "simulator"},
+            {
+                "id": "external",
+                "name": "External sim",
+                "port": 9,
+                "kind": "simulator",
+                "simulator": {"embedded": False},  # run elsewhere, not by the gateway
+            },
         ]
     )
     gateway = await gateway_factory(config, wait_connected=False)

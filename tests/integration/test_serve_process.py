@@ -153,3 +153,63 @@ async def test_tokens_in_request_targets_are_redacted_in_the_real_log(tmp_path):
     assert secret not in log
     assert "GET /v1/health?token=[redacted]" in log  # uvicorn.access
     assert "GET /?token=[redacted]" in log  # websockets' DEBUG request dump
+
+
+async def test_serve_prints_addresses_that_answer_once_listening(tmp_path):
+    """The banner comes after every server listens, with the real bound ports (here picked
+    by the OS through the --ws-port/--http-port overrides) and the bind host."""
+    process = await start_gateway(
+        write_config(tmp_path, free_port()), "--host", "127.0.0.1", "--ws-port", "0",
+        "--http-port", "0",
+    )  # fmt: skip
+    try:
+        lines = await wait_for_line(process, "Press Ctrl+C to stop.")
+        banner = {
+            words[0]: words[-1]
+            for words in (line.split() for line in lines[-5:])
+            if words and words[-1].startswith(("http://", "ws://"))
+        }
+        dashboard, api, docs = banner["dashboard"], banner["WebSocket"], banner["API"]
+        assert dashboard.startswith("http://127.0.0.1:") and dashboard.endswith("/")
+        assert docs == dashboard + "docs"
+        assert api.startswith("ws://127.0.0.1:")
+        assert any("is running (1 machine)" in line for line in lines)
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(dashboard)).status_code == 200
+            assert (await http.get(docs)).status_code == 200
+        async with connect(api) as client:
+            assert json.loads(await client.recv())["type"] == "welcome"
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+@pytest.mark.parametrize(
+    ("server", "setting", "flag"),
+    [("WebSocket API", "[websocket] port", "--ws-port"), ("HTTP", "[http] port", "--http-port")],
+)
+async def test_a_busy_port_is_named_with_its_server_and_setting(tmp_path, server, setting, flag):
+    """A real listener holds the port; the real `serve` exits 1 with one line that names
+    the port, the server and how to move it (no bare "[Errno 98]")."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        if server == "HTTP":
+            config = write_config(tmp_path, free_port(), http_port=port)
+        else:
+            config = write_config(tmp_path, port)
+        process = await start_gateway(config)
+        async with asyncio.timeout(20):
+            output = (await process.stdout.read()).decode()
+            code = await process.wait()
+    assert code == 1, output
+    (line,) = [line for line in output.splitlines() if "cannot start" in line]
+    assert line.startswith(f"carousel-gateway: cannot start: port {port} ({server}")
+    assert line.endswith(f"is in use; set {setting} in the config or pass {flag}")
+    assert "Errno" not in output and "Traceback" not in output
+    assert "Press Ctrl+C" not in output

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 TRIES = 3
 COMMAND = [
@@ -64,19 +65,29 @@ def main() -> int:
                 f"(fixed in {fixes})",
                 file=sys.stderr,
             )
-    print(
-        f"pip-audit: {audited} packages audited, {len(vulnerable)} vulnerable, "
-        f"{len(skipped)} not auditable"
-    )
-    if skipped:
-        print(
-            f"pip-audit: WARNING: {len(skipped)} packages could not be audited "
-            f"(e.g. {skipped[0]['skip_reason']})",
-            file=sys.stderr,
-        )
+    print(summary(len(dependencies), audited, vulnerable, skipped))
     if vulnerable:
         return 1
     return 1 if strict and skipped else 0
+
+
+def summary(
+    total: int, audited: int, vulnerable: list[dict[str, Any]], skipped: list[dict[str, Any]]
+) -> str:
+    """One line that says what was really checked: "0 of 84 audited" is not a clean bill."""
+    found = f"{len(vulnerable)} vulnerable" if vulnerable else "none vulnerable"
+    if not skipped:
+        return f"pip-audit: all {total} packages audited, {found}"
+    reason = skipped[0]["skip_reason"]
+    if not audited:
+        return (
+            f"pip-audit: WARNING: audited 0 of {total} packages, so nothing was checked: the "
+            f"package index gave no vulnerability data (e.g. {reason})"
+        )
+    return (
+        f"pip-audit: {audited} of {total} packages audited, {found}; WARNING: "
+        f"{len(skipped)} could not be audited (e.g. {reason})"
+    )
 
 
 if __name__ == "__main__":

@@ -286,9 +286,75 @@ def test_port_zero_on_a_real_plc(tmp_path: Path) -> None:
 
 
 def test_port_zero_on_a_non_embedded_simulator(tmp_path: Path) -> None:
-    text = machine_toml(port=0, kind="simulator") + machine_toml(id="m2", name="B")
+    text = machine_toml(port=0, kind="simulator") + "[machines.simulator]\nembedded = false\n"
+    text += machine_toml(id="m2", name="B")
     (line,) = problems_of(write(tmp_path, text))
     assert "port 0" in line
+
+
+def test_kind_simulator_alone_is_an_embedded_simulator_on_a_free_port(tmp_path: Path) -> None:
+    """A simulator nobody starts would simulate nothing: ``kind = "simulator"`` alone is one
+    the gateway starts itself, on a free loopback port (Modbus too, with that telemetry)."""
+    text = machine_toml(kind="simulator") + machine_toml(
+        id="m2", name="B", kind="simulator", telemetry="modbus"
+    )
+    m1, m2 = load_config(write(tmp_path, text)).machines
+    assert (m1.embedded_simulator, m1.host, m1.port) == (True, "127.0.0.1", 0)
+    assert m1.simulator is not None and m1.simulator.embedded is True
+    assert (m2.embedded_simulator, m2.port, m2.modbus_port) == (True, 0, 0)
+
+
+def test_kind_simulator_keeps_an_explicit_port(tmp_path: Path) -> None:
+    (machine,) = load_config(write(tmp_path, machine_toml(kind="simulator", port=3300))).machines
+    assert (machine.embedded_simulator, machine.port) == (True, 3300)
+
+
+def test_embedded_false_points_at_a_simulator_run_elsewhere(tmp_path: Path) -> None:
+    text = machine_toml(kind="simulator", host="10.0.0.9") + "[machines.simulator]\n"
+    text += "embedded = false\n"
+    (machine,) = load_config(write(tmp_path, text)).machines
+    assert (machine.embedded_simulator, machine.host, machine.port) == (False, "10.0.0.9", 3200)
+
+
+@pytest.mark.parametrize(
+    ("line", "location", "message"),
+    [
+        ('[http]\nport = "5000"\n', "http.port", 'a whole number, not the string "5000"'),
+        ("[websocket]\nport = 8765.0\n", "websocket.port", "a whole number, not the number"),
+        ('[journal]\nenabled = "yes"\n', "journal.enabled", 'true or false, not the string "yes"'),
+        ("[journal]\nenabled = 1\n", "journal.enabled", "true or false, not the number 1"),
+        ("[journal]\npath = 5\n", "journal.path", "a string (in quotes), not the number 5"),
+        ('log_level = "INFO"\nwebsocket = 5\n', "websocket", "a table, not the number 5"),
+    ],
+)
+def test_types_are_strict_and_the_message_says_how_to_write_it(
+    tmp_path: Path, line: str, location: str, message: str
+) -> None:
+    path = write(tmp_path, line + machine_toml())
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}: {location}: must be {message}"), problem
+
+
+def test_a_quoted_number_is_told_to_lose_its_quotes(tmp_path: Path) -> None:
+    path = write(tmp_path, '[http]\nport = "5000"\n' + machine_toml(poll_idle_s="0.5"))
+    assert problems_of(path) == [
+        f'{path}: http.port: must be a whole number, not the string "5000" (remove the quotes)',
+        f"{path}: machines[0] (m1).poll_idle_s: must be a number, "
+        'not the string "0.5" (remove the quotes)',
+    ]
+
+
+def test_lists_are_still_lists_and_their_items_strict(tmp_path: Path) -> None:
+    ok = load_config(write(tmp_path, machine_toml(allowed_commands=[0, 1, 5])))
+    assert ok.machines[0].allowed_commands == (0, 1, 5)
+    path = write(tmp_path, machine_toml(allowed_commands=[0, "1"]), "bad.toml")
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}: machines[0] (m1).allowed_commands[1]: must be a whole")
+
+
+def test_a_float_setting_takes_a_whole_number(tmp_path: Path) -> None:
+    (machine,) = load_config(write(tmp_path, machine_toml(poll_idle_s=2))).machines
+    assert machine.poll_idle_s == 2.0
 
 
 def test_simulator_table_needs_kind_simulator(tmp_path: Path) -> None:
@@ -376,4 +442,4 @@ def test_cli_config_check_good_legacy_json_exits_0(tmp_path: Path) -> None:
     path = write(tmp_path, json.dumps(legacy), "old.json")
     result = CliRunner().invoke(app, ["config", "check", str(path)])
     assert result.exit_code == 0, result.output
-    assert "OK (1 machines: a)" in result.output
+    assert "OK (1 machine: a)" in result.output

@@ -1,6 +1,6 @@
 """The PLC status byte: eight flags, their Spanish wire labels, and the interlocks.
 
-Pure logic: no I/O. The bit table is the one in ``shared/domain.md``; the spec's example
+Pure logic: no I/O. The bit table is the one in ``docs/plc-protocol.md``; the spec's example
 values (raw 218 with READY "OK") are illustrative only and do not match the bits.
 """
 

@@ -2,8 +2,9 @@
 
 No I/O and no waiting: the model computes where the chain is from the time elapsed since a
 move started, so tests drive it with a fake clock and a server drives it with the real one.
-Behaviour follows ``shared/domain.md``, quirks included (a move to the current bucket makes
-a full turn looking for a mark it has passed; the target stays latched after a stop).
+Behaviour follows the PLC as ``docs/plc-protocol.md`` describes it, quirks included (a move
+to the current bucket makes a full turn looking for a mark it has passed; the target stays
+latched after a stop).
 """
 
 from __future__ import annotations

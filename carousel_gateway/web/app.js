@@ -3,7 +3,7 @@
 // journal (REST). No build step, no external assets. The wire keeps the spec's keys and
 // labels; every word on the page comes from a catalogue (static/i18n/<lang>.json).
 
-// The status byte (shared/domain.md): bit, key, blocking value (null: never), fault?
+// The status byte (docs/plc-protocol.md): bit, key, blocking value (null: never), fault?
 const FLAGS = [
   [0, "READY", 0, false],
   [1, "RUN", 1, false],

@@ -1,6 +1,6 @@
 """The WebSocket wire: pydantic models of every message, in and out, and their JSON.
 
-Wire names follow the spec (``shared/spec/websocket-api.md``): Spanish status keys and
+Wire names follow the spec (``docs/spec/websocket-api.md``): Spanish status keys and
 labels, ``machine_status``, ``command_result``... A leaf: it imports pydantic, the stdlib
 and the error table only, so :mod:`carousel_gateway.client` loads no server code
 (import-linter and ``tests/unit/test_wire_leaf.py`` keep it so).

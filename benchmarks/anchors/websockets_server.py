@@ -10,6 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
 
 from benchmarks.anchors.common import (
     WELCOME,
@@ -29,6 +30,8 @@ async def main(rate: float, machines: int) -> None:
                 if '"subscribe"' in str(message):
                     await connection.send(status_broadcast(1, 1).decode())
                     subscribers.add(connection)
+        except ConnectionClosed:
+            pass  # the harness ends its clients without a closing handshake
         finally:
             subscribers.discard(connection)
 

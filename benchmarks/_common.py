@@ -779,7 +779,8 @@ class OtherLoad:
     says so rather than passing for the gateway's. The machine's own total (``/proc/stat``)
     minus this benchmark's processes counts everything else, including processes that
     started or ended inside the window; above :attr:`DISTURBED_PCT` the run is marked
-    disturbed.
+    disturbed. Call :meth:`stop` while the benchmark's own processes still run: the CPU of
+    one of ours that ended inside the window can no longer be told from anyone else's.
     """
 
     #: Other load (percent of one core) above which a run is marked DISTURBED.

@@ -40,6 +40,11 @@ class ErrorCode(StrEnum):
     ORIGIN_NOT_ALLOWED = "ORIGIN_NOT_ALLOWED"  # a browser page from an origin not allowed
     HOST_NOT_ALLOWED = "HOST_NOT_ALLOWED"  # addressed by a name not allowed (DNS rebinding)
     JOURNAL_UNAVAILABLE = "JOURNAL_UNAVAILABLE"  # history asked, but the journal is off
+    # Pick jobs (docs/picking.md).
+    INVALID_JOB = "INVALID_JOB"  # a job's lines are wrong: each bad line is named, and why
+    JOB_NOT_FOUND = "JOB_NOT_FOUND"
+    JOB_CONFLICT = "JOB_CONFLICT"  # this job_id exists with different content
+    MACHINE_RESERVED = "MACHINE_RESERVED"  # a workstation's active job holds this machine
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 

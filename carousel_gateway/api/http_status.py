@@ -39,6 +39,10 @@ STATUS_BY_CODE: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         ErrorCode.SESSION_LIMIT: HTTPStatus.SERVICE_UNAVAILABLE,
         ErrorCode.ADDRESS_SESSION_LIMIT: HTTPStatus.SERVICE_UNAVAILABLE,
         ErrorCode.JOURNAL_UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
+        ErrorCode.INVALID_JOB: HTTPStatus.UNPROCESSABLE_ENTITY,
+        ErrorCode.JOB_NOT_FOUND: HTTPStatus.NOT_FOUND,
+        ErrorCode.JOB_CONFLICT: HTTPStatus.CONFLICT,
+        ErrorCode.MACHINE_RESERVED: HTTPStatus.CONFLICT,
         ErrorCode.INTERNAL_ERROR: HTTPStatus.INTERNAL_SERVER_ERROR,
         # The PLC, not the gateway, is unavailable or slow: the gateway's own "upstream" codes.
         ErrorCode.CONNECTION_ERROR: HTTPStatus.SERVICE_UNAVAILABLE,

@@ -31,6 +31,7 @@ __all__ = [
     "OriginChannel",
     "PositionDesync",
     "PositionDesyncCleared",
+    "Reservation",
     "Snapshot",
     "StatusChanged",
     "TelemetrySource",
@@ -68,6 +69,9 @@ class Snapshot:
 class OriginChannel(StrEnum):
     WS = "ws"
     REST = "rest"
+    MQTT = "mqtt"  # a Sparkplug B DCMD or a JSON command on the broker
+    OPCUA = "opcua"  # an OPC UA MoveTo method call
+    JOB = "job"  # a pick job's own move (client ``job:<job_id>``)
     INTERNAL = "internal"
 
 
@@ -78,6 +82,28 @@ class Origin:
     client: str = "gateway"
     channel: OriginChannel = OriginChannel.INTERNAL
     request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Who alone may move a machine now: a workstation's active, unpaused pick jobs.
+
+    While a machine is reserved, a MOVE from any other origin is refused with
+    ``MACHINE_RESERVED`` naming the holder; other commands (a STATUS read) pass.
+    """
+
+    holder: str  # who reserved it, for the refusal's text (e.g. "workstation station_1")
+    job_ids: tuple[str, ...]  # the jobs whose moves are admitted
+
+    def admits(self, origin: Origin) -> bool:
+        """True for a move of one of the holder's jobs (origin ``job:<job_id>``)."""
+        return origin.channel is OriginChannel.JOB and any(
+            origin.client == f"job:{job_id}" for job_id in self.job_ids
+        )
+
+    def describe(self) -> str:
+        jobs = ", ".join(self.job_ids)
+        return f"{self.holder} (job {jobs})" if jobs else self.holder
 
 
 @dataclass(frozen=True, slots=True)

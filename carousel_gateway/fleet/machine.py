@@ -30,6 +30,7 @@ from carousel_gateway.fleet.events import (
     MoveCompleted,
     MoveFailed,
     Origin,
+    Reservation,
     Snapshot,
     TelemetrySource,
 )
@@ -106,6 +107,8 @@ class Machine(MachinePolling):
         #: Ids must be unique among the fleet's commands (the journal's key): the fleet
         #: passes one counter to all its machines; a lone machine counts its own.
         self._next_command_id = next_command_id or itertools.count(1).__next__
+        #: Set by a workstation while it has an active, unpaused pick job on this machine.
+        self.reservation: Reservation | None = None
 
     def diagnostics(self) -> DiagnosticsReport:
         """Everything an operator asks about this machine, taken at one instant."""
@@ -168,6 +171,20 @@ class Machine(MachinePolling):
         ):
             raise self._error(ErrorCode.INVALID_COMMAND, "argument must be an integer in 0..255")
 
+    def reserve(self, reservation: Reservation | None) -> None:
+        """Let only ``reservation``'s jobs move this machine (``None``: everyone again)."""
+        self.reservation = reservation
+
+    def check_reservation(self, origin: Origin) -> None:
+        """Raise ``MACHINE_RESERVED`` for a move from anyone but the holder's jobs."""
+        reservation = self.reservation
+        if reservation is not None and not reservation.admits(origin):
+            raise self._error(
+                ErrorCode.MACHINE_RESERVED,
+                f"{self.id} is reserved by {reservation.describe()}: pause the job to move "
+                "it by hand",
+            )
+
     def check_free(self) -> None:
         """Raise if a command or a move holds the machine (one command at a time)."""
         if self._command_in_flight:
@@ -210,6 +227,8 @@ class Machine(MachinePolling):
         self, command_id: int, command: int, argument: int | None, origin: Origin
     ) -> ExecutedCommand:
         self.validate(command, argument)
+        if command == Command.MOVE:
+            self.check_reservation(origin)
         self.check_free()
         self._command_in_flight = True
         self._wake.set()

@@ -314,3 +314,35 @@ async def test_link_dropped_mid_move_reports_connection_lost(simulator_factory, 
     outcome = await asyncio.wait_for(executed.outcome, 5)
     assert isinstance(outcome, MoveFailed) and outcome.reasons == ("connection_lost",)
     assert server.model.moves_started == 1  # never retried
+
+
+async def test_reserved_machine_refuses_other_moves_and_admits_its_jobs(
+    simulator_factory, machine_factory
+):
+    from carousel_gateway.fleet.events import Origin, OriginChannel, Reservation
+
+    server = await simulator_factory(start_index=0)
+    machine, recorder = await machine_factory(server)
+    await ready(machine, recorder)
+    machine.reserve(Reservation("workstation station_1", ("J-7",)))
+
+    for origin in (
+        Origin("wms", OriginChannel.WS),
+        Origin("job:J-8", OriginChannel.JOB),  # another job
+        Origin("job:J-7", OriginChannel.REST),  # the job's name on another channel
+    ):
+        with pytest.raises(GatewayError) as refused:
+            await machine.execute(1, 6, origin)
+        assert refused.value.code is ErrorCode.MACHINE_RESERVED
+        assert "station_1" in refused.value.message and "J-7" in refused.value.message
+    assert server.model.moves_started == 0
+    assert [e.code for e in recorder.of_type(CommandRefused)] == ["MACHINE_RESERVED"] * 3
+    # A STATUS read is not a move: it passes.
+    await machine.execute(0, None, Origin("wms", OriginChannel.WS))
+
+    executed = await machine.execute(1, 6, Origin("job:J-7", OriginChannel.JOB))
+    assert isinstance(await asyncio.wait_for(executed.outcome, 5), MoveCompleted)
+    machine.reserve(None)  # paused: manual moves are allowed again
+    executed = await machine.execute(1, 2, Origin("wms", OriginChannel.WS))
+    assert isinstance(await asyncio.wait_for(executed.outcome, 5), MoveCompleted)
+    assert server.model.moves_started == 2

@@ -824,6 +824,10 @@ def test_every_error_code_has_one_http_status():
         ErrorCode.CONNECTION_ERROR: 503,
         ErrorCode.PLC_TIMEOUT: 504,
         ErrorCode.MOVE_OUTCOME_UNKNOWN: 504,
+        ErrorCode.INVALID_JOB: 422,
+        ErrorCode.JOB_NOT_FOUND: 404,
+        ErrorCode.JOB_CONFLICT: 409,
+        ErrorCode.MACHINE_RESERVED: 409,
     }
     assert {code: http_status(code) for code in ErrorCode} == expected
 

@@ -36,6 +36,7 @@ __all__ = [
     "SimulatorConfig",
     "TokenConfig",
     "WebSocketConfig",
+    "WorkstationConfig",
     "default_config",
     "load_config",
     "parse_config",
@@ -337,6 +338,16 @@ class JournalConfig(_Strict):
     retention_days: Annotated[float, Field(gt=0, le=36500)] = 90.0
 
 
+class WorkstationConfig(_Strict):
+    """One picking window served by one operator, with its carousels (a pod when several)."""
+
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    machines: Annotated[tuple[str, ...], Field(min_length=1), AnyList]
+    #: Jobs picked at once (more than one: batch picking, each bucket visited once for all).
+    max_active_jobs: Annotated[int, Field(ge=1, le=50)] = 1
+
+
 class GatewayConfig(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     websocket: WebSocketConfig = WebSocketConfig()
@@ -346,6 +357,31 @@ class GatewayConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()
     journal: JournalConfig = JournalConfig()
     machines: Annotated[tuple[MachineConfig, ...], Field(min_length=1), AnyList]
+    workstations: Annotated[tuple[WorkstationConfig, ...], AnyList] = ()
+
+    @model_validator(mode="after")
+    def _workstations_name_machines(self) -> GatewayConfig:
+        """A workstation names machines of this gateway; a machine serves one workstation
+        (its moves are reserved for that workstation's jobs)."""
+        known = {machine.id for machine in self.machines}
+        station_of: dict[str, str] = {}
+        seen: set[str] = set()
+        for station in self.workstations:
+            if station.id in seen:
+                raise ValueError(f"duplicate workstation id {station.id!r}")
+            seen.add(station.id)
+            for machine_id in station.machines:
+                if machine_id not in known:
+                    raise ValueError(
+                        f"workstation {station.id!r} names unknown machine {machine_id!r}"
+                    )
+                if machine_id in station_of:
+                    raise ValueError(
+                        f"machine {machine_id!r} is in workstations {station_of[machine_id]!r} "
+                        f"and {station.id!r}: a carousel serves one workstation"
+                    )
+                station_of[machine_id] = station.id
+        return self
 
     @field_validator("machines")
     @classmethod
@@ -396,7 +432,11 @@ def default_config() -> GatewayConfig:
                     "telemetry": "modbus",
                     "modbus_port": 0,
                 },
-            ]
+            ],
+            # A pod of two: one operator picks from both carousels (pick jobs).
+            "workstations": [
+                {"id": "station_1", "name": "Puesto 1", "machines": ["machine_1", "machine_2"]}
+            ],
         }
     )
 

@@ -45,6 +45,7 @@ class ErrorCode(StrEnum):
     JOB_NOT_FOUND = "JOB_NOT_FOUND"
     JOB_CONFLICT = "JOB_CONFLICT"  # this job_id exists with different content
     MACHINE_RESERVED = "MACHINE_RESERVED"  # a workstation's active job holds this machine
+    WORKSTATION_NOT_FOUND = "WORKSTATION_NOT_FOUND"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 

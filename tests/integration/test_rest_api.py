@@ -828,6 +828,7 @@ def test_every_error_code_has_one_http_status():
         ErrorCode.JOB_NOT_FOUND: 404,
         ErrorCode.JOB_CONFLICT: 409,
         ErrorCode.MACHINE_RESERVED: 409,
+        ErrorCode.WORKSTATION_NOT_FOUND: 404,
     }
     assert {code: http_status(code) for code in ErrorCode} == expected
 

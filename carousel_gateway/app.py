@@ -59,6 +59,7 @@ def build_simulator(config: MachineConfig) -> SimulatorServer:
         layout=config.reply.to_layout(),
         single_session=sim.single_session,
         release_time_s=sim.release_time_s,
+        idle_drop_s=sim.idle_drop_s,
     )
     return SimulatorServer(model, host=config.host, port=config.port, settings=settings)
 

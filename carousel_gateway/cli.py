@@ -196,6 +196,10 @@ def simulate(
     release_time: Annotated[
         float, typer.Option(min=0.0, help="Seconds connections are refused after a close")
     ] = 0.0,
+    idle_drop: Annotated[
+        float | None,
+        typer.Option(min=0.001, help="Close a session silent this many seconds (default: never)"),
+    ] = None,
 ) -> None:
     """Run N carousel simulators on ports P, P+1, ... (port-3200 protocol)."""
     from carousel_gateway.sim.carousel import CarouselModel
@@ -207,7 +211,9 @@ def simulate(
         servers = []
         for offset in range(machines):
             model = CarouselModel(positions, seconds_per_position)
-            settings = SimulatorSettings(reply_delay_s=reply_delay, release_time_s=release_time)
+            settings = SimulatorSettings(
+                reply_delay_s=reply_delay, release_time_s=release_time, idle_drop_s=idle_drop
+            )
             server = SimulatorServer(model, host, port + offset, settings)
             await server.start()
             servers.append(server)

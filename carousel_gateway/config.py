@@ -88,6 +88,9 @@ class SimulatorConfig(_Strict):
     reply_delay_s: Annotated[float, Field(ge=0, le=60)] = 0.0
     single_session: bool = True
     release_time_s: Annotated[float, Field(ge=0, le=60)] = 0.0
+    #: Close a session that has sent nothing for this long, as a PLC that drops silent
+    #: clients would (unknown for the field PLC: check it on site). None: never.
+    idle_drop_s: Annotated[float, Field(gt=0, le=3600)] | None = None
     start_position: Annotated[int, Field(ge=0)] | None = None
     #: Delay before each Modbus answer (the field PLC takes about 50 ms per read).
     modbus_reply_delay_s: Annotated[float, Field(ge=0, le=60)] = 0.0

@@ -3,9 +3,12 @@
 The server behaves like the field PLC where it matters to a client: replies come after a
 configurable delay, in a configurable layout, and it is a single-session server (while a
 client is connected, and for ``release_time_s`` after it closes, new connections are
-refused). It can also drop the link or stall (stop answering) on demand, and play the ways
-a PLC link fails in the field (:class:`FaultMode`) for chaos tests. Every request it reads
-is counted by command byte, so a test can prove a MOVE was never sent twice.
+refused). Where the field PLC drops a session that has gone silent is not known, so that
+is a setting (``idle_drop_s``, off by default). It can also drop the link or stall (stop
+answering) on demand, and play the ways a PLC link fails in the field (:class:`FaultMode`)
+for chaos tests. Every request it reads is counted by command byte, and every MOVE is
+logged with the session it came on, so a test can prove a MOVE was never sent twice, nor
+by a client that should not hold the session.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -32,6 +36,7 @@ __all__ = [
     "EXTRA_BYTES",
     "FaultMode",
     "LinkAction",
+    "MoveRecord",
     "SimulatorServer",
     "SimulatorSettings",
 ]
@@ -65,6 +70,16 @@ class FaultMode(StrEnum):
     STREAM_JUNK = "stream_junk"  # answers, and sends junk every ``junk_period_s`` regardless
 
 
+@dataclass(frozen=True, slots=True)
+class MoveRecord:
+    """One MOVE as the simulated PLC read it: on which session, from where, when."""
+
+    session: int  # 1 for the first session accepted, 2 for the next...
+    peer: str  # the client's address and port
+    argument: int  # the target index as sent
+    at: float  # wall clock
+
+
 #: What EXTRA mode sends after each reply.
 EXTRA_BYTES = b"\xaa\x55\x00"
 
@@ -77,6 +92,8 @@ class SimulatorSettings:
     layout: ReplyLayout = field(default_factory=lambda: DEFAULT_LAYOUT)
     single_session: bool = True
     release_time_s: float = 0.0
+    #: A session that sends nothing for this long is closed by the PLC (None: never).
+    idle_drop_s: float | None = None
     #: Reply delay in ``FaultMode.SLOW``.
     slow_reply_s: float = 2.0
     #: Seconds up, then seconds down, in ``FaultMode.FLAP``.
@@ -127,6 +144,10 @@ class SimulatorServer:
         self._junker: asyncio.Task[None] | None = None
         #: Bytes written that answer no request (TRAILING_BYTE, DOUBLE_REPLY, STREAM_JUNK).
         self.stray_bytes_sent = 0
+        #: Every MOVE read, in order, with the session it came on.
+        self.move_log: list[MoveRecord] = []
+        #: Sessions closed by the PLC because they were silent for ``idle_drop_s``.
+        self.idle_drops = 0
 
     @property
     def moves_received(self) -> int:
@@ -254,6 +275,7 @@ class SimulatorServer:
             return False
         self._session = session
         self.connections_accepted += 1
+        session.number = self.connections_accepted
         if self.settings.single_session:
             # A single-session PLC refuses connections outright while one is open.
             listener, self._listener = self._listener, None
@@ -285,6 +307,12 @@ class SimulatorServer:
 
     # -- request handling ----------------------------------------------------------------
 
+    def _log_move(self, session: _Session, request: Request) -> None:
+        if request.command == Command.MOVE and request.argument is not None:
+            self.move_log.append(
+                MoveRecord(session.number, session.peer, request.argument, time.time())
+            )
+
     def _answer(self, request: Request) -> bytes | None:
         """The reply the PLC program gives to one request (None: no reply at all)."""
         if request.command == Command.MOVE and request.argument is not None:
@@ -306,20 +334,51 @@ class _Session(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._pending: asyncio.Queue[Request] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self.number = 0  # set when the server accepts the session
+        self.peer = "?"
+        self._last_request = 0.0  # loop clock
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer = f"{peer[0]}:{peer[1]}"
         if not self._server._session_opened(self):
             transport.abort()
             self._transport = None
+            return
+        self._last_request = asyncio.get_running_loop().time()
+        self._watch_idle()
+
+    def _watch_idle(self) -> None:
+        """Close the session once it has been silent for ``idle_drop_s`` (as the PLC may)."""
+        limit = self._server.settings.idle_drop_s
+        if limit is None or self._transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        silent = loop.time() - self._last_request
+        if silent >= limit:
+            log.info(
+                "simulator on port %s: session %d silent %.1f s, dropped",
+                self._server.port,
+                self.number,
+                silent,
+            )
+            self._server.idle_drops += 1
+            self.abort()
+            return
+        self._idle_timer = loop.call_later(limit - silent, self._watch_idle)
 
     def data_received(self, data: bytes) -> None:
         if self._transport is None:
             return
         server = self._server
         for request in self._parser.feed(data):
+            self._last_request = asyncio.get_running_loop().time()
             server.requests_received[request.command] += 1
+            server._log_move(self, request)
             if server.stalled or server.faulty_for(request.command) is FaultMode.SILENT:
                 continue
             if self._delay(request) <= 0 and self._worker is None:
@@ -331,6 +390,8 @@ class _Session(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         if self._worker is not None:
             self._worker.cancel()
         self._server._session_closed(self)

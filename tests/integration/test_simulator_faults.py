@@ -139,3 +139,43 @@ async def _connect_within(server, seconds: float):
                 return await open_link(server)
             except ConnectionRefusedError:
                 await asyncio.sleep(0.01)
+
+
+async def test_a_silent_session_is_dropped_after_idle_drop_s(simulator_factory):
+    server = await simulator_factory(idle_drop_s=0.3)
+    reader, writer = await open_link(server)
+    loop = asyncio.get_running_loop()
+    opened = loop.time()
+    assert await asyncio.wait_for(reader.read(1024), 10) == b""  # closed by the PLC
+    assert loop.time() - opened >= 0.29
+    assert server.idle_drops == 1
+    writer.close()
+
+
+async def test_a_talking_session_is_kept_and_every_move_is_logged_with_its_session(
+    simulator_factory,
+):
+    # Not single-session: the second session below need not wait for the listener.
+    server = await simulator_factory(idle_drop_s=0.3, single_session=False)
+    reader, writer = await open_link(server)
+    loop = asyncio.get_running_loop()
+    until = loop.time() + 0.9  # three idle limits, talking every 50 ms
+    while loop.time() < until:
+        writer.write(STATUS)
+        assert len(await asyncio.wait_for(reader.readexactly(2), 5)) == 2
+        await asyncio.sleep(0.05)  # the client's own pace, not a wait for a result
+    writer.write(bytes([Command.MOVE, 4]))
+    await asyncio.wait_for(reader.readexactly(2), 5)
+    peer = f"127.0.0.1:{writer.get_extra_info('sockname')[1]}"
+    writer.close()
+    await writer.wait_closed()
+    assert server.idle_drops == 0
+
+    reader, writer = await open_link(server)  # a second session
+    writer.write(bytes([Command.MOVE, 7]))
+    await asyncio.wait_for(reader.readexactly(2), 5)
+    writer.close()
+    log = server.move_log
+    assert [(m.session, m.argument) for m in log] == [(1, 4), (2, 7)]
+    assert log[0].peer == peer and log[1].peer != peer
+    assert log[0].at <= log[1].at

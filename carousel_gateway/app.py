@@ -238,10 +238,11 @@ class Gateway:
         modbus_ports = {machine_id: sim.port for machine_id, sim in self.modbus_simulators.items()}
         if self.config.journal.enabled:
             self.journal = Journal(
-                self.config.journal.path, retention_days=self.config.journal.retention_days
+                self.config.journal.url or self.config.journal.path,
+                retention_days=self.config.journal.retention_days,
             )
             await self.journal.start()
-            log.info("journal at %s", self.config.journal.path)
+            log.info("journal at %s", self.journal.where)
         self.fleet = Fleet(
             self.config.machines,
             ports=ports,

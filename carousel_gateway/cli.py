@@ -103,6 +103,7 @@ def serve(
     """Run the gateway: the fleet and its servers, until SIGINT/SIGTERM."""
     from carousel_gateway.api.auth import install_log_redaction
     from carousel_gateway.app import BindError, Gateway
+    from carousel_gateway.database import DatabaseError
 
     settings = _with_overrides(_load_or_exit(config), host, ws_port, http_port)
     _setup_logging((log_level or settings.log_level).upper())
@@ -119,6 +120,9 @@ def serve(
         raise typer.Exit(1) from None
     except OSError as exc:
         typer.echo(f"carousel-gateway: cannot start: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except DatabaseError as exc:
+        typer.echo(f"carousel-gateway: cannot start: journal: {exc}", err=True)
         raise typer.Exit(1) from None
 
 

@@ -338,7 +338,25 @@ class JournalConfig(_Strict):
 
     enabled: bool = True
     path: str = "./carousel-gateway.db"  # ":memory:" keeps nothing across restarts
+    #: A PostgreSQL database instead of the SQLite file (``postgresql://user@host/db``;
+    #: several hosts with ``target_session_attrs=read-write``). The password comes from
+    #: ``PGPASSWORD`` or ``~/.pgpass``, never from this file.
+    url: str | None = None
     retention_days: Annotated[float, Field(gt=0, le=36500)] = 90.0
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql_without_password(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// (or leave it out for SQLite)")
+        authority = url.split("://", 1)[1].split("/", 1)[0]
+        if "@" in authority and ":" in authority.rsplit("@", 1)[0]:
+            raise ValueError(
+                "must not hold a password: set PGPASSWORD in the environment or use ~/.pgpass"
+            )
+        return url
 
 
 class WorkstationConfig(_Strict):

@@ -1,7 +1,9 @@
-"""The journal: every command and machine event in SQLite, plus maintenance counters.
+"""The journal: every command and machine event in SQL, plus maintenance counters.
 
-All database work runs on one dedicated thread (SQLite connections belong to the thread
-that opened them), so the event loop never blocks on disk. Machine events are queued and
+SQLite by default (a file), PostgreSQL when ``[journal] url`` names one
+(:mod:`carousel_gateway.database`); the same SQL runs on both. All database work runs on
+one dedicated thread (SQLite connections belong to the thread that opened them), so the
+event loop never blocks on disk or network. Machine events are queued and
 written in batches; a command is written and committed *before* its result is sent (the
 machine awaits :meth:`Journal.record_command`), so a client never holds a result that the
 journal lost. If the disk fails, the gateway goes on running the machines: the journal
@@ -15,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -24,6 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from carousel_gateway.database import (
+    Database,
+    DatabaseError,
+    Row,
+    is_database_error,
+    open_database,
+    redact_url,
+)
 from carousel_gateway.fleet.events import (
     CommandAccepted,
     CommandRefused,
@@ -45,6 +54,7 @@ from carousel_gateway.wire import HistoryKind as HistoryKind
 __all__ = [
     "KINDS",
     "MEASURED_COUNTERS",
+    "POSTGRES_SCHEMA",
     "RAW_TEXT_LIMIT",
     "SCHEMA",
     "HistoryKind",
@@ -88,6 +98,40 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 """
 
+#: The same tables on PostgreSQL (the same columns, names and meanings).
+POSTGRES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at          DOUBLE PRECISION NOT NULL,
+    machine_id  TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    boot        TEXT,
+    command_id  BIGINT,
+    client      TEXT,
+    channel     TEXT,
+    command     BIGINT,
+    argument    BIGINT,
+    code        TEXT,
+    skipped     INTEGER,
+    latency_s   DOUBLE PRECISION,
+    outcome     TEXT,
+    reasons     TEXT,
+    duration_s  DOUBLE PRECISION,
+    completed_at DOUBLE PRECISION,
+    data        TEXT
+);
+CREATE INDEX IF NOT EXISTS journal_machine ON journal (machine_id, id);
+CREATE INDEX IF NOT EXISTS journal_at ON journal (at);
+CREATE UNIQUE INDEX IF NOT EXISTS journal_command ON journal (boot, command_id)
+    WHERE command_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS counters (
+    machine_id  TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    value       DOUBLE PRECISION NOT NULL DEFAULT 0,
+    PRIMARY KEY (machine_id, name)
+);
+"""
+
 #: The range of an SQLite INTEGER (a larger Python int makes an insert fail).
 SQLITE_INT_MIN, SQLITE_INT_MAX = -(2**63), 2**63 - 1
 #: Counters that measure an amount (a float); every other counter counts (an int).
@@ -103,17 +147,21 @@ class HistoryPage:
 
 
 class Journal:
-    """SQLite journal fed by the EventBus; reads are async and never block the loop."""
+    """SQL journal fed by the EventBus; reads are async and never block the loop.
+
+    ``target`` is a SQLite file path or a ``postgresql://`` URL."""
 
     def __init__(
         self,
-        path: str | Path,
+        target: str | Path,
         *,
         retention_days: float = 90.0,
         queue_limit: int = 100_000,
         prune_interval_s: float = 3600.0,
     ) -> None:
-        self.path = Path(path)
+        #: Where the journal is, fit for a log (a URL's password hidden).
+        self.target = target if isinstance(target, Path) else _target(target)
+        self.where = redact_url(str(target))
         self.retention_days = retention_days
         self.queue_limit = queue_limit
         self.prune_interval_s = prune_interval_s
@@ -121,7 +169,7 @@ class Journal:
         self.dropped = 0
         self.last_error: str | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
-        self._db: sqlite3.Connection | None = None
+        self._db: Database | None = None
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
@@ -221,9 +269,9 @@ class Journal:
             await asyncio.sleep(self.prune_interval_s)
 
     def _failed(self, exc: Exception) -> None:
-        # SQLite's own errors read well alone; anything else is named (it is a bug to fix).
+        # The engines' own errors read well alone; anything else is named (a bug to fix).
         self.last_error = (
-            str(exc) if isinstance(exc, sqlite3.Error) else f"{type(exc).__name__}: {exc}"
+            str(exc).strip() if is_database_error(exc) else f"{type(exc).__name__}: {exc}"
         )
         now = time.monotonic()
         if now - self._last_complaint >= 60:
@@ -274,31 +322,31 @@ class Journal:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def _open(self) -> None:
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")  # a committed command survives power loss
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(SCHEMA)
-        self._db = db
+        self._db = open_database(
+            self.target, sqlite_schema=SCHEMA, postgres_schema=POSTGRES_SCHEMA
+        )
 
     def _close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> Database:
+        if self._db is not None and not self._db.usable:
+            # A PostgreSQL connection lost (a server restart, a network cut): reopen it.
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self._db = None
+            self._open()
         if self._db is None:
-            raise sqlite3.OperationalError("journal is not open")
+            raise DatabaseError("journal is not open")
         return self._db
 
     def _insert_command(
         self, event: CommandAccepted | CommandRefused, extra: dict[str, Any]
     ) -> None:
         db = self._conn()
-        with db:
+        with db.transaction():
             if isinstance(event, CommandAccepted):
                 db.execute(
                     "INSERT INTO journal (at, machine_id, kind, boot, command_id, client, channel,"
@@ -353,21 +401,17 @@ class Journal:
     def _insert_events(self, events: list[Event]) -> None:
         db = self._conn()
         # One transaction per batch: all of it is written, or none of it (and all of it is
-        # counted as dropped). The connection autocommits, so ``with db`` would not do it.
-        db.execute("BEGIN")
-        try:
+        # counted as dropped).
+        with db.transaction():
             for event in events:
                 self._insert_event(db, event)
-        except BaseException:
-            db.rollback()
-            raise
-        db.commit()
 
-    def _insert_event(self, db: sqlite3.Connection, event: Event) -> None:
+    def _insert_event(self, db: Database, event: Event) -> None:
         def bump(name: str, amount: float = 1) -> None:
             db.execute(
                 "INSERT INTO counters (machine_id, name, value) VALUES (?, ?, ?)"
-                " ON CONFLICT (machine_id, name) DO UPDATE SET value = value + excluded.value",
+                " ON CONFLICT (machine_id, name)"
+                " DO UPDATE SET value = counters.value + excluded.value",
                 (event.machine_id, name, amount),
             )
 
@@ -432,7 +476,7 @@ class Journal:
 
     def _complete_command(
         self,
-        db: sqlite3.Connection,
+        db: Database,
         command_id: int,
         outcome: str,
         reasons: str,
@@ -447,10 +491,7 @@ class Journal:
 
     def _prune(self) -> int:
         cutoff = time.time() - self.retention_days * 86400
-        db = self._conn()
-        with db:
-            cursor = db.execute("DELETE FROM journal WHERE at < ?", (cutoff,))
-        return cursor.rowcount
+        return self._conn().execute("DELETE FROM journal WHERE at < ?", (cutoff,))
 
     def _query(
         self,
@@ -475,14 +516,10 @@ class Journal:
             clauses.append(f"kind IN ({', '.join('?' * len(kinds))})")
             values.extend(kinds)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = (
-            self._conn()
-            .execute(
-                # The clauses are fixed text; every value is bound.
-                f"SELECT * FROM journal {where} ORDER BY id DESC LIMIT ?",  # nosec B608
-                (*values, limit + 1),
-            )
-            .fetchall()
+        rows = self._conn().query(
+            # The clauses are fixed text; every value is bound.
+            f"SELECT * FROM journal {where} ORDER BY id DESC LIMIT ?",  # nosec B608
+            (*values, limit + 1),
         )
         more = len(rows) > limit
         rows = rows[:limit]
@@ -496,15 +533,21 @@ class Journal:
             query += " WHERE machine_id = ?"
             args = (machine_id,)
         counters: dict[str, dict[str, int | float]] = {}
-        for machine, name, value in self._conn().execute(query, args):
+        for row in self._conn().query(query, args):
+            name, value = row["name"], row["value"]
             # The column is REAL (seconds add up there too); a count reads back as an int.
-            counters.setdefault(machine, {})[name] = (
+            counters.setdefault(row["machine_id"], {})[name] = (
                 value if name in MEASURED_COUNTERS else round(value)
             )
         return counters
 
 
-def _row_dict(row: sqlite3.Row) -> dict[str, Any]:
+def _target(text: str) -> str | Path:
+    """A URL stays text; anything else is a SQLite path."""
+    return text if text.startswith(("postgresql://", "postgres://")) else Path(text)
+
+
+def _row_dict(row: Row) -> dict[str, Any]:
     data = {key: row[key] for key in row.keys() if row[key] is not None}  # noqa: SIM118
     extra = json.loads(data.pop("data", "{}") or "{}")
     data.pop("boot", None)

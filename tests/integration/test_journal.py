@@ -26,8 +26,25 @@ def url(gateway) -> str:
     return f"ws://127.0.0.1:{gateway.websocket.port}"
 
 
-async def test_moves_faults_and_refusals_are_journalled_with_who(gateway_factory, tmp_path):
-    gateway = await gateway_factory(gateway_config(journal={"path": str(tmp_path / "j.db")}))
+def journal_table(target: str | Path) -> dict[str, str]:
+    """``[journal]`` for a target of the ``journal_target`` fixture (SQLite or PostgreSQL)."""
+    return {"url": target} if isinstance(target, str) else {"path": str(target)}
+
+
+def journalled_command_ids(target: str | Path) -> set[int]:
+    """Read straight from the database, not through the gateway."""
+    query = "SELECT command_id FROM journal WHERE kind = 'command'"
+    if isinstance(target, str):
+        import psycopg
+
+        with psycopg.connect(target) as db:
+            return {row[0] for row in db.execute(query)}
+    with sqlite3.connect(target) as db:
+        return {row[0] for row in db.execute(query)}
+
+
+async def test_moves_faults_and_refusals_are_journalled_with_who(gateway_factory, journal_target):
+    gateway = await gateway_factory(gateway_config(journal=journal_table(journal_target)))
     model = gateway.simulators["machine_1"].model
     async with CarouselClient(url(gateway)) as client:
         arrived = await client.move("machine_1", 6, wait=True, arrival_timeout=5)
@@ -82,8 +99,8 @@ async def test_moves_faults_and_refusals_are_journalled_with_who(gateway_factory
         assert health["journal"]["state"] == "ok"
 
 
-async def test_counters_survive_a_restart(gateway_factory, tmp_path):
-    config = gateway_config(journal={"path": str(tmp_path / "j.db")})
+async def test_counters_survive_a_restart(gateway_factory, journal_target):
+    config = gateway_config(journal=journal_table(journal_target))
     first = await gateway_factory(config)
     async with CarouselClient(url(first)) as client:
         await client.move("machine_2", 11, wait=True, arrival_timeout=5)
@@ -142,11 +159,11 @@ async def test_unwritable_journal_keeps_machines_running_and_says_so(gateway_fac
     assert "readonly" in health["last_error"]
 
 
-async def test_sigkill_loses_no_command_whose_result_was_received(tmp_path):
+async def test_sigkill_loses_no_command_whose_result_was_received(tmp_path, journal_target):
     """Kill -9 the gateway in the middle of a stream of commands: every command_result a
-    client received has its row in the journal."""
+    client received has its row in the journal (a SQLite file, or PostgreSQL)."""
     ws_port = free_port()
-    database = tmp_path / "journal.db"
+    journal = "\n".join(f"{k} = {json.dumps(v)}" for k, v in journal_table(journal_target).items())
     config = tmp_path / "gateway.toml"
     config.write_text(
         f"""
@@ -159,7 +176,7 @@ host = "127.0.0.1"
 port = {free_port()}
 
 [journal]
-path = "{database}"
+{journal}
 
 [limits]  # a stream as fast as the gateway answers: durability, not limits, is tested here
 messages_per_second = 1000000
@@ -245,10 +262,7 @@ seconds_per_position = 0.01
     # asyncio's child watcher can report 255 when another waiter reaped the process.)
     assert not any(b"shutting down" in line for line in log_lines)
     assert len(received) >= 40
-    with sqlite3.connect(database) as db:
-        journalled = {
-            row[0] for row in db.execute("SELECT command_id FROM journal WHERE kind = 'command'")
-        }
+    journalled = journalled_command_ids(journal_target)
     missing = sorted(set(received) - journalled)
     assert not missing, f"results received but not journalled: {missing}"
 

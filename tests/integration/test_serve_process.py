@@ -213,3 +213,22 @@ async def test_a_busy_port_is_named_with_its_server_and_setting(tmp_path, server
     assert line.endswith(f"is in use; set {setting} in the config or pass {flag}")
     assert "Errno" not in output and "Traceback" not in output
     assert "Press Ctrl+C" not in output
+
+
+async def test_an_unreachable_postgresql_journal_is_one_clear_line(tmp_path):
+    """Nothing listens at the journal's PostgreSQL address: `serve` exits 1 saying so."""
+    config = write_config(tmp_path, free_port())
+    dead = free_port()
+    journal = f'[journal]\nurl = "postgresql://gateway@127.0.0.1:{dead}/carousel"\n'
+    config.write_text(journal + config.read_text(encoding="utf-8"), encoding="utf-8")
+    process = await start_gateway(config)
+    async with asyncio.timeout(30):
+        output = (await process.stdout.read()).decode()
+        code = await process.wait()
+    assert code == 1, output
+    (line,) = [line for line in output.splitlines() if "cannot start" in line]
+    assert line.startswith(
+        f"carousel-gateway: cannot start: journal: cannot connect to "
+        f"postgresql://gateway@127.0.0.1:{dead}/carousel"
+    )
+    assert "Traceback" not in output and "Press Ctrl+C" not in output

@@ -443,3 +443,24 @@ def test_cli_config_check_good_legacy_json_exits_0(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["config", "check", str(path)])
     assert result.exit_code == 0, result.output
     assert "OK (1 machine: a)" in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://db/carousel", "must start with postgresql://"),
+        ("postgresql://gateway:secret@db/carousel", "must not hold a password"),
+    ],
+)
+def test_journal_url_is_postgresql_without_a_password(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"journal": {"url": url}, "machines": [{"id": "m1", "name": "A"}]})
+    (line,) = error.value.problems
+    assert line.startswith("<config>: journal.url: ") and problem in line
+    assert "secret" not in line
+
+
+def test_journal_url_with_hosts_and_options_is_accepted() -> None:
+    url = "postgresql://gateway@db1:5432,db2:5432/carousel?target_session_attrs=read-write"
+    config = parse_config({"journal": {"url": url}, "machines": [{"id": "m1", "name": "A"}]})
+    assert config.journal.url == url

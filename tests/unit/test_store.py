@@ -1,4 +1,5 @@
-"""The journal on a real SQLite file: rows, counters across restarts, filters, paging, failure."""
+"""The journal on each engine (a real SQLite file, a real PostgreSQL server): rows, counters
+across restarts, filters, paging, failure."""
 
 from __future__ import annotations
 
@@ -44,8 +45,21 @@ async def flush(journal: Journal) -> None:
     await journal.flush()
 
 
-async def test_commands_and_their_outcomes_are_journalled(tmp_path):
-    journal = Journal(tmp_path / "j.db")
+async def read_only(journal: Journal, on: bool) -> None:
+    """Make the journal's own connection refuse writes (or accept them again)."""
+
+    def switch() -> None:
+        db = journal._conn()
+        if db.engine == "sqlite":
+            db.execute(f"PRAGMA query_only={'ON' if on else 'OFF'}")
+        else:
+            db.execute(f"SET default_transaction_read_only = {'on' if on else 'off'}")
+
+    await journal._run(switch)
+
+
+async def test_commands_and_their_outcomes_are_journalled(journal_target):
+    journal = Journal(journal_target)
     await journal.start()
     t0 = time.time()
     await journal.record_command(accepted(1, 14, t0))
@@ -92,9 +106,8 @@ async def test_commands_and_their_outcomes_are_journalled(tmp_path):
     await journal.stop()
 
 
-async def test_counters_survive_a_restart_and_history_filters_and_pages(tmp_path):
-    path = tmp_path / "j.db"
-    journal = Journal(path)
+async def test_counters_survive_a_restart_and_history_filters_and_pages(journal_target):
+    journal = Journal(journal_target)
     await journal.start()
     t0 = time.time()
     for i in range(25):
@@ -105,7 +118,7 @@ async def test_counters_survive_a_restart_and_history_filters_and_pages(tmp_path
     journal.on_event(FaultRaised("m1", t0 + 32, keys=("ALARMA",)))
     await journal.stop()
 
-    reopened = Journal(path)
+    reopened = Journal(journal_target)
     await reopened.start()
     counters = await reopened.counters()
     assert counters["m2"]["disconnections"] == 13
@@ -130,30 +143,33 @@ async def test_counters_survive_a_restart_and_history_filters_and_pages(tmp_path
     await reopened.stop()
 
 
-async def test_unwritable_database_degrades_counts_drops_and_recovers(tmp_path):
-    journal = Journal(tmp_path / "j.db")
+async def test_unwritable_database_degrades_counts_drops_and_recovers(journal_target):
+    journal = Journal(journal_target)
     await journal.start()
-    # A real SQLite write failure ("attempt to write a readonly database"), even as root.
-    await journal._run(lambda: journal._conn().execute("PRAGMA query_only=ON"))
+    # A real write failure, even as root: SQLite's "attempt to write a readonly database",
+    # PostgreSQL's "cannot execute INSERT in a read-only transaction".
+    await read_only(journal, True)
     journal.on_event(FaultRaised("m1", time.time(), keys=("ALARMA",)))
     await flush(journal)
     await journal.record_command(accepted(1, 5, time.time()))
-    assert not journal.healthy and "readonly" in journal.last_error
+    assert not journal.healthy
+    assert "readonly" in journal.last_error or "read-only" in journal.last_error
     assert journal.dropped == 2
-    await journal._run(lambda: journal._conn().execute("PRAGMA query_only=OFF"))
+    await read_only(journal, False)
     journal.on_event(FaultRaised("m1", time.time(), keys=("VFD",)))
     await flush(journal)
     assert journal.healthy and journal.dropped == 2
     await journal.stop()
 
 
-async def test_any_failed_command_write_is_dropped_and_reported(tmp_path):
+async def test_any_failed_command_write_is_dropped_and_reported(journal_target):
     """Not only SQLite errors: a value no column can hold fails the insert too."""
-    journal = Journal(tmp_path / "j.db")
+    journal = Journal(journal_target)
     await journal.start()
-    await journal.record_command(accepted(1, 2**63, time.time()))  # OverflowError
+    await journal.record_command(accepted(1, 2**63, time.time()))  # past a 64-bit column
     assert journal.dropped == 1
-    assert not journal.healthy and "OverflowError" in journal.last_error
+    assert not journal.healthy
+    assert "OverflowError" in journal.last_error or "out of range" in journal.last_error
     await journal.record_command(accepted(2, 5, time.time()))
     assert journal.healthy and journal.dropped == 1
     page = await journal.history("m1")
@@ -161,14 +177,18 @@ async def test_any_failed_command_write_is_dropped_and_reported(tmp_path):
     await journal.stop()
 
 
-async def test_any_failed_event_write_is_dropped_and_the_writer_goes_on(tmp_path):
-    journal = Journal(tmp_path / "j.db")
+async def test_any_failed_event_write_is_dropped_and_the_writer_goes_on(journal_target):
+    journal = Journal(journal_target)
     await journal.start()
-    # The command id is bound as an INTEGER: this batch fails with an OverflowError.
-    huge = MoveCompleted(
-        "m1", time.time(), command_id=2**63, position=3, duration_s=1.0, origin=WMS
-    )
-    journal.on_event(huge)
+    if isinstance(journal_target, str):
+        # PostgreSQL text holds no NUL character: the insert fails (a DataError).
+        bad = FaultRaised("m\x00", time.time(), keys=("ALARMA",))
+    else:
+        # SQLite binds the command id as an INTEGER: the batch fails with an OverflowError.
+        bad = MoveCompleted(
+            "m1", time.time(), command_id=2**63, position=3, duration_s=1.0, origin=WMS
+        )
+    journal.on_event(bad)
     await flush(journal)
     assert journal.dropped == 1 and not journal.healthy
     journal.on_event(FaultRaised("m1", time.time(), keys=("ALARMA",)))
@@ -189,8 +209,10 @@ async def test_any_failed_event_write_is_dropped_and_the_writer_goes_on(tmp_path
         (1, "x" * 500, {"raw_argument": '"' + "x" * 62 + "…"}),
     ],
 )
-async def test_refused_values_no_column_holds_are_kept_as_text(tmp_path, command, argument, raw):
-    journal = Journal(tmp_path / "j.db")
+async def test_refused_values_no_column_holds_are_kept_as_text(
+    journal_target, command, argument, raw
+):
+    journal = Journal(journal_target)
     await journal.start()
     await journal.record_command(
         CommandRefused(
@@ -213,8 +235,8 @@ async def test_refused_values_no_column_holds_are_kept_as_text(tmp_path, command
     await journal.stop()
 
 
-async def test_refusal_without_reasons_reads_back_as_an_empty_list(tmp_path):
-    journal = Journal(tmp_path / "j.db")
+async def test_refusal_without_reasons_reads_back_as_an_empty_list(journal_target):
+    journal = Journal(journal_target)
     await journal.start()
     for command_id, reasons in ((1, ()), (2, ("READY", "PARADA_EMERGENCIA"))):
         await journal.record_command(
@@ -240,8 +262,8 @@ async def test_refusal_without_reasons_reads_back_as_an_empty_list(tmp_path):
     await journal.stop()
 
 
-async def test_counts_are_ints_and_seconds_floats(tmp_path):
-    journal = Journal(tmp_path / "j.db")
+async def test_counts_are_ints_and_seconds_floats(journal_target):
+    journal = Journal(journal_target)
     await journal.start()
     t0 = time.time()
     await journal.record_command(accepted(1, 4, t0))
@@ -258,8 +280,8 @@ async def test_counts_are_ints_and_seconds_floats(tmp_path):
     await journal.stop()
 
 
-async def test_the_gateway_closing_its_own_link_is_no_disconnection(tmp_path):
-    journal = Journal(tmp_path / "j.db")
+async def test_the_gateway_closing_its_own_link_is_no_disconnection(journal_target):
+    journal = Journal(journal_target)
     await journal.start()
     t0 = time.time()
     journal.on_event(ConnectionChanged("m1", t0, state=ConnectionState.CONNECTED))

@@ -1,0 +1,177 @@
+"""One SQL connection, to SQLite or to PostgreSQL, behind the few calls the journal makes.
+
+SQLite is the embedded default (a file beside the gateway); PostgreSQL serves sites that
+run more than one gateway against shared state (``[journal] url = "postgresql://…"``).
+The journal writes its SQL once, with ``?`` placeholders and rows read by column name, and
+runs it on its own thread on either engine: the event loop never waits on a database.
+PostgreSQL is reached with psycopg 3 (libpq: multi-host URLs, ``target_session_attrs``,
+``PGPASSWORD`` and ``~/.pgpass`` work as everywhere else).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+__all__ = [
+    "Database",
+    "DatabaseError",
+    "Row",
+    "is_database_error",
+    "open_database",
+    "redact_url",
+]
+
+Row = Mapping[str, Any]
+
+#: Seconds to wait for a PostgreSQL server to accept a connection.
+CONNECT_TIMEOUT_S = 5
+
+
+class DatabaseError(Exception):
+    """A database could not be opened (its readable cause is the message)."""
+
+
+class Database(Protocol):
+    """What the journal needs of a connection, on whichever engine."""
+
+    engine: Literal["sqlite", "postgresql"]
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement (autocommitted unless inside :meth:`transaction`); the number
+        of rows it changed."""
+        ...
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run one query; its rows, read by column name."""
+        ...
+
+    def transaction(self) -> Any:
+        """A context manager: everything inside commits together, or none of it."""
+        ...
+
+    @property
+    def usable(self) -> bool:
+        """False once the connection is lost (the journal then opens a new one)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_database(target: str | Path, *, sqlite_schema: str, postgres_schema: str) -> Database:
+    """Open ``target`` (a SQLite path, or a ``postgresql://`` URL) and create the schema."""
+    text = str(target)
+    if text.startswith(("postgresql://", "postgres://")):
+        return _Postgres(text, postgres_schema)
+    return _SQLite(Path(target), sqlite_schema)
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """True for an engine's own error (its text reads well alone)."""
+    if isinstance(exc, sqlite3.Error | DatabaseError):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - installed with the gateway
+        return False
+    return isinstance(exc, psycopg.Error)
+
+
+_PASSWORD = re.compile(r"(?P<head>://[^/:@]*:)[^@/]*@")
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit for a log: the password, if any, replaced by ``***``."""
+    return _PASSWORD.sub(r"\g<head>***@", url)
+
+
+class _SQLite:
+    engine: Literal["sqlite", "postgresql"] = "sqlite"
+
+    def __init__(self, path: Path, schema: str) -> None:
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # a committed command survives power loss
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(schema)
+        self.connection = db
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.connection.execute(sql, params).rowcount
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        rows: list[Row] = self.connection.execute(sql, params).fetchall()
+        return rows
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        # The connection autocommits; BEGIN makes the statements inside one transaction.
+        self.connection.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.connection.rollback()
+            raise
+        self.connection.commit()
+
+    @property
+    def usable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class _Postgres:
+    engine: Literal["sqlite", "postgresql"] = "postgresql"
+
+    def __init__(self, url: str, schema: str) -> None:
+        try:
+            import psycopg
+            from psycopg.rows import dict_row
+        except ImportError:
+            raise DatabaseError(
+                "a PostgreSQL journal needs psycopg: pip install 'carousel-gateway[postgresql]'"
+            ) from None
+
+        try:
+            self.connection = psycopg.connect(
+                url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S
+            )
+        except psycopg.OperationalError as exc:
+            raise DatabaseError(f"cannot connect to {redact_url(url)}: {exc}") from None
+        with self.connection.transaction():
+            # Two gateways starting at once must not both create the tables.
+            self.connection.execute("SELECT pg_advisory_xact_lock(7412803)")
+            self.connection.execute(schema)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        changed: int = self.connection.execute(_placeholders(sql), params).rowcount
+        return changed
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return list(self.connection.execute(_placeholders(sql), params).fetchall())
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.connection.transaction():
+            yield
+
+    @property
+    def usable(self) -> bool:
+        return not (self.connection.closed or self.connection.broken)
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _placeholders(sql: str) -> str:
+    """The journal's ``?`` placeholders as psycopg's ``%s`` (its SQL holds no ``%``)."""
+    return sql.replace("?", "%s")

@@ -1,0 +1,1 @@
+"""A real PostgreSQL server for the tests (Debian's, started in a temporary directory)."""

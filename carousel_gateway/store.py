@@ -158,6 +158,7 @@ class Journal:
         retention_days: float = 90.0,
         queue_limit: int = 100_000,
         prune_interval_s: float = 3600.0,
+        reopen_interval_s: float = 2.0,
     ) -> None:
         #: Where the journal is, fit for a log (a URL's password hidden).
         self.target = target if isinstance(target, Path) else _target(target)
@@ -170,6 +171,12 @@ class Journal:
         self.last_error: str | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._db: Database | None = None
+        self._open_wanted = False  # between start() and stop(): reopen a lost connection
+        #: A lost server is tried again at most this often; writes meanwhile fail at once
+        #: (dropped, counted) instead of each waiting out a connect timeout.
+        self.reopen_interval_s = reopen_interval_s
+        self._next_reopen = 0.0
+        self._lost_because = "connection lost"
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
@@ -325,8 +332,10 @@ class Journal:
         self._db = open_database(
             self.target, sqlite_schema=SCHEMA, postgres_schema=POSTGRES_SCHEMA
         )
+        self._open_wanted = True
 
     def _close(self) -> None:
+        self._open_wanted = False
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -337,9 +346,21 @@ class Journal:
             with contextlib.suppress(Exception):
                 self._db.close()
             self._db = None
-            self._open()
         if self._db is None:
-            raise DatabaseError("journal is not open")
+            if not self._open_wanted:
+                raise DatabaseError("journal is not open")
+            now = time.monotonic()
+            if now < self._next_reopen:
+                raise DatabaseError(
+                    f"{self._lost_because} (next attempt within {self.reopen_interval_s:g} s)"
+                )
+            self._next_reopen = now + self.reopen_interval_s
+            try:
+                self._open()
+            except Exception as exc:  # the server is still away: this write is dropped
+                self._lost_because = str(exc).strip() or type(exc).__name__
+                raise
+        assert self._db is not None
         return self._db
 
     def _insert_command(

@@ -52,6 +52,10 @@ class PostgresServer:
             self._as_user = ["runuser", "-u", "postgres", "--"]
 
     def start(self) -> None:
+        self._initdb()
+        self.start_again()
+
+    def _initdb(self) -> None:
         self._run(
             _bin("initdb"),
             "-D", str(self.data),
@@ -60,6 +64,9 @@ class PostgresServer:
             "--encoding=UTF8",
             "--no-instructions",
         )  # fmt: skip
+
+    def start_again(self) -> None:
+        """Start the server on its existing data (the same port)."""
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
             f"-c unix_socket_directories={self.directory} -c fsync=on -c max_connections=200"
@@ -70,9 +77,14 @@ class PostgresServer:
             str(self.directory / "server.log"), "-w", "-t", "60", "start",
         )  # fmt: skip
 
+    def stop_keeping_data(self) -> None:
+        """Stop the server at once (as a crash would), keeping its data for start_again()."""
+        self._run(_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
     def stop(self) -> None:
         try:
-            self._run(_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            if (self.data / "postmaster.pid").exists():
+                self.stop_keeping_data()
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
 

@@ -3,6 +3,7 @@ across restarts, filters, paging, failure."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -301,3 +302,29 @@ async def test_the_gateway_closing_its_own_link_is_no_disconnection(journal_targ
     kinds = [row["kind"] for row in (await journal.history("m1")).rows]
     assert kinds == ["disconnected", "connected"]
     await journal.stop()
+
+
+async def test_a_lost_postgresql_server_degrades_the_journal_until_it_is_back():
+    """A server of its own, stopped and started under the journal: the writes meanwhile are
+    dropped and counted, and the journal reconnects by itself at the next write."""
+    from tests.postgresql.server import PostgresServer
+
+    server = PostgresServer()
+    await asyncio.to_thread(server.start)
+    try:
+        journal = Journal(server.url, reopen_interval_s=0)  # a reconnection at every write
+        await journal.start()
+        await journal.record_command(accepted(1, 5, time.time()))
+        await asyncio.to_thread(server.stop_keeping_data)
+        await journal.record_command(accepted(2, 6, time.time()))  # the connection breaks
+        await journal.record_command(accepted(3, 6, time.time()))  # reopening fails
+        assert not journal.healthy and journal.dropped == 2
+        assert "cannot connect" in journal.last_error
+        await asyncio.to_thread(server.start_again)
+        await journal.record_command(accepted(4, 7, time.time()))
+        assert journal.healthy and journal.dropped == 2
+        page = await journal.history("m1")
+        assert [row["command_id"] for row in page.rows] == [4, 1]
+        await journal.stop()
+    finally:
+        await asyncio.to_thread(server.stop)

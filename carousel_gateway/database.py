@@ -153,11 +153,11 @@ class _Postgres:
             self.connection.execute(schema)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        changed: int = self.connection.execute(_placeholders(sql), params).rowcount
+        changed: int = self.connection.execute(*_prepared(sql, params)).rowcount
         return changed
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return list(self.connection.execute(_placeholders(sql), params).fetchall())
+        return list(self.connection.execute(*_prepared(sql, params)).fetchall())
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -172,6 +172,10 @@ class _Postgres:
         self.connection.close()
 
 
-def _placeholders(sql: str) -> str:
-    """The journal's ``?`` placeholders as psycopg's ``%s`` (its SQL holds no ``%``)."""
-    return sql.replace("?", "%s")
+def _prepared(sql: str, params: Sequence[Any]) -> tuple[str, Sequence[Any] | None]:
+    """Our ``?`` placeholders as psycopg's ``%s``. Statements with parameters hold no other
+    ``?`` or ``%``; one without parameters is sent as written (a function body may hold
+    ``%``)."""
+    if not params:
+        return sql, None
+    return sql.replace("?", "%s"), params

@@ -1,0 +1,165 @@
+"""The lease and the fence in PostgreSQL: one row per cell, one trigger for every write.
+
+Taking the lease is one statement that succeeds only when the row has expired by the
+database's clock, and it raises the epoch; renewing matches the owner and the epoch and an
+unexpired row. An instance's connection carries its fence token (``use_epoch``: the cell
+and the epoch it was granted, as session settings); on every fenced table the
+:data:`FENCE_FUNCTION` trigger checks that token against the lease row, locked ``FOR
+SHARE``, for each insert, update and delete, and stamps ``(cell, epoch)`` on the row. A
+write from a stale or tokenless session is refused by the database itself, whatever the
+row says, and a take waits until the writes that passed the check have committed. (An
+advisory lock carries no token: a frozen instance that wakes up would still write.) A new
+connection holds no token: set it again after reconnecting.
+
+Runs on a :class:`~carousel_gateway.database.Database` (the journal's thread calls these).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from carousel_gateway.database import Database
+
+__all__ = [
+    "FENCED_SQLSTATE",
+    "FENCE_FUNCTION",
+    "LEASE_SCHEMA",
+    "Holder",
+    "ensure_schema",
+    "fence_table",
+    "holder",
+    "release",
+    "renew",
+    "take",
+    "use_epoch",
+]
+
+#: The SQLSTATE of a write refused by the fence (a class of our own, "CG").
+FENCED_SQLSTATE = "CGF01"
+
+LEASE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ha_lease (
+    cell          TEXT PRIMARY KEY,
+    owner         TEXT NOT NULL,
+    advertise_url TEXT NOT NULL DEFAULT '',
+    epoch         BIGINT NOT NULL,
+    expires_at    TIMESTAMPTZ NOT NULL,
+    taken_at      TIMESTAMPTZ NOT NULL
+);
+"""
+
+FENCE_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION carousel_fence() RETURNS trigger LANGUAGE plpgsql AS $fence$
+DECLARE
+    my_cell  TEXT := current_setting('carousel.cell', true);
+    my_epoch TEXT := current_setting('carousel.epoch', true);
+    held     RECORD;
+BEGIN
+    IF coalesce(my_cell, '') = '' OR coalesce(my_epoch, '') = '' THEN
+        RAISE EXCEPTION 'fenced: this session holds no lease epoch'
+            USING ERRCODE = '{FENCED_SQLSTATE}';
+    END IF;
+    SELECT epoch, expires_at INTO held FROM ha_lease WHERE cell = my_cell FOR SHARE;
+    IF NOT FOUND OR held.epoch <> my_epoch::BIGINT OR held.expires_at <= now() THEN
+        RAISE EXCEPTION 'fenced: cell % epoch % does not hold the lease', my_cell, my_epoch
+            USING ERRCODE = '{FENCED_SQLSTATE}';
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    NEW.cell := my_cell;
+    NEW.epoch := my_epoch::BIGINT;
+    RETURN NEW;
+END
+$fence$;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds a cell's lease, as the database says now."""
+
+    owner: str
+    advertise_url: str
+    epoch: int
+    expires_at: datetime
+    valid: bool  # not yet expired by the database's clock
+
+
+def ensure_schema(db: Database) -> None:
+    """Create the lease table and the fence function (two instances may start at once)."""
+    with db.transaction():
+        db.execute("SELECT pg_advisory_xact_lock(7412804)")
+        db.execute(LEASE_SCHEMA)
+        db.execute(FENCE_FUNCTION)
+
+
+def fence_table(db: Database, table: str) -> None:
+    """Fence ``table`` (it has ``cell`` and ``epoch`` columns): stale writes are refused."""
+    if not table.isidentifier():
+        raise ValueError(f"not a table name: {table!r}")
+    with db.transaction():
+        db.execute(f"DROP TRIGGER IF EXISTS {table}_fence ON {table}")
+        db.execute(
+            f"CREATE TRIGGER {table}_fence BEFORE INSERT OR UPDATE OR DELETE ON {table}"
+            " FOR EACH ROW EXECUTE FUNCTION carousel_fence()"
+        )
+
+
+def use_epoch(db: Database, cell: str, epoch: int) -> None:
+    """Give this connection its fence token: its writes count as ``epoch`` of ``cell``."""
+    db.query(
+        "SELECT set_config('carousel.cell', ?, false), set_config('carousel.epoch', ?, false)",
+        (cell, str(epoch)),
+    )
+
+
+def take(db: Database, cell: str, owner: str, advertise_url: str, ttl_s: float) -> int | None:
+    """Take the cell's lease if it is free (never held, or expired): the new epoch, or
+    None while another instance's grant is still valid."""
+    rows = db.query(
+        "INSERT INTO ha_lease (cell, owner, advertise_url, epoch, expires_at, taken_at)"
+        " VALUES (?, ?, ?, 1, now() + make_interval(secs => ?), now())"
+        " ON CONFLICT (cell) DO UPDATE SET owner = excluded.owner,"
+        " advertise_url = excluded.advertise_url, epoch = ha_lease.epoch + 1,"
+        " expires_at = excluded.expires_at, taken_at = now()"
+        " WHERE ha_lease.expires_at < now()"
+        " RETURNING epoch",
+        (cell, owner, advertise_url, ttl_s),
+    )
+    return int(rows[0]["epoch"]) if rows else None
+
+
+def renew(db: Database, cell: str, owner: str, epoch: int, ttl_s: float) -> bool:
+    """Extend the grant; False when this owner and epoch no longer hold an unexpired one."""
+    changed = db.execute(
+        "UPDATE ha_lease SET expires_at = now() + make_interval(secs => ?)"
+        " WHERE cell = ? AND owner = ? AND epoch = ? AND expires_at > now()",
+        (ttl_s, cell, owner, epoch),
+    )
+    return changed == 1
+
+
+def release(db: Database, cell: str, owner: str, epoch: int) -> bool:
+    """End the grant now (a planned stop), so the standby need not wait for the TTL."""
+    changed = db.execute(
+        "UPDATE ha_lease SET expires_at = now() WHERE cell = ? AND owner = ? AND epoch = ?",
+        (cell, owner, epoch),
+    )
+    return changed == 1
+
+
+def holder(db: Database, cell: str) -> Holder | None:
+    """The cell's lease row, if it was ever taken."""
+    rows = db.query(
+        "SELECT owner, advertise_url, epoch, expires_at, expires_at > now() AS valid"
+        " FROM ha_lease WHERE cell = ?",
+        (cell,),
+    )
+    if not rows:
+        return None
+    row = rows[0]
+    return Holder(
+        row["owner"], row["advertise_url"], int(row["epoch"]), row["expires_at"], row["valid"]
+    )

@@ -86,6 +86,10 @@ CREATE TABLE IF NOT EXISTS counters (
     value       REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (machine_id, name)
 );
+CREATE TABLE IF NOT EXISTS mqtt_node (
+    node        TEXT    PRIMARY KEY,
+    bd_seq      INTEGER NOT NULL
+);
 """
 
 #: The range of an SQLite INTEGER (a larger Python int makes an insert fail).
@@ -260,6 +264,11 @@ class Journal:
         return await self._run(
             self._query, machine_id, since, until, list(kinds) if kinds else None, limit, cursor
         )
+
+    async def next_bd_seq(self, node: str) -> int:
+        """The Sparkplug ``bdSeq`` for ``node``'s next MQTT connection (0..255), committed
+        before it is used, so a gateway killed and restarted announces the next one."""
+        return await self._run(self._next_bd_seq, node)
 
     async def counters(
         self, machine_id: str | None = None
@@ -488,6 +497,18 @@ class Journal:
         rows = rows[:limit]
         result = [_row_dict(r) for r in rows]
         return HistoryPage(result, result[-1]["id"] if more and result else None)
+
+    def _next_bd_seq(self, node: str) -> int:
+        db = self._conn()
+        with db:
+            row = db.execute("SELECT bd_seq FROM mqtt_node WHERE node = ?", (node,)).fetchone()
+            value = 0 if row is None else (int(row[0]) + 1) % 256
+            db.execute(
+                "INSERT INTO mqtt_node (node, bd_seq) VALUES (?, ?)"
+                " ON CONFLICT (node) DO UPDATE SET bd_seq = excluded.bd_seq",
+                (node, value),
+            )
+        return value
 
     def _read_counters(self, machine_id: str | None) -> dict[str, dict[str, int | float]]:
         query = "SELECT machine_id, name, value FROM counters"

@@ -20,8 +20,8 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 import aiomqtt
 
@@ -270,12 +270,7 @@ class MqttLink:
             else:
                 self._enqueue(self.json.connected({m.id: m.snapshot for m in self.fleet}, now))
             self._show_state()
-            async with asyncio.TaskGroup() as group:
-                reader = group.create_task(self._read(client))
-                timers = group.create_task(self._timers())
-                await self._write(client)  # returns when the connection is to end
-                reader.cancel()
-                timers.cancel()
+            await _first_to_end(self._write(client), self._read(client), self._timers())
 
     async def _write(self, client: aiomqtt.Client) -> None:
         while True:
@@ -431,6 +426,21 @@ class MqttLink:
             raise
         except Exception:  # a bug here must not end the link
             log.exception("MQTT move %r failed unexpectedly", request)
+
+
+async def _first_to_end(*loops: Coroutine[Any, Any, None]) -> None:
+    """Run the connection's loops until one ends (the writer at a graceful close, the reader
+    when the broker goes); cancel the others; its exception (an MqttError) goes up as is."""
+    tasks = [asyncio.ensure_future(loop) for loop in loops]
+    try:
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
 
 def _reason(exc: GatewayError) -> str:

@@ -336,7 +336,6 @@ class MqttLink:
             actions = self.session.update(
                 device.machine_id, device.values(), alive=device.alive, now=self.clock()
             )
-            self._timer.set()  # a device whose link went down has a DDEATH timer now
         else:
             actions = self.json.event(event, self.fleet.get(event.machine_id).snapshot)
         self._enqueue(actions)
@@ -352,9 +351,13 @@ class MqttLink:
                 log.warning("MQTT: %s; leaving the broker until it is back", action.reason)
                 self._queue.put_nowait(_End())
             elif isinstance(action, Notice):
-                self.status.ignored += 1
-                log.warning("MQTT: %s", action.text)
+                if action.ignored:
+                    self.status.ignored += 1
+                    log.warning("MQTT: %s", action.text)
+                else:
+                    log.info("MQTT: %s", action.text)
         self._show_state()
+        self._timer.set()  # the session's next deadline may have moved (DDEATH, rebirth)
 
     # -- commands -------------------------------------------------------------------------
 

@@ -91,9 +91,11 @@ class Reconnect:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """Something ignored, for one log line (an unknown metric, a wrong type, a duplicate)."""
+    """Something for one log line: a message ignored (an unknown metric, a wrong type, a
+    duplicate) or, with ``ignored`` False, a request put off (a throttled rebirth)."""
 
     text: str
+    ignored: bool = True
 
 
 Action = Publish | MoveRequest | Reconnect | Notice
@@ -286,7 +288,7 @@ class EdgeNodeSession:
             return self._births(now)
         if self._rebirth_due is None:
             self._rebirth_due = allowed
-        return [Notice(f"rebirth request throttled: births again in {allowed - now:.1f} s")]
+        return [Notice(f"rebirth request throttled: births again in {allowed - now:.1f} s", False)]
 
     # -- messages in ----------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ from carousel_gateway.api.mqtt.session import (
 )
 from carousel_gateway.fleet.events import (
     CommandAccepted,
-    ConnectionChanged,
     MoveCompleted,
     Origin,
     Snapshot,
@@ -172,8 +171,6 @@ def test_a_link_down_publishes_its_state_then_ddeath_after_device_death_s_then_d
     session, models = node(device_death_s=10)
     session.connected(bd_seq=0, now=T0)
     model = models["m1"]
-    down = ConnectionChanged("m1", T0 + 1, state=ConnectionState.DISCONNECTED, reason="reset")
-    model.apply(down)
     (ddata,) = publishes(
         feed(session, model, status_changed(model, connection=ConnectionState.DISCONNECTED))
     )

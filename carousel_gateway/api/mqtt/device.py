@@ -1,9 +1,9 @@
 """One carousel as a Sparkplug device: its metrics, and how fleet events change them (pure).
 
 The same events that drive the WebSocket broadcasts drive these values: a ``StatusChanged``
-(position, status byte, link), a ``ConnectionChanged`` (link state and since), a command
-accepted, a move completed or failed, a telemetry source change. :meth:`DeviceModel.apply`
-says whether anything a consumer sees changed; the session publishes only what did.
+(position, status byte, the link's state and since, a link lost), a command accepted, a
+move completed or failed, a telemetry source change. :meth:`DeviceModel.apply` says whether
+anything a consumer sees changed; the session publishes only what did.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from enum import StrEnum
 from carousel_gateway.api.mqtt.codec import DataType, MetricValue
 from carousel_gateway.fleet.events import (
     CommandAccepted,
-    ConnectionChanged,
     Event,
     MoveCompleted,
     MoveFailed,
@@ -25,7 +24,6 @@ from carousel_gateway.fleet.events import (
 )
 from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.plc.protocol import Command
-from carousel_gateway.plc.supervisor import CLOSED_BY_GATEWAY
 
 __all__ = [
     "COMMAND_METRICS",
@@ -150,15 +148,17 @@ class DeviceModel:
     def apply(self, event: Event) -> bool:
         """Take one fleet event; True when a metric value changed."""
         match event:
-            case StatusChanged(snapshot=snapshot):
+            case StatusChanged(snapshot=snapshot, previous=previous):
                 self.snapshot = snapshot
+                # The link's change comes here first (ConnectionChanged follows it), so
+                # one DDATA carries the state, its time and the count.
+                if snapshot.connection is not previous.connection:
+                    self.link_since_ms = _ms(event.at)
+                    if previous.connection is ConnectionState.CONNECTED:
+                        self.counters["Counters/Disconnections"] += 1
                 status = snapshot.status
                 if self.move_state is MoveState.SENT and status is not None and status.running:
                     self.move_state = MoveState.MOVING
-            case ConnectionChanged(state=state, reason=reason):
-                self.link_since_ms = _ms(event.at)
-                if state is not ConnectionState.CONNECTED and reason != CLOSED_BY_GATEWAY:
-                    self.counters["Counters/Disconnections"] += 1
             case CommandAccepted(command=command, argument=argument, skipped=skipped):
                 if command == Command.MOVE and argument is not None:
                     self.move_target = argument

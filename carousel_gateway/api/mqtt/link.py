@@ -126,6 +126,7 @@ class MqttLink:
         self._connected = False
         self._stopping = False
         self._timer = asyncio.Event()
+        self._state_changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._moves: set[asyncio.Task[None]] = set()
         self._unsubscribe: Callable[[], None] | None = None
@@ -315,6 +316,14 @@ class MqttLink:
         if self.status.state is not state:
             self.status.state = state
             self.status.since = self.clock()
+            self._state_changed.set()
+
+    async def wait_until(self, condition: Callable[[MqttStatus], bool]) -> None:
+        """Return once ``condition(status)`` holds, checked at each change of state (for
+        callers that must not poll)."""
+        while not condition(self.status):
+            self._state_changed.clear()
+            await self._state_changed.wait()
 
     def _show_state(self) -> None:
         if not self._connected:

@@ -7,7 +7,8 @@
 // the contract as a host application would: NBIRTH seq 0 and bdSeq, then seq +1 mod 256 per
 // edge node; every birth metric named, aliased and with a value; every DDATA alias known
 // from that device's DBIRTH; only Int32, Int64, Boolean, String, DateTime. Each message is
-// one JSON line on stdout ({"topic", "kind", "edge", "device", "payload", "problems"}).
+// one JSON line on stdout ({"topic", "kind", "edge", "device", "payload", "problems",
+// "received_at"}).
 // Commands come as JSON lines on stdin:
 //   {"op": "publish", "topic": ..., "metrics": [{"name"|"alias", "type", "value"}]}
 //       (a Sparkplug payload encoded by Tahu: a DCMD or an NCMD)
@@ -136,7 +137,12 @@ function emit(line) {
 }
 
 const client = mqtt.connect(url, { protocolVersion: 5, clean: true, reconnectPeriod: 200 });
-client.on("message", (topic, message) => emit(describe(topic, message)));
+client.on("message", (topic, message) => {
+  // CLOCK_MONOTONIC (libuv's hrtime), the clock of Python's time.monotonic on Linux:
+  // benchmarks/mqtt.py compares it with when a PLC stub wrote a change.
+  const receivedAt = Number(process.hrtime.bigint()) / 1e9;
+  emit({ ...describe(topic, message), received_at: receivedAt });
+});
 client.on("error", (error) => emit({ op: "error", text: error.message }));
 client.on("connect", () => {
   client.subscribe(topics, { qos: 1 }, (error) => {

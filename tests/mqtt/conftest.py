@@ -175,26 +175,36 @@ class Consumer:
             await self._reader
 
 
-@pytest.fixture
-async def consumer_factory(broker: Broker) -> AsyncIterator[Callable[..., Any]]:
+async def start_consumer(url: str, *topics: str) -> Consumer:
+    """tests/mqtt/consumer.js on the broker at ``url``, once it has subscribed."""
     if not HAVE_CONSUMER:
         pytest.fail("Node packages missing: `make test` installs them (tests/mqtt/deps.mk)")
+    assert NODE is not None
+    process = await asyncio.create_subprocess_exec(
+        NODE,
+        str(HERE / "consumer.js"),
+        url,
+        *topics,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=HERE,
+    )
+    consumer = Consumer(process)
+    try:
+        await consumer.wait_for(lambda m: m.get("op") == "ready")
+    except BaseException:
+        await consumer.close()
+        raise
+    return consumer
+
+
+@pytest.fixture
+async def consumer_factory(broker: Broker) -> AsyncIterator[Callable[..., Any]]:
     consumers: list[Consumer] = []
 
     async def make(*topics: str) -> Consumer:
-        assert NODE is not None
-        process = await asyncio.create_subprocess_exec(
-            NODE,
-            str(HERE / "consumer.js"),
-            broker.url,
-            *topics,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            cwd=HERE,
-        )
-        consumer = Consumer(process)
+        consumer = await start_consumer(broker.url, *topics)
         consumers.append(consumer)
-        await consumer.wait_for(lambda m: m.get("op") == "ready")
         return consumer
 
     yield make

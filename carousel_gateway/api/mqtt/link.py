@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a graceful stop waits for the NDEATH and the DISCONNECT to go out.
 STOP_TIMEOUT_S = 5.0
+#: QoS 1 messages awaiting their PUBACK at once (JSON form, results).
+MAX_UNACKED = 100
 
 
 class BdSeqSource(Protocol):
@@ -274,12 +276,37 @@ class MqttLink:
             await _first_to_end(self._write(client), self._read(client), self._timers())
 
     async def _write(self, client: aiomqtt.Client) -> None:
-        while True:
-            item = await self._queue.get()
-            if isinstance(item, _End):
-                return
-            await client.publish(item.topic, item.payload, item.qos, item.retain)
-            self.status.published[item.kind] = self.status.published.get(item.kind, 0) + 1
+        """The one writer: messages leave in the order the session made them. A QoS 1
+        message is handed to the client at once (that fixes its order) and its PUBACK
+        awaited alongside, up to ``MAX_UNACKED`` at a time, so a broker's round trip does
+        not pace everything behind it."""
+        unacked: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                item = await self._queue.get()
+                if isinstance(item, _End):
+                    if unacked:
+                        await asyncio.wait(unacked, timeout=STOP_TIMEOUT_S)
+                    return
+                publish = client.publish(item.topic, item.payload, item.qos, item.retain)
+                if item.qos == 0:
+                    await publish
+                else:
+                    task = asyncio.ensure_future(publish)
+                    await asyncio.sleep(0)  # the task hands the message over now, in order
+                    unacked.add(task)
+                    task.add_done_callback(unacked.discard)
+                    task.add_done_callback(_seen)
+                    if len(unacked) >= MAX_UNACKED:
+                        done, _pending = await asyncio.wait(
+                            unacked, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        for finished in done:
+                            finished.result()  # an MqttError ends the connection
+                self.status.published[item.kind] = self.status.published.get(item.kind, 0) + 1
+        finally:
+            for task in unacked:
+                task.cancel()
 
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -438,6 +465,12 @@ class MqttLink:
             raise
         except Exception:  # a bug here must not end the link
             log.exception("MQTT move %r failed unexpectedly", request)
+
+
+def _seen(task: asyncio.Future[None]) -> None:
+    """A PUBACK wait that failed: the connection is going (the reader says so); seen here."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _first_to_end(*loops: Coroutine[Any, Any, None]) -> None:

@@ -221,6 +221,7 @@ class MqttLink:
                 backoff = self.config.backoff_initial_s
             except aiomqtt.MqttError as exc:
                 self.status.last_error = str(exc)
+                self._state_changed.set()
                 log.warning(
                     "MQTT broker %s: %s; retrying in %.1f s", self.status.broker, exc, backoff
                 )
@@ -346,8 +347,8 @@ class MqttLink:
             self._state_changed.set()
 
     async def wait_until(self, condition: Callable[[MqttStatus], bool]) -> None:
-        """Return once ``condition(status)`` holds, checked at each change of state (for
-        callers that must not poll)."""
+        """Return once ``condition(status)`` holds, checked at each change of state or
+        error (for callers that must not poll)."""
         while not condition(self.status):
             self._state_changed.clear()
             await self._state_changed.wait()

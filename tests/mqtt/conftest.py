@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import itertools
 import json
 import shutil
@@ -32,9 +33,10 @@ def free_port() -> int:
 class Broker:
     """A mosquitto process of our own (not the system service)."""
 
-    def __init__(self, directory: Path, port: int) -> None:
+    def __init__(self, directory: Path, port: int, extra: str = "") -> None:
         self.directory = directory
         self.port = port
+        self.extra = extra  # more listener settings (TLS, a password file)
         self.process: asyncio.subprocess.Process | None = None
         self.log: list[str] = []
         self._reader: asyncio.Task[None] | None = None
@@ -47,8 +49,11 @@ class Broker:
         config = self.directory / "mosquitto.conf"
         config.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"{self.extra or 'allow_anonymous true'}\n"
             "persistence false\n"
+            # Run as whoever runs the tests: as root, mosquitto would otherwise drop to a
+            # user that cannot read this test's files (its password file, certificates).
+            f"user {getpass.getuser()}\n"
             "log_dest stderr\n"
             "log_type all\n",
             encoding="utf-8",

@@ -15,9 +15,11 @@ reply that shows a new state (``PlcStub.last_change``) to the observer holding t
   CLOCK_MONOTONIC, the clock of ``time.monotonic`` here (Linux).
 
 Prints p50/p99/max of both, the difference, and the gateway's CPU (% of one core) while it
-serves both. Needs ``make test``'s prerequisites (mosquitto, tests/mqtt/node_modules).
+serves both. ``--kills N`` also times ``kill -9`` of a gateway (``keepalive_s = 5``) to the
+broker's NDEATH (its Will) reaching the consumer, N times. Needs ``make test``'s
+prerequisites (mosquitto, tests/mqtt/node_modules).
 
-    .venv/bin/python benchmarks/mqtt.py --machines 10,300
+    .venv/bin/python benchmarks/mqtt.py --machines 10,300 --kills 5
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +201,55 @@ async def run(args: argparse.Namespace, machines: int) -> dict[str, Any]:
     }
 
 
+async def will_delays(kills: int, keepalive_s: int = 5) -> list[float]:
+    """``kill -9`` of a gateway → its NDEATH (the broker's Will) at the consumer, seconds."""
+    broker_port = free_port()
+    delays: list[float] = []
+    async with mosquitto(broker_port):
+        process = await asyncio.create_subprocess_exec(
+            "node",
+            str(CONSUMER),
+            f"mqtt://127.0.0.1:{broker_port}",
+            "spBv1.0/#",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=CONSUMER.parent,
+        )
+        assert process.stdout is not None
+
+        async def until(kind: str) -> dict[str, Any]:
+            assert process.stdout is not None
+            while line := await process.stdout.readline():
+                message = json.loads(line)
+                if message.get("kind") == kind or message.get("op") == kind:
+                    return dict(message)
+            raise RuntimeError("the consumer ended")
+
+        try:
+            await until("ready")
+            mqtt = (
+                f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker_port}\n'
+                f'group_id = "bench"\nedge_node_id = "gw"\nkeepalive_s = {keepalive_s}\n\n'
+            )
+            machine = (
+                '[[machines]]\nid = "machine_1"\nname = "M1"\nkind = "simulator"\n'
+                "[machines.simulator]\nseconds_per_position = 0.1\n"
+            )
+            for _ in range(kills):
+                gateway = GatewayProcess(gateway_toml(free_port(), mqtt + machine), cpu=0)
+                async with gateway:
+                    await until("DBIRTH")
+                    assert gateway.process is not None
+                    killed = time.monotonic()
+                    gateway.process.kill()
+                    death = await until("NDEATH")
+                    delays.append(death["received_at"] - killed)
+        finally:
+            process.kill()
+            await process.wait()
+    return delays
+
+
 def ms(values: list[float]) -> str:
     if not values:
         return "n/a"
@@ -217,6 +269,7 @@ def main() -> None:
     parser.add_argument("--moving", type=float, default=0.1, help="share of machines moving")
     parser.add_argument("--bucket-s", type=float, default=0.5, help="seconds per bucket, moving")
     parser.add_argument("--seconds", type=float, default=20.0, help="measuring window")
+    parser.add_argument("--kills", type=int, default=0, help="kill -9 → NDEATH, this often")
     args = parser.parse_args()
     pin(os.getpid(), {1})
     print(machine_line())
@@ -225,7 +278,14 @@ def main() -> None:
         f"{args.interval:g} | moving machines: {args.bucket_s:g} s per bucket | "
         f"{args.seconds:g} s window | Debian's mosquitto | consumer: Node + Tahu"
     )
-    for machines in (int(x) for x in args.machines.split(",")):
+    if args.kills:
+        delays = asyncio.run(will_delays(args.kills))
+        print(
+            f"kill -9 → NDEATH (the Will) at the consumer, keepalive_s = 5 (bound 1.5 × 5 s): "
+            f"{ms(delays)}",
+            flush=True,
+        )
+    for machines in (int(x) for x in args.machines.split(",") if x):
         r = asyncio.run(run(args, machines))
         ws, mq = r["ws"], r["mqtt"]
         gap = f"{(percentile(mq, 99) - percentile(ws, 99)) * 1000:+.1f} ms" if ws and mq else "n/a"

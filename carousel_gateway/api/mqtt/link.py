@@ -184,14 +184,16 @@ class MqttLink:
             self._unsubscribe()
         for move in tuple(self._moves):
             move.cancel()
-        if self._connected:
-            self._enqueue(self._goodbye())
-            self._queue.put_nowait(_End())
         task = self._task
         if task is not None:
-            done, _pending = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
-            if not done:
-                task.cancel()
+            if self._connected:
+                self._enqueue(self._goodbye())
+                self._queue.put_nowait(_End())
+                done, _pending = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+                if not done:
+                    task.cancel()
+            else:
+                task.cancel()  # not connected: nothing to say, no broker to wait for
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._set_state(MqttLinkState.DISCONNECTED)

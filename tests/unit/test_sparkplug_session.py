@@ -350,3 +350,104 @@ def test_a_state_that_is_not_json_is_ignored():
     (notice,) = session.received("spBv1.0/STATE/scada", b"ONLINE", T0)
     assert isinstance(notice, Notice)
     assert session.state is NodeState.WAITING_FOR_HOST
+
+
+# -- a host's view of any sequence of what can happen ---------------------------------------
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("move"), st.sampled_from(["m1", "m2"]), st.integers(1, 30)),
+        st.tuples(st.just("bits"), st.sampled_from(["m1", "m2"]), st.integers(0, 255)),
+        st.tuples(
+            st.just("link"),
+            st.sampled_from(["m1", "m2"]),
+            st.sampled_from(list(ConnectionState)),
+        ),
+        st.tuples(st.just("wait"), st.floats(0, 3)),
+        st.tuples(st.just("rebirth")),
+        st.tuples(st.just("reconnect")),
+    ),
+    max_size=60,
+)
+
+
+class Host:
+    """What a Sparkplug host checks (as tests/mqtt/consumer.js does with Tahu)."""
+
+    def __init__(self) -> None:
+        self.seq: int | None = None
+        self.aliases: dict[str, set[int]] = {}
+        self.bd_seq: int | None = None
+
+    def see(self, publish: Publish) -> None:
+        payload = decode_payload(publish.payload)
+        kind = publish.kind
+        device = publish.topic.split("/")[4] if kind.startswith("D") else None
+        if kind == "NDEATH":
+            assert payload.seq is None
+            assert [m.value for m in payload.metrics if m.name == "bdSeq"] == [self.bd_seq]
+            self.seq = None
+            self.aliases.clear()
+            return
+        if kind == "NBIRTH":
+            assert payload.seq == 0
+            self.bd_seq = next(m.value for m in payload.metrics if m.name == "bdSeq")
+            self.aliases.clear()
+        else:
+            assert self.seq is not None, f"{kind} before NBIRTH"
+            assert payload.seq == (self.seq + 1) % 256
+        self.seq = payload.seq
+        if kind == "DBIRTH":
+            assert all(m.name and m.alias is not None for m in payload.metrics)
+            self.aliases[device] = {m.alias for m in payload.metrics}
+        elif kind == "DDATA":
+            assert device in self.aliases, "DDATA before DBIRTH"
+            assert payload.metrics, "an empty DDATA"
+            assert all(m.name is None and m.alias in self.aliases[device] for m in payload.metrics)
+        elif kind == "DDEATH":
+            assert device in self.aliases, "DDEATH of a device not born"
+            del self.aliases[device]
+
+
+@given(operations)
+def test_any_sequence_keeps_the_sparkplug_contract(ops):
+    session, models = node(device_death_s=1.0, rebirth_min_interval_s=2.0)
+    host = Host()
+    now = T0
+    bd_seq = 0
+
+    def run(actions):
+        for action in actions:
+            if isinstance(action, Publish):
+                host.see(action)
+
+    def change(machine_id, **changes):
+        model = models[machine_id]
+        event = status_changed(model, **changes)
+        if not event.snapshot.same_state(model.snapshot):
+            run(feed(session, model, event, now))
+
+    run(session.connected(bd_seq, now))
+    for op in ops:
+        now += 0.01
+        match op:
+            case ("move", machine_id, position):
+                change(machine_id, position=position)
+            case ("bits", machine_id, raw):
+                change(machine_id, raw=raw)
+            case ("link", machine_id, state):
+                change(machine_id, connection=state)
+            case ("wait", seconds):
+                now += seconds
+                run(session.tick(now))
+            case ("rebirth",):
+                run(session.rebirth(now))
+            case ("reconnect",):
+                run(session.disconnecting(now))
+                bd_seq += 1
+                run(session.connected(bd_seq, now))
+        # Every device born is alive or has a DDEATH timer running.
+        deadline = session.next_deadline()
+        for machine_id, model in models.items():
+            if machine_id in host.aliases and not model.alive:
+                assert deadline is not None and deadline <= now + 1.0

@@ -499,16 +499,19 @@ class Journal:
         return HistoryPage(result, result[-1]["id"] if more and result else None)
 
     def _next_bd_seq(self, node: str) -> int:
-        db = self._conn()
-        with db:
-            row = db.execute("SELECT bd_seq FROM mqtt_node WHERE node = ?", (node,)).fetchone()
-            value = 0 if row is None else (int(row[0]) + 1) % 256
-            db.execute(
-                "INSERT INTO mqtt_node (node, bd_seq) VALUES (?, ?)"
-                " ON CONFLICT (node) DO UPDATE SET bd_seq = excluded.bd_seq",
-                (node, value),
+        # One statement, atomic on SQLite and PostgreSQL alike (instances sharing a node
+        # identity and a database never draw the same number).
+        row = (
+            self._conn()
+            .execute(
+                "INSERT INTO mqtt_node (node, bd_seq) VALUES (?, 0)"
+                " ON CONFLICT (node) DO UPDATE SET bd_seq = (mqtt_node.bd_seq + 1) % 256"
+                " RETURNING bd_seq",
+                (node,),
             )
-        return value
+            .fetchone()
+        )
+        return int(row[0])
 
     def _read_counters(self, machine_id: str | None) -> dict[str, dict[str, int | float]]:
         query = "SELECT machine_id, name, value FROM counters"

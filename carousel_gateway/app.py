@@ -16,6 +16,7 @@ from carousel_gateway.api.commands import CommandRunner
 from carousel_gateway.api.guard import Guard, HostPolicy
 from carousel_gateway.api.http import HttpServer, RestApi, create_app
 from carousel_gateway.api.metrics import GatewayMetrics
+from carousel_gateway.api.mqtt.link import MqttLink
 from carousel_gateway.api.simulators import SimulatorFault, SimulatorLinkAction
 from carousel_gateway.api.ws import WebSocketApi
 from carousel_gateway.config import GatewayConfig, MachineConfig, SecurityConfig
@@ -202,6 +203,7 @@ class Gateway:
         self.http: HttpServer | None = None
         self.metrics: GatewayMetrics | None = None
         self.journal: Journal | None = None
+        self.mqtt: MqttLink | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -260,6 +262,19 @@ class Gateway:
         # One command path for every API: one rate check, one drain, one way to a result.
         runner = CommandRunner(guard)
         self.metrics = metrics = GatewayMetrics(self.fleet, guard=guard)  # the one set
+        if self.config.mqtt.enabled:
+            # Off by default. Its start returns at once: a broker that is down holds up
+            # nothing (the link keeps retrying in its own task).
+            journal = self.journal
+            self.mqtt = MqttLink(
+                self.config.mqtt,
+                self.fleet,
+                runner,
+                bd_seq_source=journal.next_bd_seq if journal is not None else None,
+                counters=journal.counters if journal is not None else None,
+            )
+            await self.mqtt.start()
+            metrics.follow_mqtt(self.mqtt.status)
         self.websocket = WebSocketApi(
             self.config,
             self.fleet,
@@ -292,6 +307,7 @@ class Gateway:
                 runner=runner,
                 metrics=metrics,
                 websocket_port=self.websocket.port,
+                mqtt=None if self.mqtt is None else self.mqtt.status,
             )
         )
         self.http = HttpServer(
@@ -315,6 +331,10 @@ class Gateway:
         return self.http.port
 
     async def stop(self) -> None:
+        # The MQTT node leaves first: its NDEATH is its last word, before the machines'
+        # links close (a consumer would otherwise see them drop before the node goes).
+        if self.mqtt is not None:
+            await self.mqtt.stop()
         # The HTTP server is told to stop first; both API servers then close together,
         # and before the fleet, so no request reaches a stopped machine. Each waits for the
         # commands it handed to machines, so they are journalled before the journal stops.

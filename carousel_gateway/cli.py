@@ -168,11 +168,22 @@ def startup_banner(settings: GatewayConfig, ws_port: int, http_port: int) -> str
     web = f"{'https' if tls else 'http'}://{_url_host(settings.http.host)}:{http_port}"
     api = f"{'wss' if tls else 'ws'}://{_url_host(settings.websocket.host)}:{ws_port}"
     count = _count(len(settings.machines), "machine")
+    mqtt = settings.mqtt
+    broker = ""
+    if mqtt.enabled:
+        where = f"{'mqtts' if mqtt.uses_tls else 'mqtt'}://{_url_host(mqtt.host)}:{mqtt.port}"
+        node = (
+            f"spBv1.0/{mqtt.group_id}/…/{mqtt.edge_node_id}"
+            if mqtt.format == "sparkplug"
+            else f"carousel/{mqtt.group_id}/{mqtt.edge_node_id}/…"
+        )
+        broker = f"  MQTT            {node} on {where}\n"
     return (
         f"carousel-gateway is running ({count}):\n"
         f"  dashboard       {web}/\n"
         f"  WebSocket API   {api}\n"
         f"  API docs        {web}/docs\n"
+        f"{broker}"
         "Press Ctrl+C to stop."
     )
 

@@ -26,6 +26,7 @@ __all__ = [
     "JournalConfig",
     "LimitsConfig",
     "MachineConfig",
+    "MqttConfig",
     "PerSecond",
     "Port",
     "PortOrAuto",
@@ -369,6 +370,63 @@ class WorkstationConfig(_Strict):
     max_active_jobs: Annotated[int, Field(ge=1, le=50)] = 1
 
 
+#: A Sparkplug B group or edge node id: no MQTT wildcard or separator (spec: no +, #, /).
+SparkplugId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+
+
+class MqttConfig(_Strict):
+    """The MQTT north interface (docs/mqtt.md): a Sparkplug B 3.0 edge node, or plain JSON.
+
+    Off by default. ``group_id`` and ``edge_node_id`` name this node on the broker; two
+    gateway instances may share them (the active/standby work builds on that).
+    """
+
+    enabled: bool = False
+    host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    port: Port = 1883
+    #: TLS to the broker: ``ca`` (a PEM bundle to trust; alone it turns TLS on), and a
+    #: client certificate and key for brokers that authenticate clients by certificate.
+    tls: bool = False
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    username: str | None = None
+    #: The name of an environment variable holding the password (never the password).
+    password_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    group_id: SparkplugId = "carousels"
+    edge_node_id: SparkplugId = "gateway"
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    #: With a primary host application id, births wait for its ``spBv1.0/STATE/<id>``
+    #: online message, and its offline message takes this node off the broker until it
+    #: is back.
+    primary_host_id: SparkplugId | None = None
+    #: DCMD ``Command/MoveTo`` (or JSON ``…/command``) moves carousels only when true.
+    commands_enabled: bool = False
+    format: Literal["sparkplug", "json"] = "sparkplug"
+    #: A PLC link down this long takes its device off the broker (DDEATH); DBIRTH follows
+    #: when it is back.
+    device_death_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    #: Rebirth requests (NCMD ``Node Control/Rebirth``) honoured at most once per this long.
+    rebirth_min_interval_s: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    #: Reconnect backoff: the first wait and the longest.
+    backoff_initial_s: Seconds = 0.5
+    backoff_max_s: Seconds = 30.0
+    #: Time allowed to connect (TCP, TLS and CONNACK) before a retry.
+    connect_timeout_s: Seconds = 10.0
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together: give both or neither")
+        if self.password_env is not None and self.username is None:
+            raise ValueError("password_env needs a username")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or self.ca is not None or self.cert is not None
+
+
 class GatewayConfig(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     websocket: WebSocketConfig = WebSocketConfig()
@@ -377,6 +435,7 @@ class GatewayConfig(_Strict):
     security: SecurityConfig = SecurityConfig()
     limits: LimitsConfig = LimitsConfig()
     journal: JournalConfig = JournalConfig()
+    mqtt: MqttConfig = MqttConfig()
     machines: Annotated[tuple[MachineConfig, ...], Field(min_length=1), AnyList]
     workstations: Annotated[tuple[WorkstationConfig, ...], AnyList] = ()
 

@@ -173,9 +173,9 @@ class _Postgres:
 
 
 def _prepared(sql: str, params: Sequence[Any]) -> tuple[str, Sequence[Any] | None]:
-    """Our ``?`` placeholders as psycopg's ``%s``. Statements with parameters hold no other
-    ``?`` or ``%``; one without parameters is sent as written (a function body may hold
-    ``%``)."""
+    """Our ``?`` placeholders as psycopg's ``%s``, a ``%`` of the SQL (modulo) as ``%%``.
+    Statements with parameters hold no ``?`` but their placeholders; one without
+    parameters is sent as written (a function body may hold ``%``)."""
     if not params:
         return sql, None
-    return sql.replace("?", "%s"), params
+    return sql.replace("%", "%%").replace("?", "%s"), params

@@ -96,6 +96,10 @@ CREATE TABLE IF NOT EXISTS counters (
     value       REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (machine_id, name)
 );
+CREATE TABLE IF NOT EXISTS mqtt_node (
+    node        TEXT    PRIMARY KEY,
+    bd_seq      INTEGER NOT NULL
+);
 """
 
 #: The same tables on PostgreSQL (the same columns, names and meanings).
@@ -129,6 +133,10 @@ CREATE TABLE IF NOT EXISTS counters (
     name        TEXT NOT NULL,
     value       DOUBLE PRECISION NOT NULL DEFAULT 0,
     PRIMARY KEY (machine_id, name)
+);
+CREATE TABLE IF NOT EXISTS mqtt_node (
+    node        TEXT    PRIMARY KEY,
+    bd_seq      INTEGER NOT NULL
 );
 """
 
@@ -315,6 +323,11 @@ class Journal:
         return await self._run(
             self._query, machine_id, since, until, list(kinds) if kinds else None, limit, cursor
         )
+
+    async def next_bd_seq(self, node: str) -> int:
+        """The Sparkplug ``bdSeq`` for ``node``'s next MQTT connection (0..255), committed
+        before it is used, so a gateway killed and restarted announces the next one."""
+        return await self._run(self._next_bd_seq, node)
 
     async def counters(
         self, machine_id: str | None = None
@@ -546,6 +559,17 @@ class Journal:
         rows = rows[:limit]
         result = [_row_dict(r) for r in rows]
         return HistoryPage(result, result[-1]["id"] if more and result else None)
+
+    def _next_bd_seq(self, node: str) -> int:
+        # One statement, atomic on SQLite and PostgreSQL alike (instances sharing a node
+        # identity and a database never draw the same number).
+        (row,) = self._conn().query(
+            "INSERT INTO mqtt_node (node, bd_seq) VALUES (?, 0)"
+            " ON CONFLICT (node) DO UPDATE SET bd_seq = (mqtt_node.bd_seq + 1) % 256"
+            " RETURNING bd_seq",
+            (node,),
+        )
+        return int(row["bd_seq"])
 
     def _read_counters(self, machine_id: str | None) -> dict[str, dict[str, int | float]]:
         query = "SELECT machine_id, name, value FROM counters"

@@ -62,6 +62,8 @@ async def dashboard_config(request: Request) -> JSONResponse:
                 "auth_enabled": api.authenticator.enabled,
                 # The page fills its event feed from GET /v1/events only when there is one.
                 "journal_enabled": api.journal is not None,
+                # The page shows the MQTT link's state (from GET /v1/health) only with one.
+                "mqtt_enabled": api.mqtt is not None,
             },
             "error": None,
             "code": None,

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from carousel_gateway.api.conversions import main_reason
 from carousel_gateway.api.guard import LIMIT_CODES, PLACES, Guard
+from carousel_gateway.api.mqtt.status import MqttLinkState, MqttStatus
 from carousel_gateway.fleet.events import (
     CommandAccepted,
     CommandRefused,
@@ -113,6 +114,7 @@ class GatewayMetrics:
             self.moves_completed.labels(machine.id)
             self.plc_latency.labels(machine.id)
         self._live = _LiveCollector(fleet, None, guard)
+        self.mqtt: MqttStatus | None = None
         registry.register(self._live)
         # The last latency sample taken from each link's recent-samples window.
         self._last_sample: dict[str, float] = {}
@@ -126,6 +128,11 @@ class GatewayMetrics:
         self._live.websocket = websocket
         if self._live.guard is None:
             self._live.guard = websocket.guard
+
+    def follow_mqtt(self, status: MqttStatus) -> None:
+        """Report the MQTT link (state, messages published, commands) at scrape time."""
+        self.mqtt = status
+        self._live.mqtt = status
 
     def observe_broadcast_delay(self, seconds: float) -> None:
         """One state change's delay until its status_broadcast was written (the WebSocket
@@ -187,6 +194,7 @@ class _LiveCollector(Collector):
         self._fleet = fleet
         self.websocket = websocket
         self.guard = guard
+        self.mqtt: MqttStatus | None = None
 
     def collect(self) -> Iterator[Metric]:
         yield from self._machines()
@@ -194,6 +202,48 @@ class _LiveCollector(Collector):
             yield from self._sessions(self.websocket)
         if self.guard is not None:
             yield from self._limits(self.guard)
+        if self.mqtt is not None:
+            yield from self._mqtt(self.mqtt)
+
+    @staticmethod
+    def _mqtt(status: MqttStatus) -> Iterator[Metric]:
+        connected = GaugeMetricFamily(
+            "carousel_mqtt_connected", "1 while the MQTT broker connection is up"
+        )
+        connected.add_metric([], float(status.connected))
+        state = GaugeMetricFamily(
+            "carousel_mqtt_link_state",
+            "The MQTT link's state (1 for the current one)",
+            labels=["state"],
+        )
+        for value in MqttLinkState:
+            state.add_metric([value.value], float(status.state is value))
+        connects = CounterMetricFamily(
+            "carousel_mqtt_connects", "Connections made to the broker (each a new bdSeq)"
+        )
+        connects.add_metric([], status.connects)
+        published = CounterMetricFamily(
+            "carousel_mqtt_messages_published",
+            "MQTT messages published, by kind (NBIRTH, DBIRTH, DDATA, DDEATH, NDEATH; "
+            "JSON: status, state, event, result)",
+            labels=["kind"],
+        )
+        for kind, count in sorted(status.published.items()):
+            published.add_metric([kind], count)
+        commands = CounterMetricFamily(
+            "carousel_mqtt_commands",
+            "Moves asked for over MQTT, by result (accepted, refused, arrived, failed, unknown)",
+            labels=["result"],
+        )
+        for result, count in sorted(status.commands.items()):
+            commands.add_metric([result], count)
+        ignored = CounterMetricFamily(
+            "carousel_mqtt_ignored",
+            "MQTT messages in that were ignored (unknown metric, wrong type, duplicate, "
+            "commands disabled)",
+        )
+        ignored.add_metric([], status.ignored)
+        yield from (connected, state, connects, published, commands, ignored)
 
     @staticmethod
     def _limits(guard: Guard) -> Iterator[Metric]:

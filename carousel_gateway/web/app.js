@@ -97,6 +97,7 @@ function setLang(code, remember = false) {
   }
   translate();
   renderLink();
+  renderMqtt();
   for (const id of state.cards.keys()) render(id);
   renderFeed();
 }
@@ -158,6 +159,33 @@ function renderLink() {
   $("#offline-banner").hidden = state.link !== "offline";
   // Everything the page shows is stale while the link is down: greyed, controls disabled.
   document.body.classList.toggle("offline", state.link !== "online");
+}
+
+// ---- The gateway's MQTT link (when [mqtt] is on) ----------------------------------------
+
+const MQTT_POLL_MS = 5000;
+const MQTT_STATES = ["mqtt.online", "mqtt.connecting", "mqtt.waiting_for_host", "mqtt.disconnected"];
+
+async function pollMqtt() {
+  try {
+    const reply = await fetch("v1/health");
+    const mqtt = reply.ok ? (await reply.json()).data.mqtt : null;
+    state.mqtt = mqtt ? mqtt.state : "disconnected";
+  } catch (_) {
+    state.mqtt = "disconnected"; // the gateway itself is out of reach
+  }
+  renderMqtt();
+  setTimeout(pollMqtt, MQTT_POLL_MS);
+}
+
+function renderMqtt() {
+  const badge = $("#mqtt");
+  if (!state.config || !state.config.mqtt_enabled) return;
+  const key = `mqtt.${state.mqtt || "connecting"}`;
+  badge.hidden = false;
+  badge.textContent = MQTT_STATES.includes(key) ? t(key) : state.mqtt;
+  badge.dataset.state = state.mqtt || "connecting";
+  badge.className = `link ${state.mqtt === "online" ? "online" : "offline"}`;
 }
 
 // ---- Messages from the gateway -----------------------------------------------------------
@@ -624,3 +652,4 @@ state.config = config;
 setLang(initialLang());
 connect();
 loadJournal();
+if (config.mqtt_enabled) pollMqtt();

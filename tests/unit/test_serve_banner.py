@@ -44,3 +44,15 @@ def test_tls_shows_https_and_wss() -> None:
     assert "https://localhost:5000/docs" in banner
     assert "wss://localhost:8765" in banner
     assert "http://" not in banner and "ws://" not in banner
+
+
+def test_mqtt_shows_its_node_and_broker_only_when_on() -> None:
+    sparkplug = config(
+        mqtt={"enabled": True, "host": "broker.plant", "group_id": "p1", "edge_node_id": "c1"}
+    )
+    banner = startup_banner(sparkplug, ws_port=1, http_port=2)
+    assert "  MQTT            spBv1.0/p1/…/c1 on mqtt://broker.plant:1883" in banner.splitlines()
+    json_tls = config(mqtt={"enabled": True, "format": "json", "ca": "/ca.pem", "port": 8883})
+    banner = startup_banner(json_tls, ws_port=1, http_port=2)
+    assert "carousel/carousels/gateway/… on mqtts://127.0.0.1:8883" in banner
+    assert "MQTT" not in startup_banner(config(), ws_port=1, http_port=2)

@@ -46,6 +46,7 @@ __all__ = [
     "MachinesResponse",
     "MoveOutcome",
     "MoveRequest",
+    "MqttHealth",
     "ReadyData",
     "ReadyResponse",
     "Refusal",
@@ -204,6 +205,18 @@ class JournalHealth(_Reply):
     last_error: str | None
 
 
+class MqttHealth(_Reply):
+    state: Literal["connecting", "waiting_for_host", "online", "disconnected"] = Field(
+        description="online: connected and born (JSON: online status published); "
+        "waiting_for_host: connected, the primary host is not online"
+    )
+    since: str = Field(description="When the link entered this state")
+    broker: str = Field(description="host:port of the broker")
+    format: Literal["sparkplug", "json"]
+    bd_seq: int | None = Field(description="The Sparkplug bdSeq of the current connection")
+    last_error: str | None
+
+
 class HealthData(_Reply):
     status: Literal["healthy", "degraded", "critical"] = Field(
         description="healthy: every PLC connected; critical: none; degraded: some"
@@ -211,6 +224,9 @@ class HealthData(_Reply):
     version: str
     machines: dict[str, ConnectionState]
     journal: JournalHealth
+    mqtt: MqttHealth | None = Field(
+        default=None, description="The MQTT north interface (null when [mqtt] is off)"
+    )
 
 
 class ReadyData(_Reply):

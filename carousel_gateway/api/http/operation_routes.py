@@ -16,11 +16,13 @@ from carousel_gateway.api.http.models import (
     HealthData,
     HealthResponse,
     JournalHealth,
+    MqttHealth,
     ReadyData,
     ReadyResponse,
 )
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.plc.connection import ConnectionState
+from carousel_gateway.wire import utc_timestamp
 
 __all__ = [
     "NO_TOKEN",
@@ -60,8 +62,27 @@ async def health(api: ApiDep) -> HealthResponse:
         pending=0 if journal is None else journal.pending,
         last_error=None if journal is None else journal.last_error,
     )
+    mqtt = api.mqtt
+    mqtt_health = (
+        None
+        if mqtt is None
+        else MqttHealth(
+            state=mqtt.state.value,
+            since=utc_timestamp(mqtt.since),
+            broker=mqtt.broker,
+            format="json" if mqtt.format == "json" else "sparkplug",
+            bd_seq=mqtt.bd_seq,
+            last_error=mqtt.last_error,
+        )
+    )
     return HealthResponse(
-        data=HealthData(status=status, version=__version__, machines=states, journal=journal_health)
+        data=HealthData(
+            status=status,
+            version=__version__,
+            machines=states,
+            journal=journal_health,
+            mqtt=mqtt_health,
+        )
     )
 
 

@@ -9,6 +9,7 @@ from carousel_gateway.api.auth import Authenticator
 from carousel_gateway.api.commands import CommandRunner
 from carousel_gateway.api.guard import Guard, RateLimiter
 from carousel_gateway.api.metrics import GatewayMetrics
+from carousel_gateway.api.mqtt.status import MqttStatus
 from carousel_gateway.api.simulators import SimulatorControl
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.fleet.fleet import Fleet
@@ -41,9 +42,12 @@ class RestApi:
         runner: CommandRunner | None = None,
         metrics: GatewayMetrics | None = None,
         websocket_port: int | None = None,
+        mqtt: MqttStatus | None = None,
     ) -> None:
         self.fleet = fleet
         self.journal = journal
+        #: The MQTT link's state (None: [mqtt] is off), for health and the dashboard.
+        self.mqtt = mqtt
         self.simulators = simulators
         self.authenticator = authenticator
         self.max_body_bytes = max_body_bytes

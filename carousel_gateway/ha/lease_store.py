@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS ha_lease (
 );
 """
 
-FENCE_FUNCTION = f"""
+# The SQLSTATE is written out (not formatted in) so the SQL stays one literal.
+FENCE_FUNCTION = """
 CREATE OR REPLACE FUNCTION carousel_fence() RETURNS trigger LANGUAGE plpgsql AS $fence$
 DECLARE
     my_cell  TEXT := current_setting('carousel.cell', true);
@@ -58,12 +59,12 @@ DECLARE
 BEGIN
     IF coalesce(my_cell, '') = '' OR coalesce(my_epoch, '') = '' THEN
         RAISE EXCEPTION 'fenced: this session holds no lease epoch'
-            USING ERRCODE = '{FENCED_SQLSTATE}';
+            USING ERRCODE = 'CGF01';
     END IF;
     SELECT epoch, expires_at INTO held FROM ha_lease WHERE cell = my_cell FOR SHARE;
     IF NOT FOUND OR held.epoch <> my_epoch::BIGINT OR held.expires_at <= now() THEN
         RAISE EXCEPTION 'fenced: cell % epoch % does not hold the lease', my_cell, my_epoch
-            USING ERRCODE = '{FENCED_SQLSTATE}';
+            USING ERRCODE = 'CGF01';
     END IF;
     IF TG_OP = 'DELETE' THEN
         RETURN OLD;

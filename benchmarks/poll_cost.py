@@ -86,7 +86,7 @@ async def panel_mover(models: list[CarouselModel]) -> None:
         await asyncio.sleep(0.05)
 
 
-async def one_run(args: argparse.Namespace, mode: str) -> dict:
+async def one_run(args: argparse.Namespace, mode: str, source: str | None) -> dict:
     stubs = []
     for index in range(args.machines):
         model = CarouselModel(POSITIONS, 1.0, start_index=index % POSITIONS)
@@ -104,7 +104,7 @@ async def one_run(args: argparse.Namespace, mode: str) -> dict:
     config = gateway_toml(ws_port, tables)
     tasks: list[asyncio.Task[None]] = []
     try:
-        async with GatewayProcess(config, cpu=0) as gateway:
+        async with GatewayProcess(config, cpu=0, source=source) as gateway:
             await wait_for_port(ws_port)
             await wait_connected(url, ids)
             ready = asyncio.Event()
@@ -132,7 +132,7 @@ async def one_run(args: argparse.Namespace, mode: str) -> dict:
         for stub in stubs:
             await stub.stop()
     return {
-        "mode": mode,
+        "mode": mode if source is None else f"{mode}@base",
         "polls_per_s": polls / elapsed,
         "cpu_pct": cpu / 1e9 / elapsed * 100,
         "us_per_poll": cpu / 1e3 / max(1, polls),
@@ -145,41 +145,58 @@ async def py_spy(pid: int, seconds: float, out: str) -> None:
     """Sample the gateway with py-spy over the window (collapsed stacks, native frames):
     its sampling costs the gateway CPU too, so a profiled run's numbers are not quoted."""
     process = await asyncio.create_subprocess_exec(
-        "py-spy", "record", "--pid", str(pid), "--duration", str(round(seconds)), "--native",
-        "--rate", "250", "--format", "raw", "--output", out,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        "py-spy",
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(round(seconds)),
+        "--native",
+        "--rate",
+        "250",
+        "--format",
+        "raw",
+        "--output",
+        out,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     await process.wait()
 
 
 def line(r: dict) -> str:
     return (
-        f"{r['mode']:<7} polls/s {r['polls_per_s']:6.0f}   gateway CPU {r['cpu_pct']:5.2f} %"
+        f"{r['mode']:<12} polls/s {r['polls_per_s']:6.0f}   gateway CPU {r['cpu_pct']:5.2f} %"
         f"   {r['us_per_poll']:6.1f} µs per poll   ({r['other']})"
     )
 
 
 def median_line(mode: str, runs: list[dict]) -> str:
     parts = []
-    for key, unit in (("us_per_poll", "µs per poll"), ("cpu_pct", "% CPU"), ("polls_per_s", "polls/s")):
+    for key, unit in (
+        ("us_per_poll", "µs per poll"),
+        ("cpu_pct", "% CPU"),
+        ("polls_per_s", "polls/s"),
+    ):
         values = sorted(r[key] for r in runs)
-        parts.append(
-            f"{statistics.median(values):.1f} {unit} ({values[0]:.1f}–{values[-1]:.1f})"
-        )
+        parts.append(f"{statistics.median(values):.1f} {unit} ({values[0]:.1f}–{values[-1]:.1f})")
     disturbed = sum(1 for r in runs if r["disturbed"])
     return (
-        f"{mode:<7} median of {len(runs)}: " + ", ".join(parts)
+        f"{mode:<12} median of {len(runs)}: "
+        + ", ".join(parts)
         + (f", {disturbed} DISTURBED" if disturbed else "")
     )
 
 
 async def main_async(args: argparse.Namespace) -> list[dict]:
     results = []
+    sources = [None] if args.baseline is None else [args.baseline, None]
     for run in range(1, args.runs + 1):
         for mode in args.modes.split(","):  # interleaved: steady, moving, steady, ...
-            result = await one_run(args, mode) | {"run": run}
-            print(f"run {run} {line(result)}", flush=True)
-            results.append(result)
+            for source in sources:  # the baseline's run right before this checkout's
+                result = await one_run(args, mode, source) | {"run": run}
+                print(f"run {run} {line(result)}", flush=True)
+                results.append(result)
     return results
 
 
@@ -194,6 +211,12 @@ def main() -> None:
     parser.add_argument(
         "--py-spy", metavar="PREFIX", help="profile each window with py-spy into PREFIX.MODE.txt"
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run the gateway from DIR (another copy of the package, e.g. `git archive "
+        "main | tar -x -C DIR`), each of its runs right before this checkout's (rows @base)",
+    )
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = parser.parse_args()
     pin(os.getpid(), {1})  # the gateway gets CPU 0 to itself
@@ -201,7 +224,8 @@ def main() -> None:
     results = asyncio.run(main_async(args))
     print(f"machines={args.machines} reply_delay={args.reply_delay * 1000:g} ms, one idle client")
     for mode in args.modes.split(","):
-        print(median_line(mode, [r for r in results if r["mode"] == mode]))
+        for name in (f"{mode}@base", mode) if args.baseline else (mode,):
+            print(median_line(name, [r for r in results if r["mode"] == name]))
     if args.json:
         print(json.dumps(results))
 

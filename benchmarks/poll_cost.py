@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -103,6 +104,7 @@ async def one_run(args: argparse.Namespace, mode: str, source: str | None) -> di
     tables = machines_toml([s.port for s in stubs], move_timeout_s=600.0)
     config = gateway_toml(ws_port, tables)
     tasks: list[asyncio.Task[None]] = []
+    label = mode if source is None else f"{mode}@base"
     try:
         async with GatewayProcess(config, cpu=0, source=source) as gateway:
             await wait_for_port(ws_port)
@@ -119,7 +121,9 @@ async def one_run(args: argparse.Namespace, mode: str, source: str | None) -> di
             wall = time.perf_counter()
             others.start()
             if args.py_spy:
-                await py_spy(gateway.pid, args.seconds, f"{args.py_spy}.{mode}.txt")
+                await py_spy(gateway.pid, args.seconds, f"{args.py_spy}.{label}.txt")
+            elif args.strace:
+                await strace(gateway.pid, args.seconds, f"{args.strace}.{label}.txt")
             else:
                 await asyncio.sleep(args.seconds)
             cpu = cpu_ns_of(gateway.pid) - cpu
@@ -132,7 +136,7 @@ async def one_run(args: argparse.Namespace, mode: str, source: str | None) -> di
         for stub in stubs:
             await stub.stop()
     return {
-        "mode": mode if source is None else f"{mode}@base",
+        "mode": label,
         "polls_per_s": polls / elapsed,
         "cpu_pct": cpu / 1e9 / elapsed * 100,
         "us_per_poll": cpu / 1e3 / max(1, polls),
@@ -164,6 +168,24 @@ async def py_spy(pid: int, seconds: float, out: str) -> None:
     await process.wait()
 
 
+async def strace(pid: int, seconds: float, out: str) -> None:
+    """Count the gateway's system calls over the window (``strace -c``; slows it down)."""
+    process = await asyncio.create_subprocess_exec(
+        "strace",
+        "-c",
+        "-f",
+        "-p",
+        str(pid),
+        "-o",
+        out,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(seconds)
+    process.send_signal(signal.SIGINT)
+    await process.wait()
+
+
 def line(r: dict) -> str:
     return (
         f"{r['mode']:<12} polls/s {r['polls_per_s']:6.0f}   gateway CPU {r['cpu_pct']:5.2f} %"
@@ -185,6 +207,20 @@ def median_line(mode: str, runs: list[dict]) -> str:
         f"{mode:<12} median of {len(runs)}: "
         + ", ".join(parts)
         + (f", {disturbed} DISTURBED" if disturbed else "")
+    )
+
+
+def ratio_line(mode: str, results: list[dict]) -> str:
+    """This checkout against the baseline, run by run (each pair ran back to back)."""
+    base = {r["run"]: r for r in results if r["mode"] == f"{mode}@base"}
+    ratios = sorted(
+        r["us_per_poll"] / base[r["run"]]["us_per_poll"]
+        for r in results
+        if r["mode"] == mode and r["run"] in base
+    )
+    return (
+        f"{mode:<12} this checkout / baseline, CPU per poll, median of {len(ratios)} pairs: "
+        f"x{statistics.median(ratios):.2f} ({ratios[0]:.2f}–{ratios[-1]:.2f})"
     )
 
 
@@ -212,6 +248,9 @@ def main() -> None:
         "--py-spy", metavar="PREFIX", help="profile each window with py-spy into PREFIX.MODE.txt"
     )
     parser.add_argument(
+        "--strace", metavar="PREFIX", help="count system calls with strace into PREFIX.MODE.txt"
+    )
+    parser.add_argument(
         "--baseline",
         metavar="DIR",
         help="also run the gateway from DIR (another copy of the package, e.g. `git archive "
@@ -226,6 +265,8 @@ def main() -> None:
     for mode in args.modes.split(","):
         for name in (f"{mode}@base", mode) if args.baseline else (mode,):
             print(median_line(name, [r for r in results if r["mode"] == name]))
+        if args.baseline:
+            print(ratio_line(mode, results))
     if args.json:
         print(json.dumps(results))
 

@@ -22,7 +22,14 @@ threads, from ``/proc/<pid>/task/*/schedstat``, nanoseconds) over the window, an
 poll; then the median of ``--runs`` runs with the spread. Runs with more than 5 % of a core
 used elsewhere are marked DISTURBED (``OtherLoad``).
 
+On a shared machine, compare against the code before a change in the same session:
+``--baseline DIR`` runs the gateway from DIR too (``git archive main | tar -x -C DIR``),
+each of its runs right before this checkout's, and prints the ratio pair by pair.
+``--py-spy PREFIX`` and ``--strace PREFIX`` profile the window instead (their numbers are
+not to be quoted: both slow the gateway down).
+
     .venv/bin/python benchmarks/poll_cost.py --machines 10 --runs 3
+    .venv/bin/python benchmarks/poll_cost.py --runs 5 --baseline /tmp/main
 """
 
 from __future__ import annotations
@@ -245,7 +252,9 @@ def main() -> None:
     parser.add_argument("--modes", default="steady,moving", help="steady and/or moving")
     parser.add_argument("--reply-delay", type=float, default=0.0, help="PLC reply delay, s")
     parser.add_argument(
-        "--py-spy", metavar="PREFIX", help="profile each window with py-spy into PREFIX.MODE.txt"
+        "--py-spy",
+        metavar="PREFIX",
+        help="profile each window with py-spy (in the bench extra) into PREFIX.MODE.txt",
     )
     parser.add_argument(
         "--strace", metavar="PREFIX", help="count system calls with strace into PREFIX.MODE.txt"

@@ -101,11 +101,18 @@ class GatewayProcess:
     process's temporary directory (on disk, as in production). The gateway's stderr goes to a
     file there too (a pipe nobody reads would block the gateway once full); its tail is
     printed if the gateway dies.
+
+    ``source``: a directory holding another copy of the ``carousel_gateway`` package (e.g.
+    ``git archive main`` unpacked) to run instead of this checkout's, so that a change can be
+    measured against the code before it in the same session, runs interleaved.
     """
 
-    def __init__(self, config_toml: str, *, cpu: int | None = None) -> None:
+    def __init__(
+        self, config_toml: str, *, cpu: int | None = None, source: str | None = None
+    ) -> None:
         self.config_toml = config_toml
         self.cpu = cpu
+        self.source = source
         self.process: asyncio.subprocess.Process | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="carousel-bench-")
         self._stderr_path = Path(self._dir.name) / "gateway.log"
@@ -129,6 +136,8 @@ class GatewayProcess:
             "WARNING",
             stdout=asyncio.subprocess.DEVNULL,
             stderr=self._stderr,
+            # ``-m`` imports from the working directory first.
+            cwd=self.source,
         )
         if self.cpu is not None:
             pin(self.process.pid, {self.cpu})

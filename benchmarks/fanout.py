@@ -290,7 +290,7 @@ async def sleep_until(moment: float) -> None:
     await asyncio.sleep(max(0.0, moment - time.time()))
 
 
-async def run(args: argparse.Namespace, clients: int) -> dict:
+async def run(args: argparse.Namespace, clients: int, source: str | None = None) -> dict:
     stubs = await moving_stubs(args.machines, args.rate, args.reply_delay)
     ids = [f"machine_{i}" for i in range(1, args.machines + 1)]
     ws_port, http_port = free_port(), free_port()
@@ -303,7 +303,7 @@ async def run(args: argparse.Namespace, clients: int) -> dict:
     tables = stub_machines_toml(stubs, **dict(settings_of(args.machine_setting)))
     config = gateway_toml(ws_port, tables, http_port=http_port, **websocket)
     try:
-        async with GatewayProcess(config, cpu=0) as gateway:
+        async with GatewayProcess(config, cpu=0, source=source) as gateway:
             await wait_for_port(ws_port)
             await wait_connected(url, ids)
             stop = asyncio.Event()
@@ -433,14 +433,17 @@ def _result(
 async def compare(args: argparse.Namespace, clients: int) -> list[dict]:
     """``--cycles`` interleaved cycles of the gateway and the anchors; every run's result."""
     results = []
+    servers = SERVERS if args.baseline is None else ("base", *SERVERS)
     for cycle in range(1, args.cycles + 1):
-        for server in SERVERS:
-            if server == "gateway":
-                result = await run(args, clients) | {"server": "gateway"}
+        for server in servers:
+            if server in ("gateway", "base"):
+                source = args.baseline if server == "base" else None
+                result = await run(args, clients, source) | {"server": server}
                 # The same gateway with one client: its polling, journal and moves, so that
                 # the fan-out's own work can be told apart.
-                alone = await run(args, 1) | {"server": "gateway@1", "cycle": cycle}
-                print(f"cycle {cycle} {'gateway@1':<10} {one_line(alone)}", flush=True)
+                name = f"{server}@1"
+                alone = await run(args, 1, source) | {"server": name, "cycle": cycle}
+                print(f"cycle {cycle} {name:<10} {one_line(alone)}", flush=True)
                 results.append(alone)
             else:
                 result = await run_anchor(args, clients, server)
@@ -462,7 +465,7 @@ def summary(results: list[dict]) -> str:
     """Medians (with the spread) per server over the cycles, and the gateway's ratios."""
     lines = []
     medians: dict[str, dict[str, float]] = {}
-    for server in ("gateway", "gateway@1", *SERVERS[1:]):
+    for server in ("base", "base@1", "gateway", "gateway@1", *SERVERS[1:]):
         runs = [r for r in results if r["server"] == server]
         if not runs:
             continue
@@ -486,32 +489,33 @@ def summary(results: list[dict]) -> str:
             + f", lost {lost}"
             + (f", {disturbed} disturbed" if disturbed else "")
         )
-    gateway = medians.get("gateway")
-    fanout_alone = _fanout_work(results)
-    if fanout_alone is not None:
-        lines.append(
-            f"gateway's fan-out work alone: {fanout_alone:.1f} µs per delivery (median over "
-            "cycles of: CPU with N clients minus CPU with one, per extra delivery)"
-        )
-    if gateway:
-        for anchor in SERVERS[1:]:
-            if anchor in medians:
-                a = medians[anchor]
-                cpu = gateway["us_per_delivery"] / a["us_per_delivery"]
-                p50, p99 = gateway["p50_ms"] / a["p50_ms"], gateway["p99_ms"] / a["p99_ms"]
-                lines.append(
-                    f"gateway / {anchor}: CPU per delivery x{cpu:.2f}, p50 x{p50:.2f}, "
-                    f"p99 x{p99:.2f}"
-                )
+    for name in ("base", "gateway"):
+        gateway = medians.get(name)
+        fanout_alone = _fanout_work(results, name)
+        if fanout_alone is not None:
+            lines.append(
+                f"{name}'s fan-out work alone: {fanout_alone:.1f} µs per delivery (median over "
+                "cycles of: CPU with N clients minus CPU with one, per extra delivery)"
+            )
+        if gateway:
+            for anchor in SERVERS[1:]:
+                if anchor in medians:
+                    a = medians[anchor]
+                    cpu = gateway["us_per_delivery"] / a["us_per_delivery"]
+                    p50, p99 = gateway["p50_ms"] / a["p50_ms"], gateway["p99_ms"] / a["p99_ms"]
+                    lines.append(
+                        f"{name} / {anchor}: CPU per delivery x{cpu:.2f}, p50 x{p50:.2f}, "
+                        f"p99 x{p99:.2f}"
+                    )
     return "\n".join(lines)
 
 
-def _fanout_work(results: list[dict]) -> float | None:
-    """The gateway's CPU per delivery for the fan-out alone, median over cycles."""
+def _fanout_work(results: list[dict], name: str = "gateway") -> float | None:
+    """A gateway's CPU per delivery for the fan-out alone, median over cycles."""
     values = []
     for cycle in {r["cycle"] for r in results}:
-        full = [r for r in results if r["cycle"] == cycle and r["server"] == "gateway"]
-        one = [r for r in results if r["cycle"] == cycle and r["server"] == "gateway@1"]
+        full = [r for r in results if r["cycle"] == cycle and r["server"] == name]
+        one = [r for r in results if r["cycle"] == cycle and r["server"] == f"{name}@1"]
         if full and one:
             extra = full[0]["deliveries_per_s"] - one[0]["deliveries_per_s"]
             if extra > 0:
@@ -580,6 +584,12 @@ def main() -> None:
         "pip install -e '.[bench]') in the same harness, interleaved, and print medians",
     )
     parser.add_argument("--cycles", type=int, default=3, help="with --compare: interleaved cycles")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="with --compare: also run, first in each cycle, the gateway from DIR (another copy "
+        "of the package, e.g. `git archive main | tar -x -C DIR`), rows base and base@1",
+    )
     parser.add_argument(
         "--machine-setting", action="append", metavar="KEY=VALUE", help="for every machine"
     )

@@ -77,7 +77,7 @@ class MachinePolling(MachineReadings):
                 await self.connection.wait_state_change()
                 continue
             if self._command_in_flight:
-                await self._idle(None)  # woken when the command is done
+                await self._wake.sleep(loop, None)  # woken when the command is done
                 continue
             started = loop.time()
             try:
@@ -87,17 +87,10 @@ class MachinePolling(MachineReadings):
             self._apply_reply(reply, confirmed=False)
             now = loop.time()
             self._check_deadline(now)
-            await self._idle(self._poll_delay(started, now))
-
-    async def _idle(self, delay: float | None) -> None:
-        """Wait ``delay`` seconds (None: until woken), or less if woken (a command starts or
-        ends, a link changes state)."""
-        if delay is not None and delay <= 0:
-            return
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._wake.wait()
+            delay = self._poll_delay(started, now)
+            if delay > 0:
+                # Cut short when a command starts or ends, or a link changes state.
+                await self._wake.sleep(loop, delay)
 
     @property
     def active(self) -> bool:
@@ -133,10 +126,7 @@ class MachinePolling(MachineReadings):
             await self._telemetry_turn(started)
             self._check_deadline(loop.time())
             interval = self._next_reading_in(loop.time(), started)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._wake.wait()
+            await self._wake.sleep(loop, interval)
 
     async def _telemetry_turn(self, now: float) -> None:
         """One reading from the best source that answers."""

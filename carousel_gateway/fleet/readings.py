@@ -42,9 +42,43 @@ from carousel_gateway.plc.status import StatusKey
 __all__ = [
     "ActiveMove",
     "MachineReadings",
+    "Wakeup",
 ]
 
 log = logging.getLogger(__name__)
+
+
+class Wakeup:
+    """A poll loop's pause that events cut short.
+
+    :meth:`sleep` waits up to ``delay`` seconds (None: until woken); :meth:`set` ends the
+    pause under way, if any (a wake with nobody pausing is dropped: a loop looks at the
+    machine's state again before each pause). The pause is one future and one timer that
+    resolves it, so a pause that runs its course (the usual case: the next poll is due)
+    costs no cancellation, unlike ``asyncio.timeout`` around ``Event.wait``.
+    """
+
+    __slots__ = ("_waiter",)
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def sleep(self, loop: asyncio.AbstractEventLoop, delay: float | None) -> None:
+        """Pause for ``delay`` seconds at most on ``loop``, or until :meth:`set`."""
+        waiter = self._waiter = loop.create_future()
+        timer = None if delay is None else loop.call_later(delay, self.set)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if self._waiter is waiter:
+                self._waiter = None
 
 
 @dataclass(slots=True)
@@ -89,7 +123,7 @@ class MachineReadings:
         self.position_desync: PositionDesync | None = None
         self._command_in_flight = False
         self._move: ActiveMove | None = None
-        self._wake = asyncio.Event()
+        self._wake = Wakeup()
 
     # -- numbering ------------------------------------------------------------------------
 

@@ -107,12 +107,16 @@ class _LinkProtocol(SupervisedLink, asyncio.Protocol):
         self.out_of_step: str | None = None
         #: Replies read on this link, and the loop time of the last (or of the link's start).
         self.replies = 0
-        self.last_reply_at = asyncio.get_running_loop().time()
+        #: The loop the link runs on, looked up once: on Python 3.11 every
+        #: ``asyncio.get_running_loop()`` is a ``getpid`` system call, and a poll would make
+        #: several.
+        self.loop = asyncio.get_running_loop()
+        self.last_reply_at = self.loop.time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.last_reply_at = asyncio.get_running_loop().time()
+        self.last_reply_at = self.loop.time()
 
     def data_received(self, data: bytes) -> None:
         if self.out_of_step is not None:
@@ -162,8 +166,14 @@ class _LinkProtocol(SupervisedLink, asyncio.Protocol):
     def expect(self, length: int) -> asyncio.Future[bytes]:
         """Wait for the next ``length`` bytes (the buffer is empty between replies)."""
         self._expected = length
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self.loop.create_future()
         return self._waiter
+
+    @staticmethod
+    def time_out(waiter: asyncio.Future[bytes]) -> None:
+        """The request's deadline passed: its waiter fails with ``TimeoutError``."""
+        if not waiter.done():
+            waiter.set_exception(TimeoutError())
 
     def _fault(self, reason: str) -> None:
         self.out_of_step = reason
@@ -239,11 +249,19 @@ class PlcConnection(SupervisedConnection[_LinkProtocol]):
             assert protocol.transport is not None
             layout = self.settings.layout
             waiter = protocol.expect(layout.reply_length)
+            loop = protocol.loop
             started = time.perf_counter()
             protocol.transport.write(payload)
+            # The deadline fails the waiter itself (one timer, no cancellation of this task
+            # as ``asyncio.timeout`` would make on every expiry).
+            deadline = loop.call_at(
+                loop.time() + self.settings.request_timeout_s, protocol.time_out, waiter
+            )
             try:
-                async with asyncio.timeout(self.settings.request_timeout_s):
+                try:
                     data = await waiter
+                finally:
+                    deadline.cancel()
                 if protocol.out_of_step is not None:
                     # Bytes came after the reply, before this request resumed: the reply
                     # may itself be shifted, so it is discarded.
@@ -274,7 +292,7 @@ class PlcConnection(SupervisedConnection[_LinkProtocol]):
             self.latencies_s.append(time.perf_counter() - started)
             protocol.replies += 1
             self.recent_replies.append((ReplyMark(self.connects, protocol.replies), reply))
-            protocol.last_reply_at = asyncio.get_running_loop().time()
+            protocol.last_reply_at = loop.time()
             self.supervisor.succeeded()
             return reply
 

@@ -36,11 +36,16 @@ from carousel_gateway.wire import (
     ErrorMessage,
     FleetStatus,
     History,
+    JobAccepted,
+    JobEventMessage,
+    Jobs,
+    JobUpdate,
     MachineEvent,
     MachineInfo,
     MachineStatus,
     MoveCompletedMessage,
     MoveFailedMessage,
+    PickConfirmed,
     Pong,
     StatusBroadcast,
     SubscriptionConfirmed,
@@ -93,6 +98,11 @@ _MODELS: dict[str, type[BaseModel]] = {
     "pong": Pong,
     "history": History,
     "counters": Counters,
+    "job_accepted": JobAccepted,
+    "jobs": Jobs,
+    "pick_confirmed": PickConfirmed,
+    "job_update": JobUpdate,
+    "job_event": JobEventMessage,
 }
 
 

@@ -127,7 +127,8 @@ class JobEngine:
                 machine = self.machines.get(machine_id)
                 if machine is not None:
                     machine.reserve(None)
-        await self.store.close()
+        async with self._lock:  # a write under way finishes first
+            await self.store.close()
 
     # -- JobService -----------------------------------------------------------------------
 

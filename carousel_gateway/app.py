@@ -274,6 +274,7 @@ class Gateway:
             ssl_context=context,
             runner=runner,
             broadcast_delay_observer=metrics.observe_broadcast_delay,
+            jobs=self.jobs,
         )
         metrics.follow(self.websocket)
         ws = self.config.websocket
@@ -298,6 +299,7 @@ class Gateway:
                 runner=runner,
                 metrics=metrics,
                 websocket_port=self.websocket.port,
+                jobs=self.jobs,
             )
         )
         self.http = HttpServer(

@@ -69,7 +69,6 @@ function setLang(code, remember = false) {
   lang = code;
   if (remember) localStorage.setItem(LANG_KEY, code);
   document.documentElement.lang = code;
-  document.title = `${t("station.title")} ${STATION}`;
   for (const button of document.querySelectorAll("#lang button")) {
     button.setAttribute("aria-pressed", String(button.dataset.lang === code));
   }
@@ -241,7 +240,9 @@ function render() {
   if (!Object.keys(catalogues).length) return;
   renderLink();
   const workstation = state.workstation;
-  $("#station-name").textContent = workstation ? workstation.name : STATION;
+  const name = workstation ? workstation.name : STATION;
+  $("#station-name").textContent = workstation ? name : `${t("station.title")} ${STATION}`;
+  document.title = `${name} · ${t("station.title")}`;
   const problem = $("#problem");
   problem.hidden = !state.problem;
   problem.textContent = state.problem

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Path, Query, Response, status
+from fastapi import Body, Path, Query, Response, status
 
 from carousel_gateway.api.http.deps import ApiDep, IdentityDep, protected_router
 from carousel_gateway.api.http.errors import JOB_READ_ERRORS, JOB_WRITE_ERRORS, documented_errors
@@ -22,6 +22,7 @@ from carousel_gateway.api.http.models import (
 from carousel_gateway.wire import JobState, JobSubmission
 
 __all__ = [
+    "ControlBody",
     "JobId",
     "cancel_job",
     "confirm_line",
@@ -36,6 +37,10 @@ __all__ = [
 router = protected_router()
 
 JobId = Annotated[str, Path(max_length=128, description="The job's id, as its client chose it")]
+#: Pause and cancel take an optional body (``{"reason": ...}``); without one, no reason.
+_NO_REASON = JobControlRequest()
+ControlBody = Annotated[JobControlRequest, Body()]
+
 LineId = Annotated[str, Path(max_length=128, description="A line's id within the job")]
 
 
@@ -96,6 +101,8 @@ async def list_jobs(
     tags=["Pick jobs"],
 )
 async def get_job(api: ApiDep, job_id: JobId) -> JobResponse:
+    """The job as the workstation sees it now: each line's state and, once confirmed, who
+    confirmed it, when and how many; the stops still to visit; moves and operator wait."""
     return JobResponse(data=api.jobs.job(job_id))
 
 
@@ -125,10 +132,12 @@ async def confirm_line(
     tags=["Pick jobs"],
 )
 async def pause_job(
-    api: ApiDep, identity: IdentityDep, job_id: JobId, body: JobControlRequest | None = None
+    api: ApiDep, identity: IdentityDep, job_id: JobId, body: ControlBody = _NO_REASON
 ) -> JobResponse:
-    reason = body.reason if body is not None else None
-    return JobResponse(data=await api.jobs.pause(job_id, identity.client, reason))
+    """Nothing moves for the job until it is resumed; while no job of the workstation is
+    active and unpaused, its carousels take manual moves again. Pausing a paused job
+    returns it unchanged."""
+    return JobResponse(data=await api.jobs.pause(job_id, identity.client, body.reason))
 
 
 @router.post(
@@ -139,6 +148,8 @@ async def pause_job(
     tags=["Pick jobs"],
 )
 async def resume_job(api: ApiDep, identity: IdentityDep, job_id: JobId) -> JobResponse:
+    """The route is planned again from a fresh reading of each carousel (someone may have
+    moved them by hand while the job was paused)."""
     return JobResponse(data=await api.jobs.resume(job_id, identity.client))
 
 
@@ -150,7 +161,8 @@ async def resume_job(api: ApiDep, identity: IdentityDep, job_id: JobId) -> JobRe
     tags=["Pick jobs"],
 )
 async def cancel_job(
-    api: ApiDep, identity: IdentityDep, job_id: JobId, body: JobControlRequest | None = None
+    api: ApiDep, identity: IdentityDep, job_id: JobId, body: ControlBody = _NO_REASON
 ) -> JobResponse:
-    reason = body.reason if body is not None else None
-    return JobResponse(data=await api.jobs.cancel(job_id, identity.client, reason))
+    """Lines not yet confirmed become `cancelled`; a carousel at one of its stops moves on
+    to the workstation's other jobs."""
+    return JobResponse(data=await api.jobs.cancel(job_id, identity.client, body.reason))

@@ -32,6 +32,7 @@ WorkstationId = Annotated[
     tags=["Pick jobs"],
 )
 async def list_workstations(api: ApiDep) -> WorkstationsResponse:
+    """Each configured workstation as in `GET /v1/workstations/{workstation_id}`."""
     return WorkstationsResponse(data=api.jobs.workstations())
 
 

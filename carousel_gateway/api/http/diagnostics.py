@@ -23,7 +23,9 @@ __all__ = [
 ]
 
 
-def diagnostics_of(machine: Machine, counters: dict[str, int | float] | None) -> MachineDiagnostics:
+def diagnostics_of(
+    machine: Machine, counters: dict[str, int | float] | None
+) -> MachineDiagnostics:
     report = machine.diagnostics()
     refusal, last = report.move_refusal, report.last_outcome
     return MachineDiagnostics(

@@ -434,6 +434,7 @@ def job_list(
         str | None,
         typer.Option(help="Only jobs in this state: queued, active, paused, completed, cancelled"),
     ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="The newest this many")] = 30,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
@@ -453,7 +454,7 @@ def job_list(
 
     async def run() -> None:
         async with CarouselClient(url, token=token, reconnect=False) as client:
-            jobs = await client.jobs(workstation, wanted)
+            jobs = await client.jobs(workstation, wanted, limit=limit)
         Console().print(jobs_table(jobs))
 
     _run_client(run)

@@ -39,7 +39,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from carousel_gateway.wire import (
     CommandResult,
     Counters,
-    ErrorCode,
     ErrorMessage,
     FleetStatus,
     History,
@@ -62,7 +61,6 @@ from carousel_gateway.wire import (
     SubscriptionType,
     UnsubscriptionConfirmed,
     Welcome,
-    utc_timestamp,
 )
 
 __all__ = [
@@ -363,10 +361,15 @@ class CarouselClient:
         return reply
 
     async def jobs(
-        self, workstation_id: str | None = None, state: JobState | str | None = None
+        self,
+        workstation_id: str | None = None,
+        state: JobState | str | None = None,
+        *,
+        limit: int = 100,
     ) -> list[JobView]:
-        """Pick jobs, newest first, optionally of one workstation and in one state."""
-        message: dict[str, Any] = {"type": "get_jobs"}
+        """Pick jobs, newest first (at most ``limit``, up to 1000), optionally of one
+        workstation and in one state."""
+        message: dict[str, Any] = {"type": "get_jobs", "limit": limit}
         if workstation_id is not None:
             message["workstation_id"] = workstation_id
         if state is not None:
@@ -377,16 +380,9 @@ class CarouselClient:
 
     async def job(self, job_id: str) -> JobView:
         """One pick job (:class:`ServerError` ``JOB_NOT_FOUND`` when the gateway has none)."""
-        for job in await self.jobs():
-            if job.job_id == job_id:
-                return job
-        raise ServerError(
-            ErrorMessage(
-                error=f"no job {job_id!r}",
-                code=ErrorCode.JOB_NOT_FOUND,
-                timestamp=utc_timestamp(),
-            )
-        )
+        reply = await self._request({"type": "get_jobs", "job_id": job_id})
+        assert isinstance(reply, Jobs)
+        return reply.jobs[0]
 
     async def confirm_pick(
         self, job_id: str, line_id: str, quantity_picked: int, reason: str | None = None

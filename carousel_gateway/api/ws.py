@@ -529,7 +529,10 @@ class WebSocketApi:
         jobs = self._job_service()
         if message.workstation_id is not None:
             jobs.workstation(message.workstation_id)  # WORKSTATION_NOT_FOUND for unknown ids
-        found = jobs.jobs(message.workstation_id, message.state)
+        if message.job_id is not None:
+            found = [jobs.job(message.job_id)]  # JOB_NOT_FOUND for an unknown id
+        else:
+            found = jobs.jobs(message.workstation_id, message.state)[: message.limit]
         reply = Jobs(jobs=found, timestamp=utc_timestamp(), request_id=message.request_id)
         self._send(session, reply)
 

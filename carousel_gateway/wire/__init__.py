@@ -41,7 +41,9 @@ from carousel_gateway.wire.inbound import (
     request_id_of,
 )
 from carousel_gateway.wire.jobs import (
+    JOBS_PAGE,
     MAX_JOB_LINES,
+    MAX_JOBS_PAGE,
     CancelJob,
     ConfirmPick,
     GetJobs,
@@ -94,8 +96,10 @@ __all__ = [
     "CAPABILITIES",
     "CLIENT_MESSAGES",
     "CLIENT_MESSAGE_TYPES",
+    "JOBS_PAGE",
     "JOB_CAPABILITY",
     "KINDS",
+    "MAX_JOBS_PAGE",
     "MAX_JOB_LINES",
     "MODE",
     "SERVER_MESSAGES",

@@ -196,6 +196,14 @@ async def test_websocket_job_errors_use_the_envelope_and_codes(picking):
     assert "1" in invalid["error"] and "2" in invalid["error"]
     missing = await client.request({"type": "pause_job", "job_id": "nope"})
     assert missing["code"] == "JOB_NOT_FOUND"
+    one = await client.request({"type": "get_jobs", "job_id": "J-err"})
+    assert [job["job_id"] for job in one["jobs"]] == ["J-err"]
+    none = await client.request({"type": "get_jobs", "job_id": "nope"})
+    assert none["code"] == "JOB_NOT_FOUND"
+    await client.request({"type": "submit_job", **a_job("J-err-2", [("machine_2", 7)])})
+    newest = await client.request({"type": "get_jobs", "limit": 1})
+    assert [job["job_id"] for job in newest["jobs"]] == ["J-err-2"]
+    await client.request({"type": "cancel_job", "job_id": "J-err-2"})
     unknown = await client.request(
         {"type": "subscribe", "subscription_type": "job_events", "workstation_ids": ["x"]}
     )
@@ -330,6 +338,8 @@ async def test_rest_a_job_is_picked_to_completion_and_read_back(picking, http):
     assert [j["job_id"] for j in listed["data"]] == ["R-9"]
     none = (await http.get("/v1/jobs", params={"state": "active"})).json()
     assert none["data"] == []
+    over = await http.get("/v1/jobs", params={"limit": 1001})
+    assert over.status_code == 400
     missing = await http.get("/v1/jobs/none")
     assert missing.status_code == 404 and missing.json()["code"] == "JOB_NOT_FOUND"
     stations = (await http.get("/v1/workstations")).json()["data"]

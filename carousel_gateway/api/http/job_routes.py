@@ -19,7 +19,7 @@ from carousel_gateway.api.http.models import (
     JobsResponse,
     PickConfirmRequest,
 )
-from carousel_gateway.wire import JobState, JobSubmission
+from carousel_gateway.wire import JOBS_PAGE, MAX_JOBS_PAGE, JobState, JobSubmission
 
 __all__ = [
     "ControlBody",
@@ -85,12 +85,15 @@ async def list_jobs(
         str | None, Query(max_length=128, description="Only this workstation's jobs")
     ] = None,
     state: Annotated[JobState | None, Query(description="Only jobs in this state")] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_JOBS_PAGE, description="The newest this many jobs")
+    ] = JOBS_PAGE,
 ) -> JobsResponse:
-    """Jobs with their lines, planned route and stats."""
+    """Jobs with their lines, planned route and stats, newest first."""
     jobs = api.jobs
     if workstation_id is not None:
         jobs.workstation(workstation_id)  # WORKSTATION_NOT_FOUND for an unknown one
-    return JobsResponse(data=jobs.jobs(workstation_id, state))
+    return JobsResponse(data=jobs.jobs(workstation_id, state)[:limit])
 
 
 @router.get(

@@ -115,6 +115,8 @@ class JobEngine:
     async def stop(self) -> None:
         """Stop planning moves; a move already handed to a machine runs to its end in the
         command path (which drains it), its job stays as the store has it."""
+        if self._stopping:
+            return
         self._stopping = True
         for task in list(self._moves):
             task.cancel()

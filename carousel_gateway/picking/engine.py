@@ -219,7 +219,7 @@ class JobEngine:
                 event=happening.kind,
                 workstation_id=station.id,
                 job=station.job_view(job),
-                stop=happening.stop,
+                stop=happening.stop.view() if happening.stop is not None else None,
                 timestamp=now,
             )
             for listener in tuple(self._listeners):

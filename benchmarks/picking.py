@@ -20,31 +20,43 @@ limit (3600 / mean pick time: an operator who never waits).
 
     .venv/bin/python benchmarks/picking.py
     .venv/bin/python benchmarks/picking.py --jobs 5000 --seed 7
+    .venv/bin/python benchmarks/picking.py --e2e 40   # also one job through a real gateway
+
+``--e2e N`` runs one job of N lines through a real gateway in this process (embedded
+simulators over loopback at ``--e2e-bucket-s`` per bucket, the job store on disk) with an
+operator who confirms each stop the moment it is presented, and prints what the gateway
+adds per stop beyond the carousel's own travel: from the confirmation's return to the MOVE
+reaching the simulator, and from the carousel's arrival to ``stop_presented``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import heapq
 import random
+import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import machine_line
-from carousel_gateway.config import MachineConfig, WorkstationConfig
+from benchmarks._common import machine_line, percentile
+from carousel_gateway.app import Gateway
+from carousel_gateway.config import MachineConfig, WorkstationConfig, parse_config
 from carousel_gateway.picking.jobs import Job, Line
 from carousel_gateway.picking.planner import (
+    distance,
     fifo_route,
     nearest_next_route,
     optimal_route,
 )
 from carousel_gateway.picking.workstation import Planner, Workstation
 from carousel_gateway.sim.carousel import CarouselModel
-from carousel_gateway.wire.jobs import JobLineState
+from carousel_gateway.wire.jobs import JobEventKind, JobEventMessage, JobLineState, JobSubmission
 
 POLICIES: dict[str, Planner] = {
     "FIFO (lines as submitted)": lambda start, buckets, n: fifo_route(buckets, n),
@@ -194,6 +206,115 @@ def run(setup: Setup, args: argparse.Namespace) -> Result:
     return Result(setup, picks, now, station.idle_s, buckets, moves, pick_total / picks)
 
 
+async def end_to_end(lines: int, bucket_s: float, seed: int) -> None:
+    """One job through a real gateway; per stop, what the gateway adds to the travel."""
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory() as folder:
+        config = parse_config(
+            {
+                "websocket": {"host": "127.0.0.1", "port": 0},
+                "http": {"host": "127.0.0.1", "port": 0},
+                "journal": {"path": f"{folder}/gateway.db"},
+                "limits": {"commands_per_machine_per_second": 1000.0, "command_burst": 1000},
+                "machines": [
+                    {
+                        "id": "machine_1",
+                        "name": "Carrusel",
+                        "kind": "simulator",
+                        "positions": 30,
+                        "simulator": {"seconds_per_position": bucket_s},
+                    }
+                ],
+                "workstations": [{"id": "s", "name": "Puesto", "machines": ["machine_1"]}],
+            }
+        )
+        gateway = Gateway(config)
+        await gateway.start()
+        try:
+            await _run_end_to_end(gateway, lines, bucket_s, rng)
+        finally:
+            await gateway.stop()
+
+
+async def _run_end_to_end(
+    gateway: Gateway, lines: int, bucket_s: float, rng: random.Random
+) -> None:
+    jobs = gateway.jobs
+    assert jobs is not None and gateway.fleet is not None
+    model = gateway.simulators["machine_1"].model
+    machine = gateway.fleet.get("machine_1")
+    read = asyncio.Event()
+    unsubscribe = gateway.fleet.bus.subscribe(lambda _event: read.set())
+    while machine.snapshot.position is None:  # the first reading
+        read.clear()
+        await read.wait()
+    unsubscribe()
+    presented: asyncio.Queue[tuple[float, JobEventMessage]] = asyncio.Queue()
+    done = asyncio.Event()
+
+    def on_event(message: JobEventMessage) -> None:
+        if message.event is JobEventKind.STOP_PRESENTED:
+            presented.put_nowait((time.monotonic(), message))
+        elif message.event is JobEventKind.JOB_COMPLETED:
+            done.set()
+
+    jobs.listen(on_event)
+    submission = JobSubmission.model_validate(
+        {
+            "job_id": "E2E",
+            "workstation_id": "s",
+            "lines": [
+                {
+                    "line_id": f"L{i}",
+                    "machine_id": "machine_1",
+                    "position": rng.randint(1, 30),
+                    "quantity": 1,
+                }
+                for i in range(lines)
+            ],
+        }
+    )
+    to_move: list[float] = []
+    to_present: list[float] = []
+    confirms: list[float] = []
+    position = machine.snapshot.position
+    released = time.monotonic()
+    await jobs.submit(submission, "bench")
+    while not done.is_set():
+        waiter = asyncio.ensure_future(presented.get())
+        finished = asyncio.ensure_future(done.wait())
+        await asyncio.wait({waiter, finished}, return_when=asyncio.FIRST_COMPLETED)
+        finished.cancel()
+        if not waiter.done():
+            waiter.cancel()
+            break
+        seen_at, message = waiter.result()
+        assert message.stop is not None
+        target = message.stop.position
+        travel = distance(position, target, 30) * bucket_s
+        if target != position:
+            arrived_at = model.position_since
+            to_move.append(arrived_at - travel - released)
+            to_present.append(seen_at - arrived_at)
+        position = target
+        for line in message.stop.lines:
+            started = time.monotonic()
+            await jobs.confirm(line.job_id, line.line_id, line.quantity, None, "bench")
+            confirms.append(time.monotonic() - started)
+        released = time.monotonic()
+    print()
+    print(f"end to end: one job of {lines} lines, {len(to_move)} moves, {bucket_s:g} s/bucket")
+    for label, values in (
+        ("confirm() round trip (SQLite commit, fsync)", confirms),
+        ("confirmation → MOVE at the simulator (plan, interlock readings, MOVE)", to_move),
+        ("arrival → stop_presented (polling, settling readings)", to_present),
+    ):
+        print(
+            f"  {label}: median {statistics.median(values) * 1000:.1f} ms, "
+            f"p90 {percentile(values, 90) * 1000:.1f} ms"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2000)
@@ -205,6 +326,8 @@ def main() -> None:
     parser.add_argument("--pick-cv", type=float, default=0.3)
     parser.add_argument("--lines-min", type=int, default=3)
     parser.add_argument("--lines-max", type=int, default=12)
+    parser.add_argument("--e2e", type=int, default=0, metavar="LINES")
+    parser.add_argument("--e2e-bucket-s", type=float, default=0.05)
     args = parser.parse_args()
 
     setups = [
@@ -250,6 +373,8 @@ def main() -> None:
         f"simulated {picks:,} picks ({len(setups) * args.jobs:,} jobs) in "
         f"{time.perf_counter() - started:.1f} s of wall time"
     )
+    if args.e2e:
+        asyncio.run(end_to_end(args.e2e, args.e2e_bucket_s, args.seed))
 
 
 if __name__ == "__main__":

@@ -161,6 +161,9 @@ class Workstation:
         #: Carousels this workstation turned and kept reserved since: known to stand where
         #: they arrived (a job starting there is presented at once).
         self._parked: set[str] = set()
+        #: Carousels whose move ahead for the next job failed: no second try before a job
+        #: starts or resumes (a failed move is never retried by itself).
+        self._no_lookahead: set[str] = set()
         self._idle_since: float | None = None
         self._idle_jobs: tuple[str, ...] = ()
         self._seq = itertools.count(1)
@@ -355,6 +358,7 @@ class Workstation:
             )
         job.state = JobState.ACTIVE
         job.paused_reason = None
+        self._no_lookahead.clear()
         self._record(job, at, JobEventKind.JOB_RESUMED, by=by)
         self._emit(JobEventKind.JOB_RESUMED, job)
         self._attach_to_presented(job)
@@ -399,7 +403,7 @@ class Workstation:
             route = self.route(machine_id)
             if route:
                 job_id = self._first_job_at(machine_id, route[0]).job_id
-            elif upcoming is not None:
+            elif upcoming is not None and machine_id not in self._no_lookahead:
                 # Nothing left here for the active jobs: turn to the next job's first
                 # bucket now, so it is at the window when that job starts.
                 route = self._route_of(upcoming, machine_id)
@@ -454,7 +458,9 @@ class Workstation:
     def move_failed(self, machine_id: str, reason: str, at: float) -> list[Job]:
         """A move was refused or failed: pause every active job with open lines on that
         carousel, with ``reason``. Returns the jobs paused."""
-        self.moving.pop(machine_id, None)
+        order = self.moving.pop(machine_id, None)
+        if order is not None and order.job_id in self._queued:
+            self._no_lookahead.add(machine_id)  # a move ahead: its job has not started
         paused = [
             job
             for job in self.active()
@@ -498,6 +504,7 @@ class Workstation:
             self._held[job.job_id] = job
             job.state = JobState.ACTIVE
             job.started_at = at
+            self._no_lookahead.clear()
             self._record(job, at, JobEventKind.JOB_STARTED)
             self._emit(JobEventKind.JOB_STARTED, job)
             self._attach_to_presented(job)

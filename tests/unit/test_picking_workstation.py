@@ -293,3 +293,20 @@ def test_a_paused_workstation_forgets_where_it_left_its_carousels() -> None:
     station.cancel("A", None, "op", 3.0)  # B starts, the carousel may have been moved
     assert station.presented == {}
     assert [(o.machine_id, o.target) for o in station.next_moves()] == [("m1", 5)]
+
+
+def test_a_failed_move_ahead_is_not_tried_again_until_a_job_starts() -> None:
+    b = board()
+    station = b.stations["s1"]
+    station.positions.update(m1=1, m2=1)
+    submit(b, submission("A", [("m1", 5)]))
+    submit(b, submission("B", [("m2", 14)]))
+    assert {o.machine_id for o in station.next_moves()} == {"m1", "m2"}
+    assert station.move_failed("m2", "PARADA_EMERGENCIA", 1.0) == []  # B is not started
+    assert station.jobs["A"].state is JobState.ACTIVE
+    assert station.next_moves() == []  # m2 is not tried again by itself
+    station.arrived("m1", 5, 2.0)
+    pick_stop(station, "m1", 3.0)  # A completes, B starts: its move goes, as B's own
+    assert [(o.machine_id, o.target, o.job_id) for o in station.next_moves()] == [
+        ("m2", 14, "B")
+    ]

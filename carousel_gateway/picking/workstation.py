@@ -147,6 +147,9 @@ class Workstation:
         #: and jobs waiting: what every decision looks at (ended jobs are only looked up).
         self._held: dict[str, Job] = {}
         self._queued: dict[str, Job] = {}
+        #: The queue's order as a heap of (-priority, seq, job_id); entries of jobs no
+        #: longer queued are dropped when they come to the top.
+        self._queue_heap: list[tuple[int, int, str]] = []
         #: Presented stops with at least one unconfirmed line, by carousel.
         self.presented: dict[str, Stop] = {}
         #: Moves ordered and not yet arrived or failed, by carousel.
@@ -191,9 +194,10 @@ class Workstation:
 
     def upcoming(self) -> Job | None:
         """The queued job that starts next."""
-        if not self._queued:
-            return None
-        return min(self._queued.values(), key=_queue_order)
+        heap = self._queue_heap
+        while heap and heap[0][2] not in self._queued:
+            heapq.heappop(heap)
+        return self._queued[heap[0][2]] if heap else None
 
     def paused_reason(self) -> str | None:
         if self.active():
@@ -276,7 +280,7 @@ class Workstation:
         with ``reason`` (nothing moves by itself), its presented lines pending again."""
         self.jobs[job.job_id] = job
         if job.state is JobState.QUEUED:
-            self._queued[job.job_id] = job
+            self._enqueue(job)
         elif not job.final:
             self._held[job.job_id] = job
         self._seq = itertools.count(max(job.seq + 1, next(self._seq)))
@@ -292,7 +296,7 @@ class Workstation:
     def add(self, job: Job, at: float) -> None:
         """Queue a validated job; it starts at once when the workstation has room."""
         self.jobs[job.job_id] = job
-        self._queued[job.job_id] = job
+        self._enqueue(job)
         self._record(job, at, JobEventKind.JOB_QUEUED, by=job.submitted_by)
         self._emit(JobEventKind.JOB_QUEUED, job)
         self._fill(at)
@@ -496,10 +500,11 @@ class Workstation:
 
     def _fill(self, at: float) -> None:
         """Start queued jobs while the workstation has room (priority, then order)."""
-        room = self.config.max_active_jobs - len(self._held)
-        if room <= 0 or not self._queued:
-            return
-        for job in heapq.nsmallest(room, self._queued.values(), key=_queue_order):
+        while len(self._held) < self.config.max_active_jobs:
+            job = self.upcoming()
+            if job is None:
+                return
+            heapq.heappop(self._queue_heap)
             del self._queued[job.job_id]
             self._held[job.job_id] = job
             job.state = JobState.ACTIVE
@@ -509,6 +514,10 @@ class Workstation:
             self._emit(JobEventKind.JOB_STARTED, job)
             self._attach_to_presented(job)
             self._present_where_parked(job, at)
+
+    def _enqueue(self, job: Job) -> None:
+        self._queued[job.job_id] = job
+        heapq.heappush(self._queue_heap, (-job.priority, job.seq, job.job_id))
 
     def _present_where_parked(self, job: Job, at: float) -> None:
         """A job starting where a carousel already waits for it (turned ahead while the

@@ -266,6 +266,14 @@ class JobEngine:
     async def _move(self, station: Workstation, order: MoveOrder) -> None:
         """One move of a job: through the command path, then its outcome; never retried."""
         machine = self.machines[order.machine_id]
+        if not _still_wanted(station, order):
+            # Its job was paused or cancelled before the move was handed over: no move.
+            async with self._lock:
+                if station.moving.get(order.machine_id) is order:
+                    del station.moving[order.machine_id]
+                if not self._stopping:
+                    await self._settle(station)
+            return
         origin = Origin(client=f"job:{order.job_id}", channel=OriginChannel.JOB)
         reason: str | None = None
         arrived_at: int | None = None
@@ -318,6 +326,18 @@ class JobEngine:
             else:
                 station.move_failed(order.machine_id, reason or "move failed", now)
             await self._settle(station)
+
+
+def _still_wanted(station: Workstation, order: MoveOrder) -> bool:
+    """True while the job a move was ordered for still wants it (active, or next to start)."""
+    if station.moving.get(order.machine_id) is not order:
+        return False
+    job = station.jobs.get(order.job_id)
+    if job is None:
+        return False
+    return job.state is JobState.ACTIVE or (
+        job.state is JobState.QUEUED and station.upcoming() is job
+    )
 
 
 def _reason(reasons: tuple[str, ...], fallback: str) -> str:

@@ -361,3 +361,33 @@ async def test_a_sigkill_loses_no_acknowledged_confirmation(tmp_path: Path) -> N
     picked = {line.line_id for line in stored.lines if line.state is JobLineState.PICKED}
     assert set(acknowledged) <= picked
     assert all(line.confirmed_by == "op" for line in stored.lines if line.line_id in picked)
+
+
+async def test_a_job_cancelled_before_its_move_goes_moves_nothing(gateway_factory) -> None:
+    gateway, events = await started(gateway_factory, picking_config())
+    with pytest.raises(GatewayError) as invalid:
+        await gateway.jobs.submit(job("X1", [("machine_1", 31), ("machine_2", 3)]), "wms")
+    assert invalid.value.code is ErrorCode.INVALID_JOB
+    assert "position 31 is outside 1..30" in invalid.value.message
+    assert "'machine_2' is not in workstation 'station_1'" in invalid.value.message
+    with pytest.raises(GatewayError) as missing:
+        gateway.jobs.job("X1")
+    assert missing.value.code is ErrorCode.JOB_NOT_FOUND
+
+    model = gateway.simulators["machine_1"].model
+    machine = gateway.fleet.get("machine_1")
+    start = machine.snapshot.position
+    far = (start - 1 + 15) % 30 + 1  # the far side: the longest move there is
+    await gateway.jobs.submit(job("X2", [("machine_1", far)]), "wms")
+    # Cancelled before its move was handed to the machine: that move is never sent.
+    cancelled = await gateway.jobs.cancel("X2", "op")
+    assert cancelled.state is JobState.CANCELLED and cancelled.lines[0].reason == "cancelled by op"
+    assert machine.reservation is None
+    await gateway.jobs.submit(job("X3", [("machine_1", 5)]), "wms")  # the next job runs
+    stop = await events.wait_for(lambda e: e.event is JobEventKind.STOP_PRESENTED)
+    assert stop.job.job_id == "X3"
+    assert [e.job.job_id for e in events.events if e.event is JobEventKind.STOP_PRESENTED] == ["X3"]
+    assert [view.job_id for view in gateway.jobs.jobs()] == ["X3", "X2"]  # newest first
+    assert [view.job_id for view in gateway.jobs.jobs(state=JobState.CANCELLED)] == ["X2"]
+    assert model.moves_started == 1  # X3's only
+    assert at_rest_at(gateway, "machine_1", 5)

@@ -44,12 +44,15 @@ from carousel_gateway.wire.jobs import (
     WorkstationView,
 )
 
-__all__ = ["RESTART_REASON", "CommandPath", "JobEngine"]
+__all__ = ["FINISHED_JOBS_KEPT_S", "RESTART_REASON", "CommandPath", "JobEngine"]
 
 log = logging.getLogger(__name__)
 
 #: Why jobs that were active when the gateway stopped come back paused.
 RESTART_REASON = "gateway restarted"
+#: How long ended jobs stay in memory (listed, found by id, idempotent repeats); the store
+#: keeps them for good. An id used by a job forgotten since is ``JOB_CONFLICT``.
+FINISHED_JOBS_KEPT_S = 7 * 24 * 3600.0
 #: Where job moves are refused from, for the rate limiter's refusal counts.
 WHERE = "jobs"
 
@@ -93,6 +96,7 @@ class JobEngine:
         self._listeners: list[JobEventListener] = []
         self._moves: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._forgotten_at = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -101,7 +105,8 @@ class JobEngine:
         await self.store.open()
         now = self.clock()
         restored = 0
-        for job in await self.store.load():
+        self._forgotten_at = now
+        for job in await self.store.load(finished_after=now - FINISHED_JOBS_KEPT_S):
             self.board.restore(job, RESTART_REASON, now)
             restored += not job.final
         async with self._lock:
@@ -141,7 +146,14 @@ class JobEngine:
                 station = self.board.stations[existing.workstation_id]
                 return station.job_view(existing), False
             now = self.clock()
-            job = self.board.make(submission, by, now)
+            self._forget_finished(now)
+            job = self.board.make(submission, by, now)  # INVALID_JOB before the disk
+            if await self.store.known(submission.job_id):
+                raise GatewayError(
+                    ErrorCode.JOB_CONFLICT,
+                    f"job {submission.job_id!r} was used by a job that ended more than "
+                    f"{FINISHED_JOBS_KEPT_S / 86400:g} days ago; choose a new job_id",
+                )
             station = self.board.add(job, now)
             await self._settle(station)
             return station.job_view(job), True
@@ -195,6 +207,15 @@ class JobEngine:
 
     def workstation(self, workstation_id: str) -> WorkstationView:
         return self.board.station(workstation_id).view()
+
+    def _forget_finished(self, now: float) -> None:
+        """At most hourly: drop jobs ended more than FINISHED_JOBS_KEPT_S ago from memory."""
+        if now - self._forgotten_at < 3600:
+            return
+        self._forgotten_at = now
+        count = self.board.forget_finished(now - FINISHED_JOBS_KEPT_S)
+        if count:
+            log.info("pick jobs: %d job(s) ended over a week ago left memory (kept on disk)", count)
 
     def listen(self, listener: JobEventListener) -> Unsubscribe:
         self._listeners.append(listener)

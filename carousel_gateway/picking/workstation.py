@@ -634,6 +634,17 @@ class Workstation:
         self.dirty.add(job.job_id)
         self.changes.append(Change(job.job_id, at, kind.value, by, line_id, quantity, reason))
 
+    def forget_finished(self, before: float) -> list[str]:
+        """Drop jobs that ended before ``before`` from memory (the store keeps them)."""
+        gone = [
+            job_id
+            for job_id, job in self.jobs.items()
+            if job.final and job.finished_at is not None and job.finished_at < before
+        ]
+        for job_id in gone:
+            del self.jobs[job_id]
+        return gone
+
     def take(self) -> tuple[list[Happening], list[Change], list[Job]]:
         """What happened since the last call: events, history lines, jobs to write."""
         happenings, self.happenings = self.happenings, []

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -355,7 +356,7 @@ async def test_a_sigkill_loses_no_acknowledged_confirmation(tmp_path: Path) -> N
     store = SqliteJobStore(database)
     await store.open()
     try:
-        (stored,) = await store.load()
+        (stored,) = await store.load(finished_after=0.0)
     finally:
         await store.close()
     picked = {line.line_id for line in stored.lines if line.state is JobLineState.PICKED}
@@ -391,3 +392,24 @@ async def test_a_job_cancelled_before_its_move_goes_moves_nothing(gateway_factor
     assert [view.job_id for view in gateway.jobs.jobs(state=JobState.CANCELLED)] == ["X2"]
     assert model.moves_started == 1  # X3's only
     assert at_rest_at(gateway, "machine_1", 5)
+
+
+async def test_jobs_ended_a_week_ago_leave_memory_and_their_ids_stay_used(
+    gateway_factory,
+) -> None:
+    from carousel_gateway.picking.engine import FINISHED_JOBS_KEPT_S
+
+    gateway, _ = await started(gateway_factory, picking_config())
+    await gateway.jobs.submit(job("W1", [("machine_1", 7)]), "wms")
+    await gateway.jobs.cancel("W1", "op")
+    engine = gateway._engine
+    later = time.time() + FINISHED_JOBS_KEPT_S + 3600
+    engine.clock = lambda: later
+    await gateway.jobs.submit(job("W2", [("machine_1", 7)]), "wms")  # forgets W1
+    with pytest.raises(GatewayError) as gone:
+        gateway.jobs.job("W1")
+    assert gone.value.code is ErrorCode.JOB_NOT_FOUND
+    with pytest.raises(GatewayError) as used:
+        await gateway.jobs.submit(job("W1", [("machine_1", 7)]), "wms")
+    assert used.value.code is ErrorCode.JOB_CONFLICT and "new job_id" in used.value.message
+    assert [view.job_id for view in gateway.jobs.jobs()] == ["W2"]

@@ -307,6 +307,4 @@ def test_a_failed_move_ahead_is_not_tried_again_until_a_job_starts() -> None:
     assert station.next_moves() == []  # m2 is not tried again by itself
     station.arrived("m1", 5, 2.0)
     pick_stop(station, "m1", 3.0)  # A completes, B starts: its move goes, as B's own
-    assert [(o.machine_id, o.target, o.job_id) for o in station.next_moves()] == [
-        ("m2", 14, "B")
-    ]
+    assert [(o.machine_id, o.target, o.job_id) for o in station.next_moves()] == [("m2", 14, "B")]

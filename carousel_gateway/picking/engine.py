@@ -232,7 +232,17 @@ class JobEngine:
         """After a change (under the lock): write it, publish its events, set the
         reservations, and start the moves the workstation asks for now."""
         happenings, changes, dirty = station.take()
-        await self.store.write(dirty, changes)
+        try:
+            await self.store.write(dirty, changes)
+        except Exception as exc:
+            # Not acknowledged: the caller gets an error. What changed stays to be written
+            # with the next change (the whole job is written each time).
+            station.dirty.update(job.job_id for job in dirty)
+            station.changes[:0] = changes
+            log.error("pick jobs: the job store could not write: %s", exc)
+            raise GatewayError(
+                ErrorCode.INTERNAL_ERROR, f"the job store could not write: {exc}"
+            ) from exc
         now = utc_timestamp(self.clock())
         for happening in happenings:
             _, job = self.board.find(happening.job_id)
@@ -293,7 +303,8 @@ class JobEngine:
                 if station.moving.get(order.machine_id) is order:
                     del station.moving[order.machine_id]
                 if not self._stopping:
-                    await self._settle(station)
+                    with contextlib.suppress(GatewayError):  # logged
+                        await self._settle(station)
             return
         origin = Origin(client=f"job:{order.job_id}", channel=OriginChannel.JOB)
         reason: str | None = None
@@ -346,7 +357,8 @@ class JobEngine:
                 station.arrived(order.machine_id, arrived_at, now, moved=moved)
             else:
                 station.move_failed(order.machine_id, reason or "move failed", now)
-            await self._settle(station)
+            with contextlib.suppress(GatewayError):  # logged; written with the next change
+                await self._settle(station)
 
 
 def _still_wanted(station: Workstation, order: MoveOrder) -> bool:

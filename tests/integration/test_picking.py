@@ -413,3 +413,22 @@ async def test_jobs_ended_a_week_ago_leave_memory_and_their_ids_stay_used(
         await gateway.jobs.submit(job("W1", [("machine_1", 7)]), "wms")
     assert used.value.code is ErrorCode.JOB_CONFLICT and "new job_id" in used.value.message
     assert [view.job_id for view in gateway.jobs.jobs()] == ["W2"]
+
+
+async def test_a_write_the_store_cannot_make_is_not_acknowledged_and_is_written_later(
+    gateway_factory, tmp_path: Path
+) -> None:
+    config = picking_config(journal={"path": str(tmp_path / "gateway.db")})
+    gateway, events = await started(gateway_factory, config)
+    await gateway.jobs.submit(job("F1", [("machine_1", 6), ("machine_1", 8)]), "wms")
+    await events.wait_for(lambda e: e.event is JobEventKind.STOP_PRESENTED)
+    store = gateway._engine.store
+    await store._run(store._close)  # the database goes away under the engine
+    with pytest.raises(GatewayError) as failed:
+        await gateway.jobs.confirm("F1", "L1", 3, None, "ana")
+    assert failed.value.code is ErrorCode.INTERNAL_ERROR
+    await store._run(store._open)
+    await gateway.jobs.pause("F1", "ana", "checking")  # the next write carries both
+    (stored,) = await store.load(finished_after=0.0)
+    assert stored.state is JobState.PAUSED
+    assert (stored.lines[0].state, stored.lines[0].confirmed_by) == (JobLineState.PICKED, "ana")

@@ -200,13 +200,13 @@ class Gateway:
         self.simulators: dict[str, SimulatorServer] = {}
         self.modbus_simulators: dict[str, ModbusSimulatorServer] = {}
         self.fleet: Fleet | None = None
+        #: Pick jobs (``[[workstations]]``); None when no workstation is configured.
+        self.jobs: JobService | None = None
+        self._engine: JobEngine | None = None
         self.websocket: WebSocketApi | None = None
         self.http: HttpServer | None = None
         self.metrics: GatewayMetrics | None = None
         self.journal: Journal | None = None
-        #: Pick jobs (``[[workstations]]``); None when no workstation is configured.
-        self.jobs: JobService | None = None
-        self._engine: JobEngine | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:

@@ -81,6 +81,15 @@ class JobBoard:
         self._station_of[job.job_id] = station
         station.restore(job, reason, at)
 
+    def forget_finished(self, before: float) -> int:
+        """Drop jobs that ended before ``before`` from memory; returns how many."""
+        count = 0
+        for station in self.stations.values():
+            for job_id in station.forget_finished(before):
+                self._station_of.pop(job_id, None)
+                count += 1
+        return count
+
     def jobs(self, workstation_id: str | None = None, state: JobState | None = None) -> list[Job]:
         """Jobs, newest first."""
         stations = (

@@ -44,12 +44,15 @@ from carousel_gateway.wire.jobs import (
     WorkstationView,
 )
 
-__all__ = ["RESTART_REASON", "CommandPath", "JobEngine"]
+__all__ = ["FINISHED_JOBS_KEPT_S", "RESTART_REASON", "CommandPath", "JobEngine"]
 
 log = logging.getLogger(__name__)
 
 #: Why jobs that were active when the gateway stopped come back paused.
 RESTART_REASON = "gateway restarted"
+#: How long ended jobs stay in memory (listed, found by id, idempotent repeats); the store
+#: keeps them for good. An id used by a job forgotten since is ``JOB_CONFLICT``.
+FINISHED_JOBS_KEPT_S = 7 * 24 * 3600.0
 #: Where job moves are refused from, for the rate limiter's refusal counts.
 WHERE = "jobs"
 
@@ -93,6 +96,7 @@ class JobEngine:
         self._listeners: list[JobEventListener] = []
         self._moves: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._forgotten_at = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -101,7 +105,8 @@ class JobEngine:
         await self.store.open()
         now = self.clock()
         restored = 0
-        for job in await self.store.load():
+        self._forgotten_at = now
+        for job in await self.store.load(finished_after=now - FINISHED_JOBS_KEPT_S):
             self.board.restore(job, RESTART_REASON, now)
             restored += not job.final
         async with self._lock:
@@ -141,7 +146,14 @@ class JobEngine:
                 station = self.board.stations[existing.workstation_id]
                 return station.job_view(existing), False
             now = self.clock()
-            job = self.board.make(submission, by, now)
+            self._forget_finished(now)
+            job = self.board.make(submission, by, now)  # INVALID_JOB before the disk
+            if await self.store.known(submission.job_id):
+                raise GatewayError(
+                    ErrorCode.JOB_CONFLICT,
+                    f"job {submission.job_id!r} was used by a job that ended more than "
+                    f"{FINISHED_JOBS_KEPT_S / 86400:g} days ago; choose a new job_id",
+                )
             station = self.board.add(job, now)
             await self._settle(station)
             return station.job_view(job), True
@@ -196,6 +208,15 @@ class JobEngine:
     def workstation(self, workstation_id: str) -> WorkstationView:
         return self.board.station(workstation_id).view()
 
+    def _forget_finished(self, now: float) -> None:
+        """At most hourly: drop jobs ended more than FINISHED_JOBS_KEPT_S ago from memory."""
+        if now - self._forgotten_at < 3600:
+            return
+        self._forgotten_at = now
+        count = self.board.forget_finished(now - FINISHED_JOBS_KEPT_S)
+        if count:
+            log.info("pick jobs: %d job(s) ended over a week ago left memory (kept on disk)", count)
+
     def listen(self, listener: JobEventListener) -> Unsubscribe:
         self._listeners.append(listener)
 
@@ -211,7 +232,17 @@ class JobEngine:
         """After a change (under the lock): write it, publish its events, set the
         reservations, and start the moves the workstation asks for now."""
         happenings, changes, dirty = station.take()
-        await self.store.write(dirty, changes)
+        try:
+            await self.store.write(dirty, changes)
+        except Exception as exc:
+            # Not acknowledged: the caller gets an error. What changed stays to be written
+            # with the next change (the whole job is written each time).
+            station.dirty.update(job.job_id for job in dirty)
+            station.changes[:0] = changes
+            log.error("pick jobs: the job store could not write: %s", exc)
+            raise GatewayError(
+                ErrorCode.INTERNAL_ERROR, f"the job store could not write: {exc}"
+            ) from exc
         now = utc_timestamp(self.clock())
         for happening in happenings:
             _, job = self.board.find(happening.job_id)
@@ -219,7 +250,7 @@ class JobEngine:
                 event=happening.kind,
                 workstation_id=station.id,
                 job=station.job_view(job),
-                stop=happening.stop,
+                stop=happening.stop.view() if happening.stop is not None else None,
                 timestamp=now,
             )
             for listener in tuple(self._listeners):
@@ -266,6 +297,15 @@ class JobEngine:
     async def _move(self, station: Workstation, order: MoveOrder) -> None:
         """One move of a job: through the command path, then its outcome; never retried."""
         machine = self.machines[order.machine_id]
+        if not _still_wanted(station, order):
+            # Its job was paused or cancelled before the move was handed over: no move.
+            async with self._lock:
+                if station.moving.get(order.machine_id) is order:
+                    del station.moving[order.machine_id]
+                if not self._stopping:
+                    with contextlib.suppress(GatewayError):  # logged
+                        await self._settle(station)
+            return
         origin = Origin(client=f"job:{order.job_id}", channel=OriginChannel.JOB)
         reason: str | None = None
         arrived_at: int | None = None
@@ -317,7 +357,20 @@ class JobEngine:
                 station.arrived(order.machine_id, arrived_at, now, moved=moved)
             else:
                 station.move_failed(order.machine_id, reason or "move failed", now)
-            await self._settle(station)
+            with contextlib.suppress(GatewayError):  # logged; written with the next change
+                await self._settle(station)
+
+
+def _still_wanted(station: Workstation, order: MoveOrder) -> bool:
+    """True while the job a move was ordered for still wants it (active, or next to start)."""
+    if station.moving.get(order.machine_id) is not order:
+        return False
+    job = station.jobs.get(order.job_id)
+    if job is None:
+        return False
+    return job.state is JobState.ACTIVE or (
+        job.state is JobState.QUEUED and station.upcoming() is job
+    )
 
 
 def _reason(reasons: tuple[str, ...], fallback: str) -> str:

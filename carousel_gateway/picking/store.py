@@ -32,8 +32,13 @@ class JobStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def load(self) -> list[Job]:
-        """Every stored job with its lines, in submission order."""
+    async def load(self, finished_after: float) -> list[Job]:
+        """Stored jobs with their lines, in submission order: every unfinished one, and
+        those that finished after ``finished_after`` (epoch seconds)."""
+        ...
+
+    async def known(self, job_id: str) -> bool:
+        """True when a job with this id was ever stored (loaded or not)."""
         ...
 
     async def write(self, jobs: Sequence[Job], changes: Sequence[Change]) -> None:
@@ -120,8 +125,11 @@ class SqliteJobStore:
         finally:
             self._executor.shutdown(wait=True)
 
-    async def load(self) -> list[Job]:
-        return await self._run(self._load)
+    async def load(self, finished_after: float) -> list[Job]:
+        return await self._run(self._load, finished_after)
+
+    async def known(self, job_id: str) -> bool:
+        return await self._run(self._known, job_id)
 
     async def write(self, jobs: Sequence[Job], changes: Sequence[Change]) -> None:
         if not jobs and not changes:
@@ -200,10 +208,22 @@ class SqliteJobStore:
             db.execute("ROLLBACK")
             raise
 
-    def _load(self) -> list[Job]:
+    def _known(self, job_id: str) -> bool:
+        db = self._conn()
+        return (
+            db.execute("SELECT 1 FROM pick_jobs WHERE job_id = ?", (job_id,)).fetchone() is not None
+        )
+
+    def _load(self, finished_after: float) -> list[Job]:
         db = self._conn()
         lines: dict[str, list[Line]] = {}
-        for row in db.execute(f"SELECT {_LINE_COLUMNS} FROM pick_lines ORDER BY job_id, idx"):
+        wanted = "(finished_at IS NULL OR finished_at > ?)"
+        # Column names come from this module, never from input; values are bound.
+        for row in db.execute(
+            f"SELECT {_LINE_COLUMNS} FROM pick_lines WHERE job_id IN "  # nosec B608
+            f"(SELECT job_id FROM pick_jobs WHERE {wanted}) ORDER BY job_id, idx",
+            (finished_after,),
+        ):
             lines.setdefault(row[0], []).append(
                 Line(
                     line_id=row[1],
@@ -221,7 +241,11 @@ class SqliteJobStore:
                 )
             )
         jobs = []
-        for row in db.execute(f"SELECT {_JOB_COLUMNS} FROM pick_jobs ORDER BY seq, created_at"):
+        for row in db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM pick_jobs WHERE {wanted} "  # nosec B608
+            "ORDER BY seq, created_at",
+            (finished_after,),
+        ):
             jobs.append(
                 Job(
                     job_id=row[0],

@@ -25,8 +25,9 @@ Rules (docs/picking.md):
 
 from __future__ import annotations
 
+import heapq
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from carousel_gateway.config import MachineConfig, WorkstationConfig
@@ -49,9 +50,13 @@ __all__ = [
     "Change",
     "Happening",
     "MoveOrder",
+    "Planner",
     "Stop",
     "Workstation",
 ]
+
+#: A route policy: ``(start, buckets, positions) -> visiting order``.
+Planner = Callable[[int, list[int], int], list[int]]
 
 
 @dataclass(slots=True)
@@ -100,11 +105,12 @@ class MoveOrder:
 
 @dataclass(frozen=True, slots=True)
 class Happening:
-    """A job event to publish (the engine adds the job's view and the time)."""
+    """A job event to publish (the engine adds the views and the time, right after the
+    change that made it: views are built only for events someone publishes)."""
 
     kind: JobEventKind
     job_id: str
-    stop: StopView | None = None
+    stop: Stop | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +129,27 @@ class Change:
 class Workstation:
     """One picking window: its jobs, its carousels' stops and moves, the operator's wait."""
 
-    def __init__(self, config: WorkstationConfig, machines: Mapping[str, MachineConfig]) -> None:
+    def __init__(
+        self,
+        config: WorkstationConfig,
+        machines: Mapping[str, MachineConfig],
+        *,
+        planner: Planner = optimal_route,
+    ) -> None:
         self.config = config
+        #: The route policy: the exact optimum; the benchmark compares baselines with it.
+        self.planner = planner
         self.id = config.id
         self.machine_ids = tuple(config.machines)
         self.sizes = {m: machines[m].positions for m in self.machine_ids}
         self.jobs: dict[str, Job] = {}
+        #: Jobs holding the workstation (active or paused), in the order they started,
+        #: and jobs waiting: what every decision looks at (ended jobs are only looked up).
+        self._held: dict[str, Job] = {}
+        self._queued: dict[str, Job] = {}
+        #: The queue's order as a heap of (-priority, seq, job_id); entries of jobs no
+        #: longer queued are dropped when they come to the top.
+        self._queue_heap: list[tuple[int, int, str]] = []
         #: Presented stops with at least one unconfirmed line, by carousel.
         self.presented: dict[str, Stop] = {}
         #: Moves ordered and not yet arrived or failed, by carousel.
@@ -140,6 +161,12 @@ class Workstation:
         self.happenings: list[Happening] = []
         self.changes: list[Change] = []
         self.dirty: set[str] = set()
+        #: Carousels this workstation turned and kept reserved since: known to stand where
+        #: they arrived (a job starting there is presented at once).
+        self._parked: set[str] = set()
+        #: Carousels whose move ahead for the next job failed: no second try before a job
+        #: starts or resumes (a failed move is never retried by itself).
+        self._no_lookahead: set[str] = set()
         self._idle_since: float | None = None
         self._idle_jobs: tuple[str, ...] = ()
         self._seq = itertools.count(1)
@@ -148,19 +175,29 @@ class Workstation:
 
     def holding(self) -> list[Job]:
         """Jobs that hold the workstation (active or paused), in the order they started."""
-        held = [j for j in self.jobs.values() if j.state in (JobState.ACTIVE, JobState.PAUSED)]
-        return sorted(held, key=lambda j: (j.started_at or 0.0, j.seq))
+        return list(self._held.values())
 
     def active(self) -> list[Job]:
-        return [job for job in self.holding() if job.state is JobState.ACTIVE]
+        return [job for job in self._held.values() if job.state is JobState.ACTIVE]
 
     def queue(self) -> list[Job]:
-        queued = [job for job in self.jobs.values() if job.state is JobState.QUEUED]
-        return sorted(queued, key=lambda job: (-job.priority, job.seq))
+        return sorted(self._queued.values(), key=_queue_order)
 
     def reserving(self) -> tuple[str, ...]:
-        """The jobs whose moves the carousels admit (empty: release the carousels)."""
-        return tuple(job.job_id for job in self.active())
+        """The jobs whose moves the carousels admit (empty: release the carousels): the
+        active ones, and the next to start, which idle carousels already turn for."""
+        active = [job.job_id for job in self.active()]
+        upcoming = self.upcoming()
+        if active and upcoming is not None:
+            active.append(upcoming.job_id)
+        return tuple(active)
+
+    def upcoming(self) -> Job | None:
+        """The queued job that starts next."""
+        heap = self._queue_heap
+        while heap and heap[0][2] not in self._queued:
+            heapq.heappop(heap)
+        return self._queued[heap[0][2]] if heap else None
 
     def paused_reason(self) -> str | None:
         if self.active():
@@ -189,7 +226,7 @@ class Workstation:
         if start is None:
             start = buckets[0]
         # Positions are read modulo the size; the route gives them back as given.
-        return optimal_route(start, buckets, size)
+        return self.planner(start, buckets, size)
 
     def job_route(self, job: Job) -> list[RouteStop]:
         """A job's remaining stops: its part of the workstation's route while it is active,
@@ -242,6 +279,10 @@ class Workstation:
         """Take back a job from the store after a restart: an active one comes back paused
         with ``reason`` (nothing moves by itself), its presented lines pending again."""
         self.jobs[job.job_id] = job
+        if job.state is JobState.QUEUED:
+            self._enqueue(job)
+        elif not job.final:
+            self._held[job.job_id] = job
         self._seq = itertools.count(max(job.seq + 1, next(self._seq)))
         if job.state is JobState.ACTIVE:
             job.state = JobState.PAUSED
@@ -255,6 +296,7 @@ class Workstation:
     def add(self, job: Job, at: float) -> None:
         """Queue a validated job; it starts at once when the workstation has room."""
         self.jobs[job.job_id] = job
+        self._enqueue(job)
         self._record(job, at, JobEventKind.JOB_QUEUED, by=job.submitted_by)
         self._emit(JobEventKind.JOB_QUEUED, job)
         self._fill(at)
@@ -320,6 +362,7 @@ class Workstation:
             )
         job.state = JobState.ACTIVE
         job.paused_reason = None
+        self._no_lookahead.clear()
         self._record(job, at, JobEventKind.JOB_RESUMED, by=by)
         self._emit(JobEventKind.JOB_RESUMED, job)
         self._attach_to_presented(job)
@@ -341,6 +384,8 @@ class Workstation:
         job.state = JobState.CANCELLED
         job.paused_reason = None
         job.finished_at = at
+        self._held.pop(job.job_id, None)
+        self._queued.pop(job.job_id, None)
         self._record(job, at, JobEventKind.JOB_CANCELLED, by=by, reason=reason)
         self._emit(JobEventKind.JOB_CANCELLED, job)
         self._prune_stops()
@@ -355,10 +400,20 @@ class Workstation:
         :meth:`arrived` or :meth:`move_failed`). A carousel moving, or holding a stop with
         an unconfirmed line, is left alone."""
         orders: list[MoveOrder] = []
+        upcoming = self.upcoming() if self.active() else None
         for machine_id in self.machine_ids:
             if machine_id in self.moving or machine_id in self.presented:
                 continue
             route = self.route(machine_id)
+            if route:
+                job_id = self._first_job_at(machine_id, route[0]).job_id
+            elif upcoming is not None and machine_id not in self._no_lookahead:
+                # Nothing left here for the active jobs: turn to the next job's first
+                # bucket now, so it is at the window when that job starts.
+                route = self._route_of(upcoming, machine_id)
+                job_id = upcoming.job_id
+                if route and route[0] == self.positions.get(machine_id):
+                    continue  # already there, waiting for it
             if not route:
                 continue
             target = route[0]
@@ -366,7 +421,7 @@ class Workstation:
             order = MoveOrder(
                 machine_id=machine_id,
                 target=target,
-                job_id=self._first_job_at(machine_id, target).job_id,
+                job_id=job_id,
                 start=start,
                 distance=0 if start is None else distance(start, target, self.sizes[machine_id]),
             )
@@ -379,6 +434,7 @@ class Workstation:
         sent for it, counted in the stats of the jobs it serves)."""
         order = self.moving.pop(machine_id, None)
         self.positions[machine_id] = position
+        self._parked.add(machine_id)
         lines = [
             (job, line)
             for job in self.active()
@@ -406,7 +462,9 @@ class Workstation:
     def move_failed(self, machine_id: str, reason: str, at: float) -> list[Job]:
         """A move was refused or failed: pause every active job with open lines on that
         carousel, with ``reason``. Returns the jobs paused."""
-        self.moving.pop(machine_id, None)
+        order = self.moving.pop(machine_id, None)
+        if order is not None and order.job_id in self._queued:
+            self._no_lookahead.add(machine_id)  # a move ahead: its job has not started
         paused = [
             job
             for job in self.active()
@@ -442,13 +500,56 @@ class Workstation:
 
     def _fill(self, at: float) -> None:
         """Start queued jobs while the workstation has room (priority, then order)."""
-        room = self.config.max_active_jobs - len(self.holding())
-        for job in self.queue()[: max(room, 0)]:
+        while len(self._held) < self.config.max_active_jobs:
+            job = self.upcoming()
+            if job is None:
+                return
+            heapq.heappop(self._queue_heap)
+            del self._queued[job.job_id]
+            self._held[job.job_id] = job
             job.state = JobState.ACTIVE
             job.started_at = at
+            self._no_lookahead.clear()
             self._record(job, at, JobEventKind.JOB_STARTED)
             self._emit(JobEventKind.JOB_STARTED, job)
             self._attach_to_presented(job)
+            self._present_where_parked(job, at)
+
+    def _enqueue(self, job: Job) -> None:
+        self._queued[job.job_id] = job
+        heapq.heappush(self._queue_heap, (-job.priority, job.seq, job.job_id))
+
+    def _present_where_parked(self, job: Job, at: float) -> None:
+        """A job starting where a carousel already waits for it (turned ahead while the
+        previous job finished) is presented there at once."""
+        for machine_id in sorted(self._parked):
+            if machine_id in self.moving or machine_id in self.presented:
+                continue
+            position = self.positions.get(machine_id)
+            if position is None:
+                continue
+            lines = [
+                (job, line)
+                for line in job.lines
+                if line.machine_id == machine_id
+                and line.position == position
+                and line.state is JobLineState.PENDING
+            ]
+            if lines:
+                stop = Stop(machine_id, position, at)
+                self.presented[machine_id] = stop
+                self._present(stop, lines, at)
+
+    def _route_of(self, job: Job, machine_id: str) -> list[int]:
+        buckets = [
+            line.position
+            for line in job.lines
+            if line.machine_id == machine_id and line.state is JobLineState.PENDING
+        ]
+        if not buckets:
+            return []
+        start = self.positions.get(machine_id)
+        return self.planner(buckets[0] if start is None else start, buckets, self.sizes[machine_id])
 
     def _attach_to_presented(self, job: Job) -> None:
         """A job that starts (or resumes) while a carousel already shows one of its
@@ -469,9 +570,8 @@ class Workstation:
             line.state = JobLineState.PRESENTED
             self.dirty.add(job.job_id)
         stop.lines.extend(lines)
-        view = stop.view()
         for job_id in dict.fromkeys(job.job_id for job, _ in lines):
-            self.happenings.append(Happening(JobEventKind.STOP_PRESENTED, job_id, view))
+            self.happenings.append(Happening(JobEventKind.STOP_PRESENTED, job_id, stop))
 
     def _pause(self, job: Job, reason: str, by: str | None, at: float) -> None:
         job.state = JobState.PAUSED
@@ -489,6 +589,7 @@ class Workstation:
         if job.state is JobState.ACTIVE and not job.open_lines():
             job.state = JobState.COMPLETED
             job.finished_at = at
+            self._held.pop(job.job_id, None)
             self._record(job, at, JobEventKind.JOB_COMPLETED)
             self._emit(JobEventKind.JOB_COMPLETED, job)
 
@@ -499,7 +600,10 @@ class Workstation:
 
     def _account(self, at: float) -> None:
         """Operator wait: nothing presented while an active job still has lines to pick."""
-        waiting = tuple(job.job_id for job in self.active() if job.open_lines())
+        active = self.active()
+        if not active:
+            self._parked.clear()  # released: anyone may move the carousels now
+        waiting = tuple(job.job_id for job in active if job.open_lines())
         idle = not self.presented and bool(waiting)
         if self._idle_since is not None and not idle:
             spent = max(at - self._idle_since, 0.0)
@@ -514,7 +618,7 @@ class Workstation:
             self._idle_jobs = waiting
 
     def _emit(self, kind: JobEventKind, job: Job, stop: Stop | None = None) -> None:
-        self.happenings.append(Happening(kind, job.job_id, stop.view() if stop else None))
+        self.happenings.append(Happening(kind, job.job_id, stop))
 
     def _record(
         self,
@@ -530,6 +634,17 @@ class Workstation:
         self.dirty.add(job.job_id)
         self.changes.append(Change(job.job_id, at, kind.value, by, line_id, quantity, reason))
 
+    def forget_finished(self, before: float) -> list[str]:
+        """Drop jobs that ended before ``before`` from memory (the store keeps them)."""
+        gone = [
+            job_id
+            for job_id, job in self.jobs.items()
+            if job.final and job.finished_at is not None and job.finished_at < before
+        ]
+        for job_id in gone:
+            del self.jobs[job_id]
+        return gone
+
     def take(self) -> tuple[list[Happening], list[Change], list[Job]]:
         """What happened since the last call: events, history lines, jobs to write."""
         happenings, self.happenings = self.happenings, []
@@ -537,3 +652,8 @@ class Workstation:
         dirty = [self.jobs[job_id] for job_id in sorted(self.dirty)]
         self.dirty = set()
         return happenings, changes, dirty
+
+
+def _queue_order(job: Job) -> tuple[int, int]:
+    """Higher priority first, then submission order."""
+    return (-job.priority, job.seq)

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -355,9 +356,79 @@ async def test_a_sigkill_loses_no_acknowledged_confirmation(tmp_path: Path) -> N
     store = SqliteJobStore(database)
     await store.open()
     try:
-        (stored,) = await store.load()
+        (stored,) = await store.load(finished_after=0.0)
     finally:
         await store.close()
     picked = {line.line_id for line in stored.lines if line.state is JobLineState.PICKED}
     assert set(acknowledged) <= picked
     assert all(line.confirmed_by == "op" for line in stored.lines if line.line_id in picked)
+
+
+async def test_a_job_cancelled_before_its_move_goes_moves_nothing(gateway_factory) -> None:
+    gateway, events = await started(gateway_factory, picking_config())
+    with pytest.raises(GatewayError) as invalid:
+        await gateway.jobs.submit(job("X1", [("machine_1", 31), ("machine_2", 3)]), "wms")
+    assert invalid.value.code is ErrorCode.INVALID_JOB
+    assert "position 31 is outside 1..30" in invalid.value.message
+    assert "'machine_2' is not in workstation 'station_1'" in invalid.value.message
+    with pytest.raises(GatewayError) as missing:
+        gateway.jobs.job("X1")
+    assert missing.value.code is ErrorCode.JOB_NOT_FOUND
+
+    model = gateway.simulators["machine_1"].model
+    machine = gateway.fleet.get("machine_1")
+    start = machine.snapshot.position
+    far = (start - 1 + 15) % 30 + 1  # the far side: the longest move there is
+    await gateway.jobs.submit(job("X2", [("machine_1", far)]), "wms")
+    # Cancelled before its move was handed to the machine: that move is never sent.
+    cancelled = await gateway.jobs.cancel("X2", "op")
+    assert cancelled.state is JobState.CANCELLED and cancelled.lines[0].reason == "cancelled by op"
+    assert machine.reservation is None
+    await gateway.jobs.submit(job("X3", [("machine_1", 5)]), "wms")  # the next job runs
+    stop = await events.wait_for(lambda e: e.event is JobEventKind.STOP_PRESENTED)
+    assert stop.job.job_id == "X3"
+    assert [e.job.job_id for e in events.events if e.event is JobEventKind.STOP_PRESENTED] == ["X3"]
+    assert [view.job_id for view in gateway.jobs.jobs()] == ["X3", "X2"]  # newest first
+    assert [view.job_id for view in gateway.jobs.jobs(state=JobState.CANCELLED)] == ["X2"]
+    assert model.moves_started == 1  # X3's only
+    assert at_rest_at(gateway, "machine_1", 5)
+
+
+async def test_jobs_ended_a_week_ago_leave_memory_and_their_ids_stay_used(
+    gateway_factory,
+) -> None:
+    from carousel_gateway.picking.engine import FINISHED_JOBS_KEPT_S
+
+    gateway, _ = await started(gateway_factory, picking_config())
+    await gateway.jobs.submit(job("W1", [("machine_1", 7)]), "wms")
+    await gateway.jobs.cancel("W1", "op")
+    engine = gateway._engine
+    later = time.time() + FINISHED_JOBS_KEPT_S + 3600
+    engine.clock = lambda: later
+    await gateway.jobs.submit(job("W2", [("machine_1", 7)]), "wms")  # forgets W1
+    with pytest.raises(GatewayError) as gone:
+        gateway.jobs.job("W1")
+    assert gone.value.code is ErrorCode.JOB_NOT_FOUND
+    with pytest.raises(GatewayError) as used:
+        await gateway.jobs.submit(job("W1", [("machine_1", 7)]), "wms")
+    assert used.value.code is ErrorCode.JOB_CONFLICT and "new job_id" in used.value.message
+    assert [view.job_id for view in gateway.jobs.jobs()] == ["W2"]
+
+
+async def test_a_write_the_store_cannot_make_is_not_acknowledged_and_is_written_later(
+    gateway_factory, tmp_path: Path
+) -> None:
+    config = picking_config(journal={"path": str(tmp_path / "gateway.db")})
+    gateway, events = await started(gateway_factory, config)
+    await gateway.jobs.submit(job("F1", [("machine_1", 6), ("machine_1", 8)]), "wms")
+    await events.wait_for(lambda e: e.event is JobEventKind.STOP_PRESENTED)
+    store = gateway._engine.store
+    await store._run(store._close)  # the database goes away under the engine
+    with pytest.raises(GatewayError) as failed:
+        await gateway.jobs.confirm("F1", "L1", 3, None, "ana")
+    assert failed.value.code is ErrorCode.INTERNAL_ERROR
+    await store._run(store._open)
+    await gateway.jobs.pause("F1", "ana", "checking")  # the next write carries both
+    (stored,) = await store.load(finished_after=0.0)
+    assert stored.state is JobState.PAUSED
+    assert (stored.lines[0].state, stored.lines[0].confirmed_by) == (JobLineState.PICKED, "ana")

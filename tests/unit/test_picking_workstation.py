@@ -254,3 +254,57 @@ def test_restore_brings_active_jobs_back_paused() -> None:
     assert restored.state is JobState.PAUSED and restored.paused_reason == "gateway restarted"
     assert restored.lines[0].state is JobLineState.PENDING
     assert again.stations["s1"].next_moves() == []  # nothing moves by itself
+
+
+def test_an_idle_carousel_turns_ahead_for_the_next_job_which_starts_presented() -> None:
+    b = board()
+    station = b.stations["s1"]
+    station.positions.update(m1=1, m2=1)
+    submit(b, submission("A", [("m1", 5), ("m1", 9)]))
+    submit(b, submission("B", [("m2", 14), ("m1", 3)]))
+    assert station.reserving() == ("A", "B")  # B's moves are admitted while A runs
+    orders = {o.machine_id: (o.target, o.job_id) for o in station.next_moves()}
+    assert orders == {"m1": (5, "A"), "m2": (14, "B")}  # m2 has nothing for A
+    station.arrived("m2", 14, 2.0)
+    assert "m2" not in station.presented  # B has not started: nothing to pick yet
+    assert station.next_moves() == []  # already where B needs it: it waits
+    station.arrived("m1", 5, 3.0)
+    pick_stop(station, "m1", 4.0)
+    station.next_moves()
+    station.arrived("m1", 9, 6.0)
+    pick_stop(station, "m1", 7.0)  # A completes, B starts: presented at m2 at once
+    assert station.jobs["A"].state is JobState.COMPLETED
+    assert [(s.machine_id, s.position) for s in station.ordered_stops()] == [("m2", 14)]
+    assert station.jobs["B"].lines[0].state is JobLineState.PRESENTED
+    assert station.jobs["B"].moves == 1
+
+
+def test_a_paused_workstation_forgets_where_it_left_its_carousels() -> None:
+    """After a pause anyone may have moved a carousel: a job starting then is not
+    presented from memory; the carousel is read and moved (or the move skipped) first."""
+    b = board(pod=("m1",))
+    station = b.stations["s1"]
+    station.positions["m1"] = 1
+    submit(b, submission("A", [("m1", 5)]))
+    submit(b, submission("B", [("m1", 5), ("m1", 6)]))
+    station.next_moves()
+    station.arrived("m1", 5, 1.0)
+    station.pause("A", "lunch", "op", 2.0)
+    station.cancel("A", None, "op", 3.0)  # B starts, the carousel may have been moved
+    assert station.presented == {}
+    assert [(o.machine_id, o.target) for o in station.next_moves()] == [("m1", 5)]
+
+
+def test_a_failed_move_ahead_is_not_tried_again_until_a_job_starts() -> None:
+    b = board()
+    station = b.stations["s1"]
+    station.positions.update(m1=1, m2=1)
+    submit(b, submission("A", [("m1", 5)]))
+    submit(b, submission("B", [("m2", 14)]))
+    assert {o.machine_id for o in station.next_moves()} == {"m1", "m2"}
+    assert station.move_failed("m2", "PARADA_EMERGENCIA", 1.0) == []  # B is not started
+    assert station.jobs["A"].state is JobState.ACTIVE
+    assert station.next_moves() == []  # m2 is not tried again by itself
+    station.arrived("m1", 5, 2.0)
+    pick_stop(station, "m1", 3.0)  # A completes, B starts: its move goes, as B's own
+    assert [(o.machine_id, o.target, o.job_id) for o in station.next_moves()] == [("m2", 14, "B")]

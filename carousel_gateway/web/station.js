@@ -37,9 +37,15 @@ const errorText = (code) => t(has(`error.${code}`) ? `error.${code}` : "error.ot
 /** A pause's reason: a status key (PARADA_EMERGENCIA...) in words, else as the gateway said it. */
 const reasonText = (reason) => {
   if (!reason) return t("station.reason_none");
-  if (has(`reason.${reason}`)) return t(`reason.${reason}`);
   const known = `station.reason.${reason.replace(/\W+/g, "_")}`;
-  return has(known) ? t(known) : reason;
+  if (has(known)) return t(known);
+  // A refused or failed move: its status keys or failure reasons ("READY, PARADA_EMERGENCIA").
+  const parts = reason.split(/,\s*/);
+  if (parts.every((part) => has(`reason.${part}`))) {
+    const shown = parts.length > 1 ? parts.filter((part) => part !== "READY") : parts;
+    return shown.map((part) => t(`reason.${part}`)).join("; ");
+  }
+  return reason;
 };
 
 async function loadCatalogues() {

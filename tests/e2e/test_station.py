@@ -14,9 +14,10 @@ from tests.e2e.test_dashboard import (
     browser,  # noqa: F401  (the fixture)
     open_page,
     screenshot,
+    simulator_fault,
     untranslated,
 )
-from tests.integration.conftest import FAST_MACHINE, gateway_config
+from tests.integration.conftest import FAST_MACHINE, gateway_config, wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -136,23 +137,37 @@ async def test_a_job_submitted_over_rest_is_picked_to_completion_from_the_page(
     assert tab.console_errors == []
 
 
-async def test_station_view_speaks_english_and_shows_a_paused_job(
+async def test_station_view_speaks_english_and_says_why_a_job_paused(
     browser: Browser,  # noqa: F811
     gateway_factory: Any,
 ) -> None:
     gateway = await gateway_factory(station_config())
+    machine_1 = gateway.fleet.get("machine_1")
+    machine_2 = gateway.fleet.get("machine_2")
+    # Both carousels' emergency stops pressed: the job's first move is refused, so the
+    # engine pauses it with the status keys.
+    for machine in (machine_1, machine_2):
+        await simulator_fault(gateway, machine.id, "emergency_stop", True)
+    await wait_until(
+        gateway.fleet.bus,
+        lambda: all(m.snapshot.status.emergency_stop for m in (machine_1, machine_2)),
+    )
     base = f"http://127.0.0.1:{gateway.http_port}"
     async with httpx.AsyncClient(base_url=base) as http:
-        await http.post("/v1/jobs", json=JOB)
-        paused = await http.post("/v1/jobs/PED-2001/pause", json={"reason": "tote missing"})
-        assert paused.status_code == 200
+        assert (await http.post("/v1/jobs", json=JOB)).status_code == 201
     tab = await open_page(browser, gateway, "/station/station_1", lang="en", width=800)
     page = tab.page
     banner = page.get_by_test_id("paused")
-    await expect(banner).to_contain_text("Job PED-2001 paused: tote missing")
+    await expect(banner).to_contain_text("Job PED-2001 paused: Emergency stop pressed")
     await expect(page.get_by_test_id("idle")).to_have_text("Picking is paused")
     assert await untranslated(page) == []
     await screenshot(page, "station-en-800-paused.png")
+    for machine in (machine_1, machine_2):
+        await simulator_fault(gateway, machine.id, "emergency_stop", False)
+    await wait_until(
+        gateway.fleet.bus,
+        lambda: not any(m.snapshot.status.emergency_stop for m in (machine_1, machine_2)),
+    )
     await banner.get_by_role("button", name="Resume").click()
     await expect(banner).to_be_hidden(timeout=15_000)
     await page.wait_for_function(NEXT_LINE, arg=[], timeout=15_000)

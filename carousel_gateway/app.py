@@ -31,6 +31,9 @@ from carousel_gateway.fleet.events import (
     MoveFailed,
 )
 from carousel_gateway.fleet.fleet import Fleet
+from carousel_gateway.picking.engine import JobEngine
+from carousel_gateway.picking.service import JobService
+from carousel_gateway.picking.store import SqliteJobStore
 from carousel_gateway.sim.carousel import CarouselModel, Fault
 from carousel_gateway.sim.modbus_server import ModbusSimulatorServer, ModbusSimulatorSettings
 from carousel_gateway.sim.server import LinkAction, SimulatorServer, SimulatorSettings
@@ -199,6 +202,9 @@ class Gateway:
         self.simulators: dict[str, SimulatorServer] = {}
         self.modbus_simulators: dict[str, ModbusSimulatorServer] = {}
         self.fleet: Fleet | None = None
+        #: Pick jobs (``[[workstations]]``); None when no workstation is configured.
+        self.jobs: JobService | None = None
+        self._engine: JobEngine | None = None
         self.websocket: WebSocketApi | None = None
         self.http: HttpServer | None = None
         self.metrics: GatewayMetrics | None = None
@@ -261,6 +267,8 @@ class Gateway:
         )
         # One command path for every API: one rate check, one drain, one way to a result.
         runner = CommandRunner(guard)
+        if self.config.workstations:
+            await self._start_jobs(runner)
         self.metrics = metrics = GatewayMetrics(self.fleet, guard=guard)  # the one set
         if self.config.mqtt.enabled:
             # Off by default. Its start returns at once: a broker that is down holds up
@@ -283,6 +291,7 @@ class Gateway:
             ssl_context=context,
             runner=runner,
             broadcast_delay_observer=metrics.observe_broadcast_delay,
+            jobs=self.jobs,
         )
         metrics.follow(self.websocket)
         ws = self.config.websocket
@@ -308,6 +317,7 @@ class Gateway:
                 metrics=metrics,
                 websocket_port=self.websocket.port,
                 mqtt=None if self.mqtt is None else self.mqtt.status,
+                jobs=self.jobs,
             )
         )
         self.http = HttpServer(
@@ -324,6 +334,31 @@ class Gateway:
         # A page served by this gateway may use both APIs: its own ports count as same-origin.
         guard.origins.ports.update((self.websocket.port, self.http.port))
 
+    async def _start_jobs(self, runner: CommandRunner) -> None:
+        """The job engine, after the fleet: its moves go through ``runner`` like every
+        command. Its tables live in the journal's SQLite file (``[journal] path``, even when
+        the journal itself is on PostgreSQL); with the journal off, in memory (jobs are then
+        lost at a restart). The log says both."""
+        assert self.fleet is not None
+        journal = self.config.journal
+        path = journal.path if journal.enabled else ":memory:"
+        if path == ":memory:":
+            log.warning(
+                "pick jobs are kept in memory only (the journal is %s): a restart loses them",
+                "disabled" if not journal.enabled else "in memory",
+            )
+        elif journal.url is not None:
+            log.warning(
+                "pick jobs are kept in the SQLite file %s, not on PostgreSQL "
+                "(the journal's [journal] url): this instance's disk holds them",
+                path,
+            )
+        machines = {machine.id: machine for machine in self.fleet}
+        self._engine = JobEngine(self.config, machines, runner, SqliteJobStore(path))
+        await self._engine.start()
+        self.jobs = self._engine
+        log.info("pick jobs: %s", ", ".join(w.id for w in self.config.workstations))
+
     @property
     def http_port(self) -> int:
         """The REST API's bound port (the real one when configured as 0)."""
@@ -338,6 +373,10 @@ class Gateway:
         # The HTTP server is told to stop first; both API servers then close together,
         # and before the fleet, so no request reaches a stopped machine. Each waits for the
         # commands it handed to machines, so they are journalled before the journal stops.
+        # The job engine stops first: it plans no more moves (one already handed to a
+        # machine drains with the servers' commands, through the same runner).
+        if self._engine is not None:
+            await self._engine.stop()
         servers = [api for api in (self.http, self.websocket) if api is not None]
         await asyncio.gather(*(api.stop() for api in servers))
         if self.metrics is not None:

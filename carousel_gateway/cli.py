@@ -24,7 +24,10 @@ from carousel_gateway.config import (
 )
 
 if TYPE_CHECKING:
+    import random
+
     from carousel_gateway.app import Gateway
+    from carousel_gateway.wire import JobSubmission, MachineInfo
 
 __all__ = [
     "DEFAULT_URL",
@@ -35,7 +38,13 @@ __all__ = [
     "asyncapi",
     "config_app",
     "config_check",
+    "demo_job",
     "history",
+    "job_app",
+    "job_demo",
+    "job_list",
+    "job_show",
+    "job_submit",
     "main",
     "move",
     "serve",
@@ -55,8 +64,10 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
 token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+job_app = typer.Typer(help="Pick jobs: submit, list, show (docs/picking.md).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(token_app, name="token")
+app.add_typer(job_app, name="job")
 
 ConfigOption = Annotated[
     Path | None,
@@ -390,6 +401,191 @@ def watch(url: UrlOption = DEFAULT_URL, token: TokenOption = None) -> None:
 
     with contextlib.suppress(KeyboardInterrupt):
         _run_client(lambda: watch_screen(url, token))
+
+
+@job_app.command("submit")
+def job_submit(
+    file: Annotated[str, typer.Argument(help="A job as JSON (docs/picking.md), or - for stdin")],
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+) -> None:
+    """Submit a pick job from a JSON file; prints the job as the gateway queued it."""
+    from pydantic import ValidationError
+
+    from carousel_gateway.wire import JobSubmission
+
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        typer.echo(f"error: cannot read {file}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        submission = JobSubmission.model_validate_json(text)
+    except ValidationError as exc:
+        for problem in exc.errors()[:10]:
+            where = ".".join(str(part) for part in problem["loc"]) or "job"
+            what = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
+            typer.echo(f"{file}: {where}: {what}", err=True)
+        raise typer.Exit(2) from None
+    _submit(submission, url, token)
+
+
+def _submit(submission: JobSubmission, url: str, token: str | None) -> None:
+    from rich.console import Console
+
+    from carousel_gateway.cli_views import job_detail
+    from carousel_gateway.client import CarouselClient
+
+    async def run() -> None:
+        async with CarouselClient(url, token=token, reconnect=False) as client:
+            accepted = await client.submit_job(submission)
+        verb = "queued" if accepted.created else "already known (same content): not queued again"
+        typer.echo(f"job {accepted.job.job_id} {verb}")
+        Console().print(job_detail(accepted.job))
+
+    _run_client(run)
+
+
+@job_app.command("list")
+def job_list(
+    workstation: Annotated[
+        str | None, typer.Option("--workstation", "-w", help="Only this workstation's jobs")
+    ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(help="Only jobs in this state: queued, active, paused, completed, cancelled"),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="The newest this many")] = 30,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+) -> None:
+    """Pick jobs, newest first."""
+    from rich.console import Console
+
+    from carousel_gateway.cli_views import jobs_table
+    from carousel_gateway.client import CarouselClient
+    from carousel_gateway.wire import JobState
+
+    try:
+        wanted = JobState(state) if state is not None else None
+    except ValueError:
+        known = ", ".join(s.value for s in JobState)
+        typer.echo(f"error: unknown state {state!r}; one of {known}", err=True)
+        raise typer.Exit(2) from None
+
+    async def run() -> None:
+        async with CarouselClient(url, token=token, reconnect=False) as client:
+            jobs = await client.jobs(workstation, wanted, limit=limit)
+        Console().print(jobs_table(jobs))
+
+    _run_client(run)
+
+
+@job_app.command("show")
+def job_show(
+    job_id: Annotated[str, typer.Argument(help="The job's id")],
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+) -> None:
+    """One pick job: its lines and what was picked, the route left, the stats."""
+    from rich.console import Console
+
+    from carousel_gateway.cli_views import job_detail
+    from carousel_gateway.client import CarouselClient
+
+    async def run() -> None:
+        async with CarouselClient(url, token=token, reconnect=False) as client:
+            job = await client.job(job_id)
+        Console().print(job_detail(job))
+
+    _run_client(run)
+
+
+@job_app.command("demo")
+def job_demo(
+    lines: Annotated[int, typer.Option(min=1, max=500, help="How many lines")] = 5,
+    workstation: Annotated[
+        str, typer.Option("--workstation", "-w", help="Where to pick")
+    ] = "station_1",
+    machine: Annotated[
+        list[str] | None,
+        typer.Option("--machine", "-m", help="Only these carousels (default: every one)"),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed, for the same job again")] = None,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+) -> None:
+    """Submit a random job (to the embedded demo's station_1 by default) and print it."""
+    from carousel_gateway.client import CarouselClient
+
+    async def run() -> None:
+        async with CarouselClient(url, token=token, reconnect=False) as client:
+            submission = demo_job(client.machines, lines, workstation, machine, seed)
+            accepted = await client.submit_job(submission)
+        from rich.console import Console
+
+        from carousel_gateway.cli_views import job_detail
+
+        typer.echo(f"job {accepted.job.job_id} queued at {workstation}")
+        Console().print(job_detail(accepted.job))
+
+    _run_client(run)
+
+
+_DEMO_ITEMS = (
+    ("TORN-M6", "Tornillo M6 x 20"),
+    ("TUER-M6", "Tuerca M6"),
+    ("ARAN-6", "Arandela 6 mm"),
+    ("BRID-40", "Brida 40 mm"),
+    ("JUNT-12", "Junta tórica 12 mm"),
+    ("FUSI-10", "Fusible 10 A"),
+    ("RODA-608", "Rodamiento 608"),
+    ("CABL-15", "Cable 1,5 mm² (m)"),
+)
+
+
+def demo_job(
+    machines: list[MachineInfo],
+    lines: int,
+    workstation: str,
+    only: list[str] | None,
+    seed: int | None,
+) -> JobSubmission:
+    """A random job over the given carousels' buckets (``MachineInfo`` from ``welcome``)."""
+    import random
+
+    from carousel_gateway.client import CarouselError
+    from carousel_gateway.wire import JobLineIn, JobSubmission
+
+    pool = [m for m in machines if only is None or m.id in only]
+    if not pool:
+        raise CarouselError(f"no carousel to pick from (asked for {', '.join(only or [])})")
+    rng = random.Random(seed)  # nosec B311: a demo's random picks, not a secret
+    job_id = f"demo-{rng.getrandbits(32):08x}" if seed is not None else _fresh_id(rng)
+    picks = []
+    for number in range(1, lines + 1):
+        carousel = rng.choice(pool)
+        sku, description = rng.choice(_DEMO_ITEMS)
+        picks.append(
+            JobLineIn(
+                line_id=str(number),
+                machine_id=carousel.id,
+                position=rng.randrange(carousel.positions) + carousel.position_base,
+                quantity=rng.randint(1, 4),
+                sku=sku,
+                description=description,
+                order_id=f"PED-{rng.randint(1000, 9999)}",
+            )
+        )
+    return JobSubmission(job_id=job_id, workstation_id=workstation, lines=picks)
+
+
+def _fresh_id(rng: random.Random) -> str:
+    """A demo job id that does not repeat an earlier run's (same id, other lines: a
+    conflict)."""
+    import time
+
+    return f"demo-{time.strftime('%H%M%S')}-{rng.getrandbits(16):04x}"
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Rich renderings for the CLI: the status table and the live ``watch`` screen."""
+"""Rich renderings for the CLI: the status table, the live ``watch`` screen, pick jobs."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ from carousel_gateway.wire import (
     Counters,
     FleetStatus,
     History,
+    JobLineState,
+    JobState,
+    JobView,
     MachineEvent,
     MachineInfo,
     MachineState,
@@ -32,6 +35,8 @@ from carousel_gateway.wire import (
 __all__ = [
     "describe_event",
     "history_table",
+    "job_detail",
+    "jobs_table",
     "status_table",
     "watch_screen",
 ]
@@ -129,6 +134,93 @@ def history_table(page: History, counters: Counters) -> Group:
         for name, value in sorted(values.items()):
             totals.add_row(machine_id, name, f"{value:g}")
     return Group(table, totals)
+
+
+_JOB_STYLE = {
+    JobState.QUEUED: "",
+    JobState.ACTIVE: "green",
+    JobState.PAUSED: "yellow",
+    JobState.COMPLETED: "dim",
+    JobState.CANCELLED: "red",
+}
+_LINE_STYLE = {
+    JobLineState.PENDING: "",
+    JobLineState.PRESENTED: "bold green",
+    JobLineState.PICKED: "dim",
+    JobLineState.SHORT: "yellow",
+    JobLineState.CANCELLED: "red",
+}
+_DONE = (JobLineState.PICKED, JobLineState.SHORT, JobLineState.CANCELLED)
+
+
+def _when(timestamp: str | None) -> str:
+    """``2026-12-05 12:00:00`` from an ISO timestamp (seconds are enough on a terminal)."""
+    return "-" if timestamp is None else timestamp.replace("T", " ")[:19]
+
+
+def jobs_table(jobs: list[JobView]) -> Table:
+    """Pick jobs, one row each: what a supervisor scans on an 80-column terminal."""
+    table = Table(title="Pick jobs (times in UTC)")
+    table.add_column("job", no_wrap=True, min_width=max([3, *(len(j.job_id) for j in jobs)]))
+    table.add_column("station")
+    table.add_column("state", overflow="fold")  # a pause's reason is never cut
+    table.add_column("prio", justify="right")
+    table.add_column("lines", justify="right")
+    table.add_column("created", no_wrap=True)
+    for job in jobs:
+        done = sum(1 for line in job.lines if line.state in _DONE)
+        state = Text(job.state.value, style=_JOB_STYLE[job.state])
+        if job.paused_reason:
+            state.append(f" ({job.paused_reason})")
+        table.add_row(
+            job.job_id,
+            job.workstation_id,
+            state,
+            str(job.priority),
+            f"{done}/{len(job.lines)}",
+            _when(job.created_at)[5:16],  # MM-DD HH:MM (UTC)
+        )
+    return table
+
+
+def job_detail(job: JobView) -> Group:
+    """One job: its state, every line with what was picked, the route left, the stats."""
+    head = Text()
+    head.append(f"{job.job_id}", style="bold")
+    head.append(f"  {job.workstation_id}  priority {job.priority}  ")
+    head.append(job.state.value, style=_JOB_STYLE[job.state])
+    if job.paused_reason:
+        head.append(f"  paused: {job.paused_reason}", style="yellow")
+    times = Text(
+        f"created {_when(job.created_at)}  started {_when(job.started_at)}  "
+        f"finished {_when(job.finished_at)}",
+        style="dim",
+    )
+    lines = Table(title="Lines")
+    lines.add_column("line", no_wrap=True)
+    lines.add_column("carousel", no_wrap=True)
+    lines.add_column("bucket", justify="right")
+    lines.add_column("qty", justify="right")
+    lines.add_column("SKU / order")
+    lines.add_column("state")
+    for line in job.lines:
+        what = " / ".join(part for part in (line.sku, line.order_id) if part) or "-"
+        state = Text(line.state.value, style=_LINE_STYLE[line.state])
+        if line.quantity_picked is not None:
+            state.append(f" {line.quantity_picked}")
+        if line.reason:
+            state.append(f" ({line.reason})")
+        lines.add_row(
+            line.line_id, line.machine_id, str(line.position), str(line.quantity), what, state
+        )
+    route = " → ".join(f"{stop.machine_id}:{stop.position}" for stop in job.route) or "-"
+    stats = job.stats
+    footer = Text(
+        f"route left: {route}\n"
+        f"moves {stats.moves}, buckets travelled {stats.buckets_travelled}, "
+        f"operator waited {stats.operator_wait_s:.1f} s"
+    )
+    return Group(head, times, lines, footer)
 
 
 def _describe_change(event: object) -> str | None:

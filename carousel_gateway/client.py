@@ -8,6 +8,12 @@ One obvious entry point (like ``httpx.Client``)::
         async for event in gateway.events("all_events", ["machine_1"]):
             ...
 
+Pick jobs (when ``welcome`` lists the ``pick_jobs`` capability)::
+
+        accepted = await gateway.submit_job({"job_id": "ORD-1", "workstation_id": ...})
+        async for event in gateway.job_events(["station_1"]):
+            ...
+
 Requests are matched to replies by ``request_id``. If the link drops, the client reconnects
 with backoff, re-subscribes, and the server's fresh ``status_broadcast`` arrives on every
 open ``events()`` iterator; requests in flight at that moment fail with
@@ -36,11 +42,19 @@ from carousel_gateway.wire import (
     ErrorMessage,
     FleetStatus,
     History,
+    JobAccepted,
+    JobEventMessage,
+    Jobs,
+    JobState,
+    JobSubmission,
+    JobUpdate,
+    JobView,
     MachineEvent,
     MachineInfo,
     MachineStatus,
     MoveCompletedMessage,
     MoveFailedMessage,
+    PickConfirmed,
     Pong,
     StatusBroadcast,
     SubscriptionConfirmed,
@@ -77,6 +91,7 @@ Notification = (
     | MoveCompletedMessage
     | MoveFailedMessage
     | MachineEvent
+    | JobEventMessage
     | ErrorMessage
 )
 
@@ -93,6 +108,11 @@ _MODELS: dict[str, type[BaseModel]] = {
     "pong": Pong,
     "history": History,
     "counters": Counters,
+    "job_accepted": JobAccepted,
+    "jobs": Jobs,
+    "pick_confirmed": PickConfirmed,
+    "job_update": JobUpdate,
+    "job_event": JobEventMessage,
 }
 
 
@@ -180,7 +200,8 @@ class CarouselClient:
         self._reader: asyncio.Task[None] | None = None
         self._pending: dict[str, _Pending] = {}
         self._ids = itertools.count(1)
-        self._subscriptions: list[tuple[SubscriptionType, list[str] | None]] = []
+        #: (type, machine_ids, workstation_ids) of each subscription, replayed on reconnect.
+        self._subscriptions: list[tuple[SubscriptionType, list[str] | None, list[str] | None]] = []
         self._listeners: set[asyncio.Queue[Notification | CarouselError]] = set()
         self._connected = asyncio.Event()
         self._closing = False
@@ -286,7 +307,7 @@ class CarouselClient:
         """Subscribe; kept and replayed after a reconnect."""
         kind = SubscriptionType(subscription_type)
         reply = await self._subscribe(kind, machine_ids)
-        self._subscriptions.append((kind, machine_ids))
+        self._subscriptions.append((kind, machine_ids, None))
         return reply
 
     async def history(
@@ -327,6 +348,94 @@ class CarouselClient:
         assert isinstance(reply, Pong)
         return reply
 
+    # -- pick jobs ------------------------------------------------------------------------
+
+    async def submit_job(self, job: JobSubmission | dict[str, Any]) -> JobAccepted:
+        """Submit a pick job (operator role). ``created`` is False when the gateway already
+        had this ``job_id`` with the same content (submitting again is safe)."""
+        submission = job if isinstance(job, JobSubmission) else JobSubmission.model_validate(job)
+        reply = await self._request(
+            {"type": "submit_job", **submission.model_dump(mode="json", exclude_none=True)}
+        )
+        assert isinstance(reply, JobAccepted)
+        return reply
+
+    async def jobs(
+        self,
+        workstation_id: str | None = None,
+        state: JobState | str | None = None,
+        *,
+        limit: int = 100,
+    ) -> list[JobView]:
+        """Pick jobs, newest first (at most ``limit``, up to 1000), optionally of one
+        workstation and in one state."""
+        message: dict[str, Any] = {"type": "get_jobs", "limit": limit}
+        if workstation_id is not None:
+            message["workstation_id"] = workstation_id
+        if state is not None:
+            message["state"] = JobState(state).value
+        reply = await self._request(message)
+        assert isinstance(reply, Jobs)
+        return reply.jobs
+
+    async def job(self, job_id: str) -> JobView:
+        """One pick job (:class:`ServerError` ``JOB_NOT_FOUND`` when the gateway has none)."""
+        reply = await self._request({"type": "get_jobs", "job_id": job_id})
+        assert isinstance(reply, Jobs)
+        return reply.jobs[0]
+
+    async def confirm_pick(
+        self, job_id: str, line_id: str, quantity_picked: int, reason: str | None = None
+    ) -> PickConfirmed:
+        """Confirm a presented line (operator role); less than asked needs a ``reason``."""
+        message: dict[str, Any] = {
+            "type": "confirm_pick",
+            "job_id": job_id,
+            "line_id": line_id,
+            "quantity_picked": quantity_picked,
+        }
+        if reason is not None:
+            message["reason"] = reason
+        reply = await self._request(message)
+        assert isinstance(reply, PickConfirmed)
+        return reply
+
+    async def pause_job(self, job_id: str, reason: str | None = None) -> JobUpdate:
+        return await self._job_control("pause_job", job_id, reason)
+
+    async def resume_job(self, job_id: str) -> JobUpdate:
+        return await self._job_control("resume_job", job_id, None)
+
+    async def cancel_job(self, job_id: str, reason: str | None = None) -> JobUpdate:
+        return await self._job_control("cancel_job", job_id, reason)
+
+    async def _job_control(self, kind: str, job_id: str, reason: str | None) -> JobUpdate:
+        message: dict[str, Any] = {"type": kind, "job_id": job_id}
+        if reason is not None:
+            message["reason"] = reason
+        reply = await self._request(message)
+        assert isinstance(reply, JobUpdate)
+        return reply
+
+    async def job_events(
+        self, workstation_ids: list[str] | None = None
+    ) -> AsyncIterator[JobEventMessage]:
+        """Subscribe to ``job_events`` (of these workstations; default all) and yield them.
+        Kept and replayed after a reconnect."""
+        queue: asyncio.Queue[Notification | CarouselError] = asyncio.Queue()
+        self._listeners.add(queue)
+        try:
+            await self._subscribe(SubscriptionType.JOB_EVENTS, None, workstation_ids)
+            self._subscriptions.append((SubscriptionType.JOB_EVENTS, None, workstation_ids))
+            while True:
+                item = await queue.get()
+                if isinstance(item, CarouselError):
+                    raise item
+                if isinstance(item, JobEventMessage):
+                    yield item
+        finally:
+            self._listeners.discard(queue)
+
     async def events(
         self, subscription: str = "all_events", machine_ids: list[str] | None = None
     ) -> AsyncIterator[Notification]:
@@ -347,11 +456,16 @@ class CarouselClient:
             self._listeners.discard(queue)
 
     async def _subscribe(
-        self, kind: SubscriptionType, machine_ids: list[str] | None
+        self,
+        kind: SubscriptionType,
+        machine_ids: list[str] | None,
+        workstation_ids: list[str] | None = None,
     ) -> SubscriptionConfirmed:
         message: dict[str, Any] = {"type": "subscribe", "subscription_type": kind.value}
         if machine_ids is not None:
             message["machine_ids"] = machine_ids
+        if workstation_ids is not None:
+            message["workstation_ids"] = workstation_ids
         reply = await self._request(message)
         assert isinstance(reply, SubscriptionConfirmed)
         return reply
@@ -419,9 +533,9 @@ class CarouselClient:
             self._resubscriber = asyncio.get_running_loop().create_task(self._resubscribe())
 
     async def _resubscribe(self) -> None:
-        for kind, machine_ids in list(self._subscriptions):
+        for kind, machine_ids, workstation_ids in list(self._subscriptions):
             try:
-                await self._subscribe(kind, machine_ids)
+                await self._subscribe(kind, machine_ids, workstation_ids)
             except CarouselError as exc:
                 log.warning("re-subscribing %s failed: %s", kind.value, exc)
                 return
@@ -448,7 +562,8 @@ class CarouselClient:
             | CommandResult
             | MoveCompletedMessage
             | MoveFailedMessage
-            | MachineEvent,
+            | MachineEvent
+            | JobEventMessage,
         ):
             self._notify(message)
 

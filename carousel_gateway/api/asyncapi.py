@@ -28,12 +28,21 @@ _REPLIES: dict[type[BaseModel], tuple[type[BaseModel], ...]] = {
     m.Ping: (m.Pong,),
     m.GetHistory: (m.History,),
     m.GetCounters: (m.Counters,),
+    m.SubmitJob: (m.JobAccepted,),
+    m.GetJobs: (m.Jobs,),
+    m.ConfirmPick: (m.PickConfirmed,),
+    m.PauseJob: (m.JobUpdate,),
+    m.ResumeJob: (m.JobUpdate,),
+    m.CancelJob: (m.JobUpdate,),
 }
 
 _SUMMARIES: dict[type[BaseModel], str] = {
     m.GetStatus: "Ask for one machine's status (or every machine's without machine_id).",
     m.SendCommand: "Send a command (1 = move to a bucket) to one machine.",
-    m.Subscribe: "Subscribe to status_updates, command_results or all_events.",
+    m.Subscribe: (
+        "Subscribe to status_updates, command_results or all_events (machine_ids), or to "
+        "job_events (workstation_ids)."
+    ),
     m.Unsubscribe: "Remove subscriptions (same fields as subscribe).",
     m.Ping: "Application-level ping; answered with pong.",
     m.GetHistory: "Journal entries (commands, moves, events), newest first, paged by cursor.",
@@ -52,6 +61,28 @@ _SUMMARIES: dict[type[BaseModel], str] = {
     m.MachineEvent: "Connected, disconnected, fault raised or cleared (all_events).",
     m.ErrorMessage: "A request could not be served; code from the error table.",
     m.Pong: "Reply to ping.",
+    m.SubmitJob: (
+        "Submit a pick job to a workstation (operator role). The same job_id with the same "
+        "content again is the same job; with other content, JOB_CONFLICT; bad lines, "
+        "INVALID_JOB naming each."
+    ),
+    m.GetJobs: "Pick jobs, newest first, optionally of one workstation and in one state.",
+    m.ConfirmPick: (
+        "Confirm a presented line (operator role): quantity_picked, with a reason when "
+        "less than asked (a short pick)."
+    ),
+    m.PauseJob: "Pause a pick job (operator role): its carousels take manual moves again.",
+    m.ResumeJob: "Resume a paused pick job (operator role): re-planned from a fresh reading.",
+    m.CancelJob: "Cancel a pick job (operator role): its open lines become cancelled.",
+    m.JobAccepted: "The job as queued (created false: an idempotent repeat of an existing job).",
+    m.Jobs: "Pick jobs with their lines, planned route and stats.",
+    m.PickConfirmed: "The line is confirmed (journalled); the job as it is now.",
+    m.JobUpdate: "Reply to pause_job, resume_job and cancel_job: the job as it is now.",
+    m.JobEventMessage: (
+        "A pick job changed (job_events subscribers of its workstation): queued, started, "
+        "stop presented, line confirmed, paused (with the reason), resumed, completed, "
+        "cancelled."
+    ),
 }
 
 
@@ -110,6 +141,7 @@ def build_asyncapi() -> dict[str, Any]:
         m.MoveFailedMessage,
         m.CommandResult,
         m.MachineEvent,
+        m.JobEventMessage,
     ):
         operations[f"send_{_message_name(model)}"] = {
             "action": "send",
@@ -125,7 +157,9 @@ def build_asyncapi() -> dict[str, Any]:
             "description": (
                 "Real-time status and commands for vertical storage carousels. JSON text "
                 "frames; every client message may carry request_id, echoed by its direct reply. "
-                "Timestamps are UTC ISO 8601 with milliseconds and Z. Error codes: "
+                "Timestamps are UTC ISO 8601 with milliseconds and Z. Pick jobs (submit_job "
+                "... job_event) are served when welcome lists the pick_jobs capability. "
+                "Error codes: "
                 + ", ".join(code.value for code in m.ErrorCode)
                 + "."
             ),

@@ -1,4 +1,5 @@
-"""The operator dashboard: static files from ``carousel_gateway/web`` and its one setting.
+"""The operator dashboard and the station view: static files from ``carousel_gateway/web``
+and the dashboard's one setting.
 
 The page speaks the WebSocket API itself; all it needs from the HTTP server is its files
 and the WebSocket port to connect to. Nothing here is secret, so these paths are open (the
@@ -26,10 +27,11 @@ __all__ = [
     "install",
     "is_open",
     "router",
+    "station",
 ]
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-OPEN_PREFIXES = ("/static/",)
+OPEN_PREFIXES = ("/static/", "/station/")
 OPEN_PATHS = frozenset({"/", "/index.html", "/favicon.ico", "/v1/dashboard/config"})
 #: The icon of the dashboard and of the API docs (browsers ask for /favicon.ico without it).
 FAVICON_URL = "/static/favicon.svg"
@@ -41,6 +43,12 @@ router = APIRouter(include_in_schema=False)
 @router.get("/index.html")
 async def index() -> FileResponse:
     return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/station/{workstation_id}")
+async def station(workstation_id: str) -> FileResponse:
+    """The operator station view of one workstation (``station.js`` reads it over REST)."""
+    return FileResponse(WEB_DIR / "station.html", headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/favicon.ico")

@@ -33,6 +33,8 @@ FEEDS_OF: dict[SubscriptionType, tuple[Feed, ...]] = {
     SubscriptionType.STATUS_UPDATES: (Feed.STATUS,),
     SubscriptionType.COMMAND_RESULTS: (Feed.COMMANDS,),
     SubscriptionType.ALL_EVENTS: (Feed.STATUS, Feed.COMMANDS, Feed.EVENTS),
+    # Pick jobs' events are per workstation, not per machine: the WebSocket API keeps them.
+    SubscriptionType.JOB_EVENTS: (),
 }
 
 

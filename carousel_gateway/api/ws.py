@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -54,27 +54,43 @@ from carousel_gateway.fleet.events import (
 )
 from carousel_gateway.fleet.fleet import Fleet, machine_not_found
 from carousel_gateway.fleet.machine import Machine, MoveOutcomeUnknown
+from carousel_gateway.picking.service import JobService
 from carousel_gateway.store import Journal
 from carousel_gateway.wire import (
     CAPABILITIES,
+    JOB_CAPABILITY,
+    CancelJob,
     CommandResult,
+    ConfirmPick,
     Counters,
     FleetStatus,
     GetCounters,
     GetHistory,
+    GetJobs,
     GetStatus,
     History,
+    JobAccepted,
+    JobEventMessage,
+    Jobs,
+    JobSubmission,
+    JobUpdate,
+    JobView,
     MachineInfo,
     MachineStatus,
     MoveCompletedMessage,
     MoveFailedMessage,
+    PauseJob,
+    PickConfirmed,
     Ping,
     Pong,
+    ResumeJob,
     SendCommand,
     ServerInfo,
     StatusBroadcast,
+    SubmitJob,
     Subscribe,
     SubscriptionConfirmed,
+    SubscriptionType,
     Unsubscribe,
     UnsubscriptionConfirmed,
     Welcome,
@@ -95,6 +111,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 #: The websockets library's own logger (its DEBUG lines trace handshakes and frames).
 PROTOCOL_LOGGER = "carousel_gateway.ws.protocol"
 
@@ -113,6 +131,7 @@ def protocol_logger() -> logging.Logger:
     if _not_a_session_line not in logger.filters:
         logger.addFilter(_not_a_session_line)
     return logger
+
 
 #: Commands one session may have waiting on PLCs at once (each machine takes one anyway).
 MAX_COMMANDS_IN_FLIGHT = 16
@@ -161,8 +180,15 @@ class WebSocketApi:
         ssl_context: ssl.SSLContext | None = None,
         runner: CommandRunner | None = None,
         broadcast_delay_observer: Callable[[float], None] | None = None,
+        jobs: JobService | None = None,
     ) -> None:
         self.config = config
+        #: Pick jobs (None: the gateway has no workstations; job messages are refused).
+        self.jobs = jobs
+        #: Sessions subscribed to job_events: their workstations (None: every one).
+        self.job_watchers: dict[Session, set[str] | None] = {}
+        #: Job writes handed to the service: they finish even if their session closes.
+        self._job_writes: set[asyncio.Task[Any]] = set()
         self.fleet = fleet
         self.journal = journal
         self.authenticator = authenticator or Authenticator(config.auth)
@@ -193,6 +219,7 @@ class WebSocketApi:
         self._session_ids = itertools.count(1)
         self._server: Server | None = None
         self._unsubscribe = fleet.bus.subscribe(self._on_event)
+        self._unlisten_jobs = jobs.listen(self._on_job_event) if jobs is not None else None
         self._machine_infos = [self._machine_info(m) for m in fleet]
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -227,12 +254,16 @@ class WebSocketApi:
     async def stop(self) -> None:
         """Close every session with 1001 (going away) and stop listening."""
         self._unsubscribe()
+        if self._unlisten_jobs is not None:
+            self._unlisten_jobs()
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
             self._server = None
         # Commands already handed to machines finish (and are journalled) before the fleet
-        # and the journal stop; nothing new can start now.
+        # and the journal stop; nothing new can start now. So do job writes.
+        if self._job_writes:
+            await asyncio.gather(*self._job_writes, return_exceptions=True)
         await self.runner.drain()
 
     # -- handshake ------------------------------------------------------------------------
@@ -262,6 +293,7 @@ class WebSocketApi:
         finally:
             session.alive = False
             self.subscriptions.drop(session)
+            self.job_watchers.pop(session, None)
             self.sessions.pop(session.id, None)
             for task in list(session.tasks):
                 task.cancel()  # journal reads; commands run on (see _run_command)
@@ -289,7 +321,10 @@ class WebSocketApi:
     def _welcome(self, session: Session) -> Welcome:
         return Welcome(
             timestamp=utc_timestamp(),
-            server_info=ServerInfo(version=__version__, capabilities=list(CAPABILITIES)),
+            server_info=ServerInfo(
+                version=__version__,
+                capabilities=[*CAPABILITIES, *([JOB_CAPABILITY] if self.jobs else [])],
+            ),
             machines=self._machine_infos,
             auth=(
                 {"client": session.identity.client, "role": session.identity.role}
@@ -331,6 +366,12 @@ class WebSocketApi:
                     self._send(session, Pong(timestamp=utc_timestamp(), request_id=request_id))
                 case GetHistory() | GetCounters():
                     self._spawn(session, self._read_journal(session, message))
+                case GetJobs():
+                    self._get_jobs(session, message)
+                case SubmitJob() | ConfirmPick() | PauseJob() | ResumeJob() | CancelJob():
+                    jobs = self._job_service()
+                    self._may_control_jobs(session)
+                    self._spawn(session, self._job_request(session, jobs, message))
         except GatewayError as exc:
             if request_id is None:
                 request_id = request_id_of(raw)
@@ -465,6 +506,143 @@ class WebSocketApi:
         finally:
             self._requesters.pop(key, None)
 
+    # -- pick jobs ------------------------------------------------------------------------
+
+    def _job_service(self) -> JobService:
+        if self.jobs is None:
+            raise GatewayError(
+                ErrorCode.WORKSTATION_NOT_FOUND,
+                "pick jobs are off: this gateway has no [[workstations]] configured",
+            )
+        return self.jobs
+
+    @staticmethod
+    def _may_control_jobs(session: Session) -> None:
+        """Submitting, confirming and job control need the operator role (as commands)."""
+        if not session.identity.can_command:
+            raise GatewayError(
+                ErrorCode.FORBIDDEN,
+                f"role {session.identity.role!r} may not submit, confirm or control pick jobs",
+            )
+
+    def _get_jobs(self, session: Session, message: GetJobs) -> None:
+        jobs = self._job_service()
+        if message.workstation_id is not None:
+            jobs.workstation(message.workstation_id)  # WORKSTATION_NOT_FOUND for unknown ids
+        if message.job_id is not None:
+            found = [jobs.job(message.job_id)]  # JOB_NOT_FOUND for an unknown id
+        else:
+            found = jobs.jobs(message.workstation_id, message.state)[: message.limit]
+        reply = Jobs(jobs=found, timestamp=utc_timestamp(), request_id=message.request_id)
+        self._send(session, reply)
+
+    async def _job_request(
+        self,
+        session: Session,
+        jobs: JobService,
+        message: SubmitJob | ConfirmPick | PauseJob | ResumeJob | CancelJob,
+    ) -> None:
+        """One job write; the requester gets its reply (or error) with its request_id."""
+        by = session.identity.client
+        request_id = message.request_id
+        try:
+            reply: JobAccepted | PickConfirmed | JobUpdate
+            match message:
+                case SubmitJob():
+                    submission = JobSubmission.model_validate(
+                        message.model_dump(exclude={"type", "request_id", "timestamp"})
+                    )
+                    job, created = await self._journalled(jobs.submit(submission, by))
+                    reply = JobAccepted(
+                        job=job, created=created, timestamp=utc_timestamp(), request_id=request_id
+                    )
+                case ConfirmPick():
+                    job = await self._journalled(
+                        jobs.confirm(
+                            message.job_id,
+                            message.line_id,
+                            message.quantity_picked,
+                            message.reason,
+                            by,
+                        )
+                    )
+                    reply = PickConfirmed(
+                        job=job,
+                        line_id=message.line_id,
+                        timestamp=utc_timestamp(),
+                        request_id=request_id,
+                    )
+                case PauseJob() | ResumeJob() | CancelJob():
+                    reply = JobUpdate(
+                        job=await self._journalled(self._control(jobs, message, by)),
+                        timestamp=utc_timestamp(),
+                        request_id=request_id,
+                    )
+            self._send(session, reply)
+        except GatewayError as exc:
+            self._send(session, error_message(exc, request_id))
+        except Exception:
+            log.exception("session %d: unexpected error in a job request", session.id)
+            internal = GatewayError(ErrorCode.INTERNAL_ERROR, "internal error; see gateway log")
+            self._send(session, error_message(internal, request_id))
+
+    @staticmethod
+    async def _control(
+        jobs: JobService, message: PauseJob | ResumeJob | CancelJob, by: str
+    ) -> JobView:
+        if isinstance(message, PauseJob):
+            return await jobs.pause(message.job_id, by, message.reason)
+        if isinstance(message, ResumeJob):
+            return await jobs.resume(message.job_id, by)
+        return await jobs.cancel(message.job_id, by, message.reason)
+
+    async def _journalled(self, work: Coroutine[Any, Any, _T]) -> _T:
+        """A job write runs to its end even if its session closes meanwhile: once handed
+        to the service it is journalled and acted on, like a command."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._job_writes.add(task)
+        task.add_done_callback(_forget_write(self._job_writes))
+        return await asyncio.shield(task)
+
+    def _subscribe_jobs(self, session: Session, message: Subscribe | Unsubscribe) -> list[str]:
+        """Add (or remove) a session's job_events workstations; the ones it names."""
+        jobs = self._job_service()
+        if message.machine_ids is not None:
+            raise GatewayError(
+                ErrorCode.INVALID_MESSAGE_FORMAT,
+                "job_events is filtered by workstation_ids, not machine_ids",
+            )
+        every = [station.id for station in jobs.workstations()]
+        if message.workstation_ids is None:
+            named = every
+        else:
+            named = list(dict.fromkeys(message.workstation_ids))
+            for workstation_id in named:
+                jobs.workstation(workstation_id)  # WORKSTATION_NOT_FOUND for unknown ids
+        current = self.job_watchers.get(session, set())
+        if isinstance(message, Subscribe):
+            if message.workstation_ids is None:
+                self.job_watchers[session] = None
+            elif current is not None:
+                self.job_watchers[session] = current | set(named)
+        else:
+            left = (set(every) if current is None else current) - set(named)
+            if left:
+                self.job_watchers[session] = left
+            else:
+                self.job_watchers.pop(session, None)
+        return named
+
+    def _on_job_event(self, event: JobEventMessage) -> None:
+        """A job event to the sessions watching its workstation: encoded once."""
+        sessions = tuple(
+            session
+            for session, stations in self.job_watchers.items()
+            if session.alive and (stations is None or event.workstation_id in stations)
+        )
+        if sessions:
+            self._broadcast(sessions, event.type, event.encode())
+
     def _machine_ids(self, machine_ids: list[str] | None) -> list[str]:
         if machine_ids is None:
             return self.fleet.ids
@@ -473,7 +651,27 @@ class WebSocketApi:
             raise machine_not_found(unknown, self.fleet.ids)
         return list(dict.fromkeys(machine_ids))
 
+    @staticmethod
+    def _no_workstations_outside_jobs(message: Subscribe | Unsubscribe) -> None:
+        if message.workstation_ids is not None:
+            raise GatewayError(
+                ErrorCode.INVALID_MESSAGE_FORMAT,
+                f"workstation_ids applies to job_events only, not {message.subscription_type}",
+            )
+
     def _subscribe(self, session: Session, message: Subscribe) -> None:
+        if message.subscription_type is SubscriptionType.JOB_EVENTS:
+            stations = self._subscribe_jobs(session, message)
+            confirmed = SubscriptionConfirmed(
+                subscription_type=message.subscription_type,
+                machine_ids=[],
+                workstation_ids=stations,
+                timestamp=utc_timestamp(),
+                request_id=message.request_id,
+            )
+            self._send(session, confirmed)
+            return
+        self._no_workstations_outside_jobs(message)
         ids = self._machine_ids(message.machine_ids)
         self.subscriptions.add(session, message.subscription_type, ids)
         self._send(
@@ -494,6 +692,18 @@ class WebSocketApi:
             self._send(session, current)
 
     def _unsubscribe_session(self, session: Session, message: Unsubscribe) -> None:
+        if message.subscription_type is SubscriptionType.JOB_EVENTS:
+            stations = self._subscribe_jobs(session, message)
+            confirmed = UnsubscriptionConfirmed(
+                subscription_type=message.subscription_type,
+                machine_ids=[],
+                workstation_ids=stations,
+                timestamp=utc_timestamp(),
+                request_id=message.request_id,
+            )
+            self._send(session, confirmed)
+            return
+        self._no_workstations_outside_jobs(message)
         ids = self._machine_ids(message.machine_ids)
         self.subscriptions.remove(session, message.subscription_type, ids)
         self._send(
@@ -571,6 +781,7 @@ class WebSocketApi:
     def _drop_slow(self, session: Session) -> None:
         session.alive = False
         self.subscriptions.drop(session)
+        self.job_watchers.pop(session, None)
         self.slow_clients_dropped += 1
         log.warning(
             "session %d (%s) dropped: over %d bytes unsent (client not reading)",
@@ -581,3 +792,15 @@ class WebSocketApi:
         if session.connection.state is State.OPEN:
             with contextlib.suppress(Exception):
                 ws_internals.abort(session.connection)
+
+
+def _forget_write(writes: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    """Drop a finished job write; its error, if any, reached its requester (or nobody
+    was left to hear it), so it is marked retrieved rather than logged as lost."""
+
+    def done(task: asyncio.Task[Any]) -> None:
+        writes.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    return done

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 __all__ = [
     "CAPABILITIES",
+    "JOB_CAPABILITY",
     "KINDS",
     "MODE",
     "HistoryKind",
@@ -32,6 +33,8 @@ CAPABILITIES = (
     "move_tracking",
     "machine_events",
 )
+#: Listed in ``welcome`` capabilities when the gateway runs pick jobs (it has workstations).
+JOB_CAPABILITY = "pick_jobs"
 
 #: Row kinds a history query can filter on (the APIs validate against this type).
 HistoryKind = Literal[
@@ -55,6 +58,7 @@ class SubscriptionType(StrEnum):
     STATUS_UPDATES = "status_updates"
     COMMAND_RESULTS = "command_results"
     ALL_EVENTS = "all_events"
+    JOB_EVENTS = "job_events"  # pick jobs' job_event messages, filtered by workstation_ids
 
 
 class Outgoing(BaseModel):

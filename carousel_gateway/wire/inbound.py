@@ -23,10 +23,19 @@ from pydantic_core import PydanticCustomError
 
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.wire.common import HistoryKind, SubscriptionType, json_adapter
+from carousel_gateway.wire.jobs import (
+    CancelJob,
+    ConfirmPick,
+    GetJobs,
+    PauseJob,
+    ResumeJob,
+    SubmitJob,
+)
 
 __all__ = [
     "CLIENT_MESSAGES",
     "CLIENT_MESSAGE_TYPES",
+    "AnyClientMessage",
     "ClientMessage",
     "CommandBody",
     "GetCounters",
@@ -101,16 +110,24 @@ class SendCommand(_In):
         return self.command, self.argument
 
 
+WorkstationIds = Annotated[
+    list[Annotated[str, Field(max_length=128)]],
+    Field(max_length=1_000, description="job_events only: these workstations (default: all)"),
+]
+
+
 class Subscribe(_In):
     type: Literal["subscribe"]
     subscription_type: SubscriptionType
     machine_ids: Annotated[list[str], Field(max_length=10_000)] | None = None
+    workstation_ids: WorkstationIds | None = None
 
 
 class Unsubscribe(_In):
     type: Literal["unsubscribe"]
     subscription_type: SubscriptionType
     machine_ids: Annotated[list[str], Field(max_length=10_000)] | None = None
+    workstation_ids: WorkstationIds | None = None
 
 
 class Ping(_In):
@@ -149,10 +166,23 @@ class GetCounters(_In):
     machine_id: str | None = None
 
 
-ClientMessage = Annotated[
-    GetStatus | SendCommand | Subscribe | Unsubscribe | Ping | GetHistory | GetCounters,
-    Field(discriminator="type"),
-]
+#: Every message a client may send (the spec's and the pick jobs' ones).
+AnyClientMessage = (
+    GetStatus
+    | SendCommand
+    | Subscribe
+    | Unsubscribe
+    | Ping
+    | GetHistory
+    | GetCounters
+    | SubmitJob
+    | GetJobs
+    | ConfirmPick
+    | PauseJob
+    | ResumeJob
+    | CancelJob
+)
+ClientMessage = Annotated[AnyClientMessage, Field(discriminator="type")]
 CLIENT_MESSAGE_TYPES = (
     "get_status",
     "send_command",
@@ -161,6 +191,12 @@ CLIENT_MESSAGE_TYPES = (
     "ping",
     "get_history",
     "get_counters",
+    "submit_job",
+    "get_jobs",
+    "confirm_pick",
+    "pause_job",
+    "resume_job",
+    "cancel_job",
 )
 _client_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 CLIENT_MESSAGES: tuple[type[BaseModel], ...] = (
@@ -171,12 +207,16 @@ CLIENT_MESSAGES: tuple[type[BaseModel], ...] = (
     Ping,
     GetHistory,
     GetCounters,
+    SubmitJob,
+    GetJobs,
+    ConfirmPick,
+    PauseJob,
+    ResumeJob,
+    CancelJob,
 )
 
 
-def parse_client_message(
-    raw: str | bytes,
-) -> GetStatus | SendCommand | Subscribe | Unsubscribe | Ping | GetHistory | GetCounters:
+def parse_client_message(raw: str | bytes) -> AnyClientMessage:
     """Parse one frame; raises ``GatewayError(INVALID_MESSAGE_FORMAT)`` with a clear text."""
     try:
         data = json_adapter.validate_json(raw)

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from carousel_gateway.wire.common import Outgoing
 
 __all__ = [
+    "JOBS_PAGE",
+    "MAX_JOBS_PAGE",
     "MAX_JOB_LINES",
     "CancelJob",
     "ConfirmPick",
@@ -118,10 +120,19 @@ class SubmitJob(_JobRequest, JobSubmission):
     type: Literal["submit_job"]
 
 
+#: Jobs one ``get_jobs`` (or ``GET /v1/jobs``) returns at most by default, and at most.
+JOBS_PAGE = 100
+MAX_JOBS_PAGE = 1000
+
+
 class GetJobs(_JobRequest):
     type: Literal["get_jobs"]
     workstation_id: Identifier | None = None
     state: JobState | None = None
+    #: The newest this many (finished jobs pile up: a reply stays a bounded size).
+    limit: Annotated[int, Field(ge=1, le=MAX_JOBS_PAGE)] = JOBS_PAGE
+    #: Just this job (``JOB_NOT_FOUND`` when there is none).
+    job_id: Identifier | None = None
 
 
 class ConfirmPick(_JobRequest):

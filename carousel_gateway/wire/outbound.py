@@ -20,6 +20,13 @@ from carousel_gateway.wire.common import (
     OutgoingWithNulls,
     SubscriptionType,
 )
+from carousel_gateway.wire.jobs import (
+    JobAccepted,
+    JobEventMessage,
+    Jobs,
+    JobUpdate,
+    PickConfirmed,
+)
 
 __all__ = [
     "SERVER_MESSAGES",
@@ -136,6 +143,7 @@ class SubscriptionConfirmed(Outgoing):
     type: Literal["subscription_confirmed"] = "subscription_confirmed"
     subscription_type: SubscriptionType
     machine_ids: list[str]
+    workstation_ids: list[str] | None = None  # job_events: the workstations it covers
     timestamp: str
     request_id: str | None = None
 
@@ -144,6 +152,7 @@ class UnsubscriptionConfirmed(Outgoing):
     type: Literal["unsubscription_confirmed"] = "unsubscription_confirmed"
     subscription_type: SubscriptionType
     machine_ids: list[str]
+    workstation_ids: list[str] | None = None  # job_events: the workstations it covers
     timestamp: str
     request_id: str | None = None
 
@@ -253,6 +262,11 @@ ServerMessage = (
     | Pong
     | History
     | Counters
+    | JobAccepted
+    | Jobs
+    | PickConfirmed
+    | JobUpdate
+    | JobEventMessage
 )
 SERVER_MESSAGES: tuple[type[BaseModel], ...] = (
     Welcome,
@@ -269,4 +283,9 @@ SERVER_MESSAGES: tuple[type[BaseModel], ...] = (
     Pong,
     History,
     Counters,
+    JobAccepted,
+    Jobs,
+    PickConfirmed,
+    JobUpdate,
+    JobEventMessage,
 )

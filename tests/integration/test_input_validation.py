@@ -191,6 +191,18 @@ REST_BODIES = [
     ("/v1/command", {"machine_id": "machine_1", "command": 1, "argument": 4}),
     ("/v1/simulators/machine_1/faults", {"fault": "alarm", "active": True}),
     ("/v1/simulators/machine_1/link", {"action": "drop"}),
+    # Pick jobs' bodies are judged before the gateway is asked for its jobs (it has none).
+    (
+        "/v1/jobs",
+        {
+            "job_id": "J",
+            "workstation_id": "station_1",
+            "lines": [{"line_id": "1", "machine_id": "machine_1", "position": 4, "quantity": 1}],
+        },
+    ),
+    ("/v1/jobs/J/lines/1/confirm", {"quantity_picked": 1}),
+    ("/v1/jobs/J/pause", {"reason": "break"}),
+    ("/v1/jobs/J/cancel", {"reason": "withdrawn"}),
 ]
 
 

@@ -48,8 +48,10 @@ def test_same_placeholders_in_both_languages() -> None:
 def test_every_key_the_page_names_exists() -> None:
     """Keys written out in index.html (data-i18n*) and app.js (t("...")); keys the script
     builds (flag.X.0, reason.X...) are checked in the browser tests."""
-    html = (WEB / "index.html").read_text(encoding="utf-8")
-    script = (WEB / "app.js").read_text(encoding="utf-8")
+    html = "".join(
+        (WEB / name).read_text(encoding="utf-8") for name in ("index.html", "station.html")
+    )
+    script = "".join((WEB / name).read_text(encoding="utf-8") for name in ("app.js", "station.js"))
     named = set(re.findall(r'data-i18n(?:-[a-z-]+)?="([^"]+)"', html))
     named |= set(re.findall(r'\bt\("([a-z_.A-Z]+)"', script))
     named |= set(re.findall(r'"([a-z]+\.[a-z_]+)"', script)) & set(catalogue("en"))

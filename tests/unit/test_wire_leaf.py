@@ -58,5 +58,6 @@ def test_wire_loads_nothing_but_the_error_table() -> None:
         "carousel_gateway.wire.clock",
         "carousel_gateway.wire.common",
         "carousel_gateway.wire.inbound",
+        "carousel_gateway.wire.jobs",
         "carousel_gateway.wire.outbound",
     }

@@ -19,10 +19,12 @@ from carousel_gateway import __version__
 from carousel_gateway.api import dashboard
 from carousel_gateway.api.http import (
     command_routes,
+    job_routes,
     journal_routes,
     machine_routes,
     operation_routes,
     simulator_routes,
+    workstation_routes,
 )
 from carousel_gateway.api.http.errors import install_error_handlers
 from carousel_gateway.api.http.gatekeeper import DOCS_ASSETS, DOCS_PAGES, Gatekeeper
@@ -39,6 +41,8 @@ ROUTERS = (
     machine_routes.router,
     command_routes.router,
     journal_routes.router,
+    job_routes.router,
+    workstation_routes.router,
     simulator_routes.router,
     operation_routes.router,  # open: no token
 )
@@ -48,6 +52,11 @@ TAGS = [
     {"name": "Machines", "description": "The configured machines and their live state"},
     {"name": "Commands", "description": "Commands and moves (operator role)"},
     {"name": "Journal", "description": "What happened: commands with their outcome, events"},
+    {
+        "name": "Pick jobs",
+        "description": "Goods-to-person picking: jobs, operator confirmations, workstations "
+        "(docs/picking.md)",
+    },
     {"name": "Simulators", "description": "Fault and link controls of embedded simulators"},
     {"name": "Operations", "description": "Liveness, readiness and metrics (no token needed)"},
 ]
@@ -64,7 +73,8 @@ def create_app(api: RestApi) -> FastAPI:
         version=__version__,
         description=(
             "One-off operations on vertical storage carousels: status, commands, moves "
-            "(optionally waiting for arrival), diagnostics, health and simulator controls. "
+            "(optionally waiting for arrival), pick jobs and workstations, diagnostics, health "
+            "and simulator controls. "
             "Every JSON reply has the envelope {success, data, error, code, timestamp}."
         ),
         contact={"name": "carousel-gateway maintainers"},

@@ -21,6 +21,8 @@ from carousel_gateway.errors import ErrorCode, GatewayError
 __all__ = [
     "COMMAND_ERRORS",
     "HISTORY_ERRORS",
+    "JOB_READ_ERRORS",
+    "JOB_WRITE_ERRORS",
     "MACHINE_READ_ERRORS",
     "READ_ERRORS",
     "SIMULATOR_ERRORS",
@@ -195,9 +197,11 @@ def documented_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: "Bad body or parameters: INVALID_MESSAGE_FORMAT, or INVALID_COMMAND",
         401: "UNAUTHORIZED: missing or invalid token (when tokens are configured)",
         403: "FORBIDDEN: the token's role may not do this",
-        404: "MACHINE_NOT_FOUND",
-        409: "BUSY or MACHINE_NOT_READY, with data.reasons",
+        404: "MACHINE_NOT_FOUND (pick jobs: JOB_NOT_FOUND or WORKSTATION_NOT_FOUND)",
+        409: "BUSY or MACHINE_NOT_READY, with data.reasons; MACHINE_RESERVED by a pick job "
+        "(pick jobs: JOB_CONFLICT)",
         413: "PAYLOAD_TOO_LARGE: the body is over the limit",
+        422: "INVALID_JOB: the job's lines are wrong (each bad line is named, and why)",
         429: "RATE_LIMITED, MACHINE_RATE_LIMITED or AUTH_LOCKED_OUT (see Retry-After)",
         503: "CONNECTION_ERROR: the PLC is not connected (JOURNAL_UNAVAILABLE for history)",
         504: "PLC_TIMEOUT: the PLC did not answer (the command was not retried)",
@@ -221,6 +225,10 @@ HISTORY_ERRORS = (400, 401, 404, 503)
 COMMAND_ERRORS = (400, 401, 403, 404, 409, 413, 429, 503, 504)
 
 SIMULATOR_ERRORS = (400, 401, 403, 404, 413, 429)
+
+JOB_READ_ERRORS = (400, 401, 404)
+
+JOB_WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429)
 
 
 def install_error_handlers(app: FastAPI) -> None:

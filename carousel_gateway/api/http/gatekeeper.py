@@ -104,9 +104,12 @@ class Gatekeeper:
                 await self._refusal(exc, peer)(scope, receive, send)
                 return
         scope.setdefault("state", {})["identity"] = identity
+        limit = api.body_limit(path)
         declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > api.max_body_bytes:
-            await self._refuse_body(scope, receive, send, more=True, declared=int(declared))
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse_body(
+                scope, receive, send, more=True, declared=int(declared), limit=limit
+            )
             return
         body = bytearray()
         while True:
@@ -114,9 +117,9 @@ class Gatekeeper:
             if message["type"] != "http.request":
                 return  # the client went away before sending its body
             body.extend(message.get("body", b""))
-            if len(body) > api.max_body_bytes:
+            if len(body) > limit:
                 more = message.get("more_body", False)
-                await self._refuse_body(scope, receive, send, more=more)
+                await self._refuse_body(scope, receive, send, more=more, limit=limit)
                 return
             if not message.get("more_body", False):
                 break
@@ -147,7 +150,14 @@ class Gatekeeper:
         return error_response(error, headers={"WWW-Authenticate": _WWW_AUTHENTICATE})
 
     async def _refuse_body(
-        self, scope: Scope, receive: Receive, send: Send, *, more: bool, declared: int | None = None
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        more: bool,
+        limit: int,
+        declared: int | None = None,
     ) -> None:
         """Answer 413 once the rest of the body is read and dropped.
 
@@ -164,7 +174,7 @@ class Gatekeeper:
                 drained += len(message.get("body", b""))
                 more = message.get("more_body", False)
         error = self.api.guard.refuse(
-            HTTP, ErrorCode.PAYLOAD_TOO_LARGE, f"request body over {self.api.max_body_bytes} bytes"
+            HTTP, ErrorCode.PAYLOAD_TOO_LARGE, f"request body over {limit} bytes"
         )
         headers = {"Connection": "close"} if more else None
         await error_response(error, headers=headers)(scope, receive, send)

@@ -12,8 +12,10 @@ from carousel_gateway.errors import ErrorCode
 from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.wire import (
     HistoryEntry,
+    JobView,
     MachineInfo,
     MachineState,
+    WorkstationView,
     utc_timestamp,
 )
 
@@ -35,6 +37,9 @@ __all__ = [
     "HistoryData",
     "HistoryResponse",
     "Interlock",
+    "JobControlRequest",
+    "JobResponse",
+    "JobsResponse",
     "JournalHealth",
     "LinkData",
     "LinkRequest",
@@ -47,12 +52,15 @@ __all__ = [
     "MoveOutcome",
     "MoveRequest",
     "MqttHealth",
+    "PickConfirmRequest",
     "ReadyData",
     "ReadyResponse",
     "Refusal",
     "ShortcutCommandRequest",
     "TelemetryDiagnostics",
     "WaitMode",
+    "WorkstationResponse",
+    "WorkstationsResponse",
 ]
 
 DataT = TypeVar("DataT")
@@ -282,6 +290,22 @@ class LinkResponse(MachineEnvelope[LinkData]):
     pass
 
 
+class JobResponse(Envelope[JobView]):
+    """A pick job with its lines (and their states), the planned route and its stats."""
+
+
+class JobsResponse(Envelope[list[JobView]]):
+    pass
+
+
+class WorkstationResponse(Envelope[WorkstationView]):
+    """A workstation: the stop to pick from now, every presented stop, queue and route."""
+
+
+class WorkstationsResponse(Envelope[list[WorkstationView]]):
+    pass
+
+
 WaitMode = Literal["arrival"]
 
 WAIT_TEXT = (
@@ -346,3 +370,32 @@ class LinkRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"action": "drop"}]})
 
     action: SimulatorLinkAction
+
+
+class PickConfirmRequest(BaseModel):
+    """What the operator took from a presented line's bucket."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"quantity_picked": 2},
+                {"quantity_picked": 1, "reason": "only 1 in the bucket"},
+            ]
+        },
+    )
+
+    quantity_picked: StrictInt = Field(
+        description="0..quantity; less than asked is a short pick and needs a reason"
+    )
+    reason: str | None = Field(None, max_length=500, description="Why a short pick")
+
+
+class JobControlRequest(BaseModel):
+    """Optional body of pause and cancel: why (journalled, shown on the station view)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "tote missing"}]}
+    )
+
+    reason: str | None = Field(None, max_length=500, description="Why (shown to the operator)")

@@ -14,15 +14,21 @@ from carousel_gateway.api.simulators import SimulatorControl
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.fleet.fleet import Fleet
 from carousel_gateway.fleet.machine import Machine
+from carousel_gateway.picking.service import JobService
 from carousel_gateway.store import Journal
 
 __all__ = [
+    "JOBS_PATH",
     "MAX_BODY_BYTES",
+    "MAX_JOB_BODY_BYTES",
     "RestApi",
 ]
 
-#: Largest request body accepted (every valid body is a few dozen bytes).
+#: Largest request body accepted (every valid body is a few dozen bytes)...
 MAX_BODY_BYTES = 64 * 1024
+#: ... but a submitted pick job (up to 500 lines, each with a SKU and a description).
+MAX_JOB_BODY_BYTES = 1024 * 1024
+JOBS_PATH = "/v1/jobs"
 
 
 class RestApi:
@@ -43,8 +49,11 @@ class RestApi:
         metrics: GatewayMetrics | None = None,
         websocket_port: int | None = None,
         mqtt: MqttStatus | None = None,
+        jobs: JobService | None = None,
     ) -> None:
         self.fleet = fleet
+        #: Pick jobs (None: no workstations configured; the job endpoints refuse).
+        self._jobs = jobs
         self.journal = journal
         #: The MQTT link's state (None: [mqtt] is off), for health and the dashboard.
         self.mqtt = mqtt
@@ -73,6 +82,26 @@ class RestApi:
         self.runner.close()
         if self._own_metrics:
             self.metrics.close()
+
+    @property
+    def jobs(self) -> JobService:
+        """The job service (``WORKSTATION_NOT_FOUND`` when the gateway runs no pick jobs)."""
+        if self._jobs is None:
+            raise GatewayError(
+                ErrorCode.WORKSTATION_NOT_FOUND,
+                "pick jobs are off: this gateway has no [[workstations]] configured",
+            )
+        return self._jobs
+
+    @property
+    def jobs_enabled(self) -> bool:
+        return self._jobs is not None
+
+    def body_limit(self, path: str) -> int:
+        """The largest body a path takes: a submitted job may be larger than the rest."""
+        if path == JOBS_PATH:
+            return max(self.max_body_bytes, MAX_JOB_BODY_BYTES)
+        return self.max_body_bytes
 
     def simulator(self, machine_id: str) -> tuple[Machine, SimulatorControl]:
         machine = self.fleet.get(machine_id)

@@ -1,0 +1,378 @@
+"""The job engine: every workstation of the gateway on the event loop (``JobService``).
+
+It holds the pure :class:`~carousel_gateway.picking.board.JobBoard` and does its I/O: each
+write is committed to the job store before the call returns; events go to listeners in
+order; moves go through the one command path (``CommandPath``: ``api.commands.
+CommandRunner`` in the gateway) with origin ``job:<job_id>``, one at a time per carousel,
+never retried. A refused or failed move pauses the jobs it served with the reason. While a
+workstation has an active, unpaused job its carousels are reserved for its jobs.
+
+One lock orders every change: a change, its write and its events happen together, so
+listeners see events in the order of the store's history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from carousel_gateway.config import GatewayConfig
+from carousel_gateway.errors import ErrorCode, GatewayError
+from carousel_gateway.fleet.events import (
+    MoveCompleted,
+    MoveFailed,
+    Origin,
+    OriginChannel,
+    Reservation,
+)
+from carousel_gateway.fleet.machine import ExecutedCommand, Machine, MoveOutcomeUnknown
+from carousel_gateway.picking.board import JobBoard
+from carousel_gateway.picking.service import JobEventListener, Unsubscribe
+from carousel_gateway.picking.store import JobStore
+from carousel_gateway.picking.workstation import MoveOrder, Workstation
+from carousel_gateway.plc.protocol import Command
+from carousel_gateway.wire.clock import utc_timestamp
+from carousel_gateway.wire.jobs import (
+    JobEventMessage,
+    JobState,
+    JobSubmission,
+    JobView,
+    WorkstationView,
+)
+
+__all__ = ["FINISHED_JOBS_KEPT_S", "RESTART_REASON", "CommandPath", "JobEngine"]
+
+log = logging.getLogger(__name__)
+
+#: Why jobs that were active when the gateway stopped come back paused.
+RESTART_REASON = "gateway restarted"
+#: How long ended jobs stay in memory (listed, found by id, idempotent repeats); the store
+#: keeps them for good. An id used by a job forgotten since is ``JOB_CONFLICT``.
+FINISHED_JOBS_KEPT_S = 7 * 24 * 3600.0
+#: Where job moves are refused from, for the rate limiter's refusal counts.
+WHERE = "jobs"
+
+
+class CommandPath(Protocol):
+    """The one command path (``api.commands.CommandRunner`` satisfies it)."""
+
+    async def run(
+        self,
+        machine: Machine,
+        command: int,
+        argument: int | None,
+        origin: Origin,
+        *,
+        where: str,
+    ) -> ExecutedCommand: ...
+
+    async def outcome(
+        self, machine: Machine, future: asyncio.Future[MoveCompleted | MoveFailed]
+    ) -> MoveCompleted | MoveFailed: ...
+
+
+class JobEngine:
+    """Pick jobs for all workstations of one gateway (implements ``JobService``)."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        machines: Mapping[str, Machine],
+        commands: CommandPath,
+        store: JobStore,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.board = JobBoard(config.workstations, {m.id: m for m in config.machines})
+        self.machines = dict(machines)
+        self.commands = commands
+        self.store = store
+        self.clock = clock
+        self._lock = asyncio.Lock()
+        self._listeners: list[JobEventListener] = []
+        self._moves: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._forgotten_at = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store and take back its jobs: the active ones come back paused."""
+        await self.store.open()
+        now = self.clock()
+        restored = 0
+        self._forgotten_at = now
+        for job in await self.store.load(finished_after=now - FINISHED_JOBS_KEPT_S):
+            self.board.restore(job, RESTART_REASON, now)
+            restored += not job.final
+        async with self._lock:
+            for station in self.board.stations.values():
+                _, changes, dirty = station.take()  # nobody listens yet
+                await self.store.write(dirty, changes)
+                self._reserve(station)
+        if restored:
+            log.info("pick jobs: %d unfinished job(s) taken back (active ones paused)", restored)
+
+    async def stop(self) -> None:
+        """Stop planning moves; a move already handed to a machine runs to its end in the
+        command path (which drains it), its job stays as the store has it."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for task in list(self._moves):
+            task.cancel()
+        for task in list(self._moves):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for station in self.board.stations.values():
+            station.forget_moves()
+            for machine_id in station.machine_ids:
+                machine = self.machines.get(machine_id)
+                if machine is not None:
+                    machine.reserve(None)
+        async with self._lock:  # a write under way finishes first
+            await self.store.close()
+
+    # -- JobService -----------------------------------------------------------------------
+
+    async def submit(self, submission: JobSubmission, by: str) -> tuple[JobView, bool]:
+        async with self._lock:
+            existing = self.board.existing(submission)
+            if existing is not None:
+                station = self.board.stations[existing.workstation_id]
+                return station.job_view(existing), False
+            now = self.clock()
+            self._forget_finished(now)
+            job = self.board.make(submission, by, now)  # INVALID_JOB before the disk
+            if await self.store.known(submission.job_id):
+                raise GatewayError(
+                    ErrorCode.JOB_CONFLICT,
+                    f"job {submission.job_id!r} was used by a job that ended more than "
+                    f"{FINISHED_JOBS_KEPT_S / 86400:g} days ago; choose a new job_id",
+                )
+            station = self.board.add(job, now)
+            await self._settle(station)
+            return station.job_view(job), True
+
+    def jobs(
+        self, workstation_id: str | None = None, state: JobState | None = None
+    ) -> list[JobView]:
+        return [
+            self.board.stations[job.workstation_id].job_view(job)
+            for job in self.board.jobs(workstation_id, state)
+        ]
+
+    def job(self, job_id: str) -> JobView:
+        station, job = self.board.find(job_id)
+        return station.job_view(job)
+
+    async def confirm(
+        self, job_id: str, line_id: str, quantity_picked: int, reason: str | None, by: str
+    ) -> JobView:
+        async with self._lock:
+            station, _ = self.board.find(job_id)
+            job = station.confirm(job_id, line_id, quantity_picked, reason, by, self.clock())
+            await self._settle(station)
+            return station.job_view(job)
+
+    async def pause(self, job_id: str, by: str, reason: str | None = None) -> JobView:
+        async with self._lock:
+            station, _ = self.board.find(job_id)
+            job = station.pause(job_id, reason or f"paused by {by}", by, self.clock())
+            await self._settle(station)
+            return station.job_view(job)
+
+    async def resume(self, job_id: str, by: str) -> JobView:
+        station, job = self.board.find(job_id)
+        if job.state is JobState.PAUSED:
+            await self._fresh_readings(station, job_id)
+        async with self._lock:
+            job = station.resume(job_id, by, self.clock())
+            await self._settle(station)
+            return station.job_view(job)
+
+    async def cancel(self, job_id: str, by: str, reason: str | None = None) -> JobView:
+        async with self._lock:
+            station, _ = self.board.find(job_id)
+            job = station.cancel(job_id, reason or f"cancelled by {by}", by, self.clock())
+            await self._settle(station)
+            return station.job_view(job)
+
+    def workstations(self) -> list[WorkstationView]:
+        return [station.view() for station in self.board.stations.values()]
+
+    def workstation(self, workstation_id: str) -> WorkstationView:
+        return self.board.station(workstation_id).view()
+
+    def _forget_finished(self, now: float) -> None:
+        """At most hourly: drop jobs ended more than FINISHED_JOBS_KEPT_S ago from memory."""
+        if now - self._forgotten_at < 3600:
+            return
+        self._forgotten_at = now
+        count = self.board.forget_finished(now - FINISHED_JOBS_KEPT_S)
+        if count:
+            log.info("pick jobs: %d job(s) ended over a week ago left memory (kept on disk)", count)
+
+    def listen(self, listener: JobEventListener) -> Unsubscribe:
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    # -- internals ------------------------------------------------------------------------
+
+    async def _settle(self, station: Workstation) -> None:
+        """After a change (under the lock): write it, publish its events, set the
+        reservations, and start the moves the workstation asks for now."""
+        happenings, changes, dirty = station.take()
+        try:
+            await self.store.write(dirty, changes)
+        except Exception as exc:
+            # Not acknowledged: the caller gets an error. What changed stays to be written
+            # with the next change (the whole job is written each time).
+            station.dirty.update(job.job_id for job in dirty)
+            station.changes[:0] = changes
+            log.error("pick jobs: the job store could not write: %s", exc)
+            raise GatewayError(
+                ErrorCode.INTERNAL_ERROR, f"the job store could not write: {exc}"
+            ) from exc
+        now = utc_timestamp(self.clock())
+        for happening in happenings:
+            _, job = self.board.find(happening.job_id)
+            message = JobEventMessage(
+                event=happening.kind,
+                workstation_id=station.id,
+                job=station.job_view(job),
+                stop=happening.stop.view() if happening.stop is not None else None,
+                timestamp=now,
+            )
+            for listener in tuple(self._listeners):
+                try:
+                    listener(message)
+                except Exception:
+                    log.exception("job event listener %r failed", listener)
+        self._reserve(station)
+        if self._stopping:
+            return
+        for machine_id in station.machine_ids:
+            if machine_id not in station.moving:
+                machine = self.machines.get(machine_id)
+                if machine is not None and machine.snapshot.position is not None:
+                    station.positions[machine_id] = machine.snapshot.position
+        for order in station.next_moves():
+            task = asyncio.get_running_loop().create_task(
+                self._move(station, order), name=f"job-move-{order.machine_id}"
+            )
+            self._moves.add(task)
+            task.add_done_callback(self._moves.discard)
+
+    def _reserve(self, station: Workstation) -> None:
+        job_ids = station.reserving()
+        reservation = Reservation(f"workstation {station.id}", job_ids) if job_ids else None
+        for machine_id in station.machine_ids:
+            machine = self.machines.get(machine_id)
+            if machine is not None and machine.reservation != reservation:
+                machine.reserve(reservation)
+
+    async def _fresh_readings(self, station: Workstation, job_id: str) -> None:
+        """Read each idle carousel of the workstation now (a STATUS through the command
+        path), so that resuming plans from where the carousels really are."""
+        origin = Origin(client=f"job:{job_id}", channel=OriginChannel.JOB)
+        for machine_id in station.machine_ids:
+            machine = self.machines.get(machine_id)
+            if machine is None or machine.busy or machine_id in station.moving:
+                continue
+            try:
+                await self.commands.run(machine, Command.STATUS, None, origin, where=WHERE)
+            except GatewayError as exc:  # the move itself will say why it cannot go
+                log.info("pick jobs: reading %s before resuming: %s", machine_id, exc.message)
+
+    async def _move(self, station: Workstation, order: MoveOrder) -> None:
+        """One move of a job: through the command path, then its outcome; never retried."""
+        machine = self.machines[order.machine_id]
+        if not _still_wanted(station, order):
+            # Its job was paused or cancelled before the move was handed over: no move.
+            async with self._lock:
+                if station.moving.get(order.machine_id) is order:
+                    del station.moving[order.machine_id]
+                if not self._stopping:
+                    with contextlib.suppress(GatewayError):  # logged
+                        await self._settle(station)
+            return
+        origin = Origin(client=f"job:{order.job_id}", channel=OriginChannel.JOB)
+        reason: str | None = None
+        arrived_at: int | None = None
+        moved = True
+        try:
+            while True:
+                try:
+                    executed = await self.commands.run(
+                        machine, Command.MOVE, order.target, origin, where=WHERE
+                    )
+                except GatewayError as exc:
+                    if exc.code is ErrorCode.MACHINE_RATE_LIMITED and exc.retry_after_s:
+                        # Nothing was sent: the per-machine pace asks to wait, not to fail.
+                        await asyncio.sleep(exc.retry_after_s)
+                        continue
+                    raise
+                break
+            if executed.outcome is None:
+                moved = not executed.accepted.skipped
+                arrived_at = order.target
+            else:
+                outcome = await self.commands.outcome(machine, executed.outcome)
+                if isinstance(outcome, MoveCompleted):
+                    arrived_at = outcome.position
+                else:
+                    reason = _reason(outcome.reasons, f"move to {order.target} failed")
+        except MoveOutcomeUnknown as exc:
+            # Sent, reply lost: the outcome may still come; wait for it before judging.
+            if exc.outcome is not None:
+                try:
+                    outcome = await self.commands.outcome(machine, exc.outcome)
+                except GatewayError as error:
+                    reason = _reason(error.reasons, error.code.value)
+                else:
+                    if isinstance(outcome, MoveCompleted):
+                        arrived_at = outcome.position
+                    else:
+                        reason = _reason(outcome.reasons, exc.code.value)
+            else:
+                reason = exc.code.value
+        except GatewayError as exc:
+            reason = _reason(exc.reasons, exc.code.value)
+            log.info("pick jobs: move of %s to %d refused: %s", order.machine_id, order.target, exc)
+        async with self._lock:
+            if self._stopping:
+                return
+            now = self.clock()
+            if arrived_at is not None:
+                station.arrived(order.machine_id, arrived_at, now, moved=moved)
+            else:
+                station.move_failed(order.machine_id, reason or "move failed", now)
+            with contextlib.suppress(GatewayError):  # logged; written with the next change
+                await self._settle(station)
+
+
+def _still_wanted(station: Workstation, order: MoveOrder) -> bool:
+    """True while the job a move was ordered for still wants it (active, or next to start)."""
+    if station.moving.get(order.machine_id) is not order:
+        return False
+    job = station.jobs.get(order.job_id)
+    if job is None:
+        return False
+    return job.state is JobState.ACTIVE or (
+        job.state is JobState.QUEUED and station.upcoming() is job
+    )
+
+
+def _reason(reasons: tuple[str, ...], fallback: str) -> str:
+    """The pause reason: the status keys or failure reasons, else the error code."""
+    return ", ".join(reasons) if reasons else fallback

@@ -10,6 +10,7 @@ import signal
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from carousel_gateway.api.auth import install_log_redaction
 from carousel_gateway.api.commands import CommandRunner
@@ -34,6 +35,9 @@ from carousel_gateway.sim.carousel import CarouselModel, Fault
 from carousel_gateway.sim.modbus_server import ModbusSimulatorServer, ModbusSimulatorSettings
 from carousel_gateway.sim.server import LinkAction, SimulatorServer, SimulatorSettings
 from carousel_gateway.store import Journal
+
+if TYPE_CHECKING:  # asyncua is loaded only when the OPC UA server is enabled
+    from carousel_gateway.api.opcua.server import OpcUaServer
 
 __all__ = [
     "BindError",
@@ -201,6 +205,8 @@ class Gateway:
         self.http: HttpServer | None = None
         self.metrics: GatewayMetrics | None = None
         self.journal: Journal | None = None
+        self.runner: CommandRunner | None = None
+        self.opcua: OpcUaServer | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -250,13 +256,16 @@ class Gateway:
         if self.journal is not None:
             self.fleet.bus.subscribe(self.journal.on_event)
         self.fleet.bus.subscribe(log_event)
-        self.fleet.start()
-        log.info("fleet started: %s", ", ".join(self.fleet.ids))
         guard = Guard(
             self.config.limits, self.config.security, hosts=HostPolicy.for_config(self.config)
         )
         # One command path for every API: one rate check, one drain, one way to a result.
-        runner = CommandRunner(guard)
+        self.runner = runner = CommandRunner(guard)
+        if self.config.opcua.enabled:
+            # Before polling begins: asyncua's init stalls the loop for a while.
+            await self._start_opcua(runner)
+        self.fleet.start()
+        log.info("fleet started: %s", ", ".join(self.fleet.ids))
         self.metrics = metrics = GatewayMetrics(self.fleet, guard=guard)  # the one set
         self.websocket = WebSocketApi(
             self.config,
@@ -306,6 +315,22 @@ class Gateway:
         # A page served by this gateway may use both APIs: its own ports count as same-origin.
         guard.origins.ports.update((self.websocket.port, self.http.port))
 
+    async def _start_opcua(self, runner: CommandRunner) -> None:
+        """The OPC UA server (asyncua is imported only when it is enabled)."""
+        from carousel_gateway.api.opcua.server import OpcUaServer
+
+        assert self.fleet is not None
+        opcua = self.config.opcua
+        self.opcua = OpcUaServer(opcua, self.fleet, runner, journal=self.journal)
+        await _listen(
+            self.opcua.start,
+            server="OPC UA server",
+            host=opcua.host,
+            port=opcua.port,
+            port_setting="[opcua] port",
+            host_setting="[opcua] host",
+        )
+
     @property
     def http_port(self) -> int:
         """The REST API's bound port (the real one when configured as 0)."""
@@ -316,7 +341,9 @@ class Gateway:
         # The HTTP server is told to stop first; both API servers then close together,
         # and before the fleet, so no request reaches a stopped machine. Each waits for the
         # commands it handed to machines, so they are journalled before the journal stops.
-        servers = [api for api in (self.http, self.websocket) if api is not None]
+        servers: list[HttpServer | WebSocketApi | OpcUaServer] = [
+            api for api in (self.http, self.websocket, self.opcua) if api is not None
+        ]
         await asyncio.gather(*(api.stop() for api in servers))
         if self.metrics is not None:
             self.metrics.close()

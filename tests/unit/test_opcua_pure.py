@@ -47,9 +47,8 @@ from carousel_gateway.fleet.events import (
 from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.plc.status import IDLE_READY_REMOTE
 
-MACHINE = MachineConfig.model_validate(
-    {"id": "m1", "name": "Carousel", "port": 3200, "positions": 30, "description": "d"}
-)
+MACHINE_TABLE = {"id": "m1", "name": "Carousel", "port": 3200, "positions": 30, "description": "d"}
+MACHINE = MachineConfig.model_validate(MACHINE_TABLE)
 S = ua.StatusCodes
 
 
@@ -302,3 +301,28 @@ def test_certificate_problem_names_the_uri(tmp_path: Path) -> None:
     assert certificate_problem(certificate, "urn:a") is None
     problem = certificate_problem(certificate, "urn:b")
     assert problem is not None and "urn:a" in problem
+
+
+# -- the command that makes a user ----------------------------------------------------------
+
+
+def test_opcua_user_prints_a_hash_the_config_takes() -> None:
+    import tomllib
+
+    from typer.testing import CliRunner
+
+    from carousel_gateway.cli import app
+
+    result = CliRunner().invoke(
+        app, ["opcua", "user", "--name", "scada", "--role", "operator"], input="s3cret-pw\n" * 2
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output[result.output.index("[[opcua.users]]") :]
+    user = tomllib.loads(lines)["opcua"]["users"][0]
+    assert user["name"] == "scada" and user["role"] == "operator"
+    assert verify_password("s3cret-pw", user["password_hash"])
+    assert "s3cret-pw" not in lines
+    config = parse_config(
+        {"opcua": {"enabled": True, "users": [user]}, "machines": [MACHINE_TABLE]}
+    )
+    assert config.opcua.users[0].name == "scada"

@@ -6,7 +6,8 @@
 //
 // Commands: connect {url, policy, mode, user, password, certificateFile, privateKeyFile,
 // applicationUri, pkiRoot}, endpoints {url}, browse {nodeId}, read {nodeIds},
-// call {objectId, methodId, target}, subscribe {nodeIds, interval}, disconnect, exit.
+// call {objectId, methodId, target}, subscribe {nodeIds, interval, collect}, stats (the
+// latencies collected: benchmarks/opcua.py), disconnect, exit.
 "use strict";
 
 const readline = require("readline");
@@ -28,6 +29,7 @@ const { OPCUACertificateManager } = require("node-opcua-certificate-manager");
 let client = null;
 let session = null;
 let subscription = null;
+const latencies = []; // ms from SourceTimestamp to arrival, when subscribed with collect
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + "\n");
@@ -176,7 +178,12 @@ async function subscribe(cmd) {
       TimestampsToReturn.Both
     );
     item.on("changed", (dv) => {
-      out({ notification: { nodeId, received: Date.now(), ...dataValue(dv) } });
+      const received = Date.now();
+      if (cmd.collect) {
+        if (dv.sourceTimestamp) latencies.push(received - dv.sourceTimestamp.getTime());
+        return;
+      }
+      out({ notification: { nodeId, received, ...dataValue(dv) } });
     });
   }
   return { revisedPublishingInterval: subscription.publishingInterval };
@@ -198,7 +205,11 @@ async function disconnect() {
   return {};
 }
 
-const handlers = { connect, endpoints, browse, read, call, subscribe, disconnect };
+async function stats() {
+  return { latencies: latencies.splice(0) };
+}
+
+const handlers = { connect, endpoints, browse, read, call, subscribe, disconnect, stats };
 
 const lines = readline.createInterface({ input: process.stdin });
 let chain = Promise.resolve();

@@ -186,8 +186,11 @@ async def test_viewer_browses_and_subscribes_but_cannot_move(
 ) -> None:
     gateway = await opcua_gateway()
     client = await trusted_client(node_client, gateway, tmp_path, VIEWER)
-    subscribed = await client.request("subscribe", nodeIds=[node("machine_1.Position")])
+    subscribed = await client.request(
+        "subscribe", nodeIds=[node("machine_1.Position")], interval=20
+    )
     assert subscribed["ok"], subscribed
+    assert subscribed["revisedPublishingInterval"] == 100  # min_publishing_interval_ms
     first = await client.wait_notification(lambda n: n["nodeId"] == node("machine_1.Position"))
     assert first["status"] == "Good"
 
@@ -308,3 +311,25 @@ async def test_link_down_is_bad_communication_error_then_recovers(
     await client.wait_notification(
         lambda n: n["nodeId"] == link_up and n["value"] is True, start=mark
     )
+
+
+async def test_max_sessions_refuses_one_more(opcua_gateway, node_client, tmp_path) -> None:
+    from tests.opcua.conftest import opcua_config
+
+    gateway = await opcua_gateway(opcua_config(tmp_path / "server-pki", max_sessions=1))
+    first = await trusted_client(node_client, gateway, tmp_path)
+    certificate = ClientCertificate(tmp_path / "second")
+    certificate.trust(Path(gateway.config.opcua.pki_dir))
+    second = await node_client()
+    answer = await connect(second, gateway, certificate, VIEWER)
+    assert not answer["ok"]
+    still = await first.request("read", nodeIds=[node("machine_1.LinkUp")])
+    assert still["values"][0]["value"] is True
+    await first.request("disconnect")
+    # The slot is free once the server has seen the first connection close: each attempt
+    # before that is refused at connect (no sleeping: the next attempt is the wait).
+    for _ in range(50):
+        again = await connect(second, gateway, certificate, VIEWER)
+        if again["ok"]:
+            break
+    assert again["ok"], again

@@ -13,6 +13,9 @@ start, and the WebSocket ping. Goals (issue 19): p95 ≤ 150 ms, CPU ≤ 40 % of
 lag ≤ 20 ms, ping p99 ≤ 5 ms. The machine is shared: other load is printed with the numbers.
 
     .venv/bin/python benchmarks/opcua.py [--seconds 60] [--sessions 10] [--items 30]
+
+``--sessions 0`` is the baseline: the same gateway, moves and pings with OPC UA off, so a
+ping or loop-lag number can be told apart from what the machine's other load does to it.
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ def process_cpu_seconds() -> float:
     return times.user + times.system
 
 
-def config_for(pki: Path, ws_port: int) -> Any:
+def config_for(pki: Path, ws_port: int, *, opcua: bool = True) -> Any:
     from asyncua.crypto.cert_gen import generate_private_key  # noqa: F401 (asyncua present)
 
     from carousel_gateway.api.opcua.passwords import hash_password
@@ -118,7 +121,7 @@ def config_for(pki: Path, ws_port: int) -> Any:
             "journal": {"path": ":memory:"},
             "limits": {"commands_per_machine_per_second": 1000.0, "command_burst": 1000},
             "opcua": {
-                "enabled": True,
+                "enabled": opcua,
                 "host": "127.0.0.1",
                 "port": 0,
                 "pki_dir": str(pki),
@@ -271,12 +274,12 @@ async def run(args: argparse.Namespace) -> None:
         ws_port = free_port()
         lag = LoopLag()
         lag.start()
-        gateway = Gateway(config_for(pki, ws_port))
+        gateway = Gateway(config_for(pki, ws_port, opcua=args.sessions > 0))
         started = time.perf_counter()
         await gateway.start()
         start_s = time.perf_counter() - started
         start_lag = lag.take()
-        assert gateway.opcua is not None
+        url = gateway.opcua.url if gateway.opcua is not None else ""
         per_machine = max(1, args.items // 2)
         items = [
             f"ns=2;s={node_id(m, path)}"
@@ -287,7 +290,7 @@ async def run(args: argparse.Namespace) -> None:
         try:
             for session in sessions:
                 await session.start(client_cpu)
-                await session.request("connect", url=gateway.opcua.url, user=USER,
+                await session.request("connect", url=url, user=USER,
                                       password=PASSWORD, **options)  # fmt: skip
                 await session.request(
                     "subscribe", nodeIds=items, interval=args.interval, collect=True
@@ -322,12 +325,14 @@ async def run(args: argparse.Namespace) -> None:
             await lag.stop()
             await gateway.stop()
     pings = json.loads(output)
+    if not args.sessions:
+        print("# BASELINE: OPC UA off, no sessions; the same machines, moves and pings")
     print(
         f"# {args.sessions} sessions × {len(items)} monitored items, publishing "
         f"{args.interval:g} ms, {args.seconds:g} s, 2 simulated carousels kept moving"
     )
     print(f"# {other}")
-    print(f"OPC UA start (asyncua init, address space, listen): {start_s * 1000:.0f} ms; "
+    print(f"gateway start (with OPC UA: asyncua init, address space): {start_s * 1000:.0f} ms; "
           f"longest loop stall meanwhile {max(start_lag, default=0) * 1000:.0f} ms")  # fmt: skip
     print(f"notification latency (source → client)  {ms([x / 1000 for x in latencies])}")
     print(f"gateway process CPU                     {cpu * 100:.1f} % of a core")

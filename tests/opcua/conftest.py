@@ -25,7 +25,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from carousel_gateway.api.opcua.passwords import hash_password
 from tests.integration.conftest import gateway_config, wait_until
 
-__all__ = ["OPERATOR", "VIEWER", "ClientCertificate", "NodeClient", "opcua_config"]
+__all__ = [
+    "OPERATOR",
+    "PASSWORD_HASHES",
+    "VIEWER",
+    "ClientCertificate",
+    "NodeClient",
+    "opcua_config",
+]
 
 HERE = Path(__file__).parent
 CLIENT_JS = HERE / "client.js"
@@ -33,7 +40,7 @@ NODE_MODULES = HERE / "node_modules" / "node-opcua-client"
 
 OPERATOR = ("op", "op-secret-1")
 VIEWER = ("view", "view-secret-1")
-_HASHES = {name: hash_password(password) for name, password in (OPERATOR, VIEWER)}
+PASSWORD_HASHES = {name: hash_password(password) for name, password in (OPERATOR, VIEWER)}
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or not NODE_MODULES.exists(),
@@ -49,8 +56,12 @@ def opcua_config(pki_dir: Path, machines: int | list[dict[str, Any]] = 1, **opcu
         "port": 0,
         "pki_dir": str(pki_dir),
         "users": [
-            {"name": OPERATOR[0], "role": "operator", "password_hash": _HASHES[OPERATOR[0]]},
-            {"name": VIEWER[0], "role": "viewer", "password_hash": _HASHES[VIEWER[0]]},
+            {
+                "name": OPERATOR[0],
+                "role": "operator",
+                "password_hash": PASSWORD_HASHES[OPERATOR[0]],
+            },
+            {"name": VIEWER[0], "role": "viewer", "password_hash": PASSWORD_HASHES[VIEWER[0]]},
         ],
         **opcua,
     }

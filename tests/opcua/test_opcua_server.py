@@ -282,7 +282,7 @@ async def test_link_down_is_bad_communication_error_then_recovers(
     opcua_gateway, node_client, tmp_path
 ) -> None:
     gateway = await opcua_gateway()
-    client = await trusted_client(node_client, gateway, tmp_path, VIEWER)
+    client = await trusted_client(node_client, gateway, tmp_path)
     position = node("machine_1.Position")
     link_up = node("machine_1.LinkUp")
     await client.request("subscribe", nodeIds=[position, link_up])
@@ -300,6 +300,15 @@ async def test_link_down_is_bad_communication_error_then_recovers(
         lambda n: n["nodeId"] == link_up and n["value"] is False, start=mark
     )
     assert link["status"] == "Good"  # LinkUp itself is always Good
+
+    # A move while the link is down: Bad_CommunicationError, and nothing sent.
+    moves_before = simulator.moves_received
+    refused = await client.request(
+        "call", objectId=node("machine_1"), methodId=node("machine_1.MoveTo"), target=3
+    )
+    assert refused["status"] == "BadCommunicationError"
+    assert refused["outputs"][1].startswith("CONNECTION_ERROR")
+    assert simulator.moves_received == moves_before
 
     mark = len(client.notifications)
     simulator.set_fault_mode(FaultMode.NONE)

@@ -61,10 +61,13 @@ ITEMS_PER_MACHINE = (
 
 
 class LoopLag:
-    """How late a 10 ms timer fires in this loop (the gateway's)."""
+    """How late a 10 ms timer fires in this loop (the gateway's), and how much CPU the loop's
+    thread used meanwhile: a late timer with little CPU used was the machine's other load
+    (the process waited for a core), one with as much CPU as lateness was our own work."""
 
     def __init__(self) -> None:
         self.samples: list[float] = []
+        self.busy: list[float] = []
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -72,13 +75,17 @@ class LoopLag:
 
     async def _run(self) -> None:
         while True:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             await asyncio.sleep(0.01)
             self.samples.append(time.perf_counter() - started - 0.01)
+            self.busy.append(time.thread_time() - cpu)
 
     def take(self) -> list[float]:
-        samples, self.samples = self.samples, []
+        samples, self.samples, self.busy = self.samples, [], []
         return samples
+
+    def take_busy(self) -> list[float]:
+        return list(self.busy)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -314,6 +321,7 @@ async def run(args: argparse.Namespace) -> None:
             cpu_before, wall_before = process_cpu_seconds(), time.perf_counter()
             output, _ = await drive.communicate()
             cpu = (process_cpu_seconds() - cpu_before) / (time.perf_counter() - wall_before)
+            window_busy = lag.take_busy()
             window_lag = lag.take()
             other = others.describe(others.stop())
             latencies: list[float] = []
@@ -337,6 +345,7 @@ async def run(args: argparse.Namespace) -> None:
     print(f"notification latency (source → client)  {ms([x / 1000 for x in latencies])}")
     print(f"gateway process CPU                     {cpu * 100:.1f} % of a core")
     print(f"event loop lag (10 ms timer)            {ms(window_lag)}")
+    print(f"loop thread's CPU per 10 ms tick        {ms(window_busy)}")
     print(f"WebSocket JSON ping → pong              {ms(pings)}")
 
 

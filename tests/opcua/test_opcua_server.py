@@ -342,3 +342,23 @@ async def test_max_sessions_refuses_one_more(opcua_gateway, node_client, tmp_pat
         if again["ok"]:
             break
     assert again["ok"], again
+
+
+async def test_a_busy_port_names_the_setting(tmp_path) -> None:
+    import socket
+
+    import pytest
+
+    from carousel_gateway.app import BindError, Gateway
+    from tests.opcua.conftest import opcua_config
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        gateway = Gateway(opcua_config(tmp_path / "server-pki", port=port))
+        try:
+            with pytest.raises(BindError, match=r"\[opcua\] port"):
+                await gateway.start()
+        finally:
+            await gateway.stop()

@@ -93,6 +93,7 @@ def quiet_asyncua_logs() -> None:
         "asyncua.server.binary_server_asyncio",
         "asyncua.server.address_space",
         "asyncua.crypto.uacrypto",  # the certificate's host name, at each start
+        "asyncua.server.server",  # a traceback for a port in use (BindError says it in a line)
     ):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
 

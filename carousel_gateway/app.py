@@ -37,6 +37,7 @@ from carousel_gateway.sim.server import LinkAction, SimulatorServer, SimulatorSe
 from carousel_gateway.store import Journal
 
 if TYPE_CHECKING:  # asyncua is loaded only when the OPC UA server is enabled
+    from carousel_gateway.api.opcua.process import OpcUaProcess
     from carousel_gateway.api.opcua.server import OpcUaServer
 
 __all__ = [
@@ -206,7 +207,7 @@ class Gateway:
         self.metrics: GatewayMetrics | None = None
         self.journal: Journal | None = None
         self.runner: CommandRunner | None = None
-        self.opcua: OpcUaServer | None = None
+        self.opcua: OpcUaServer | OpcUaProcess | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -317,11 +318,18 @@ class Gateway:
 
     async def _start_opcua(self, runner: CommandRunner) -> None:
         """The OPC UA server (asyncua is imported only when it is enabled)."""
+        from carousel_gateway.api.opcua.backend import FleetBackend
         from carousel_gateway.api.opcua.server import OpcUaServer
 
         assert self.fleet is not None
         opcua = self.config.opcua
-        self.opcua = OpcUaServer(opcua, self.fleet, runner, journal=self.journal)
+        backend = FleetBackend(self.fleet, runner, self.journal)
+        if opcua.own_process:
+            from carousel_gateway.api.opcua.process import OpcUaProcess
+
+            self.opcua = OpcUaProcess(opcua, backend, log_level=self.config.log_level)
+        else:
+            self.opcua = OpcUaServer(opcua, backend)
         await _listen(
             self.opcua.start,
             server="OPC UA server",
@@ -341,7 +349,7 @@ class Gateway:
         # The HTTP server is told to stop first; both API servers then close together,
         # and before the fleet, so no request reaches a stopped machine. Each waits for the
         # commands it handed to machines, so they are journalled before the journal stops.
-        servers: list[HttpServer | WebSocketApi | OpcUaServer] = [
+        servers: list[HttpServer | WebSocketApi | OpcUaServer | OpcUaProcess] = [
             api for api in (self.http, self.websocket, self.opcua) if api is not None
         ]
         await asyncio.gather(*(api.stop() for api in servers))

@@ -378,6 +378,9 @@ class OpcUaConfig(_Strict):
     max_sessions: Count = 50
     #: Subscriptions asking for a faster publishing interval get this one (milliseconds).
     min_publishing_interval_ms: Annotated[float, Field(ge=10, le=3_600_000)] = 100.0
+    #: Run the server in a process of its own (its publishing off the gateway's event loop;
+    #: MOVEs still go through the gateway's command path). Off: on the gateway's loop.
+    own_process: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> OpcUaConfig:

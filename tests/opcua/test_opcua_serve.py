@@ -4,14 +4,39 @@ cleanly (exit 0, no traceback, no asyncua chatter in the log)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
+import sys
 from pathlib import Path
 
-from tests.integration.test_serve_process import free_port, start_gateway, wait_for_line
+import pytest
+
+from tests.integration.test_serve_process import free_port, wait_for_line
 from tests.opcua.conftest import OPERATOR, PASSWORD_HASHES, ClientCertificate
 
 
-async def test_serve_prints_the_endpoint_and_serves_it(node_client, tmp_path: Path) -> None:
+async def start_gateway(config: Path) -> asyncio.subprocess.Process:
+    """``serve`` in a process group of its own (as a terminal would start it), so that a
+    Ctrl+C can be sent to the group: the gateway and, with own_process, its OPC UA child."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "carousel_gateway",
+        "serve",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
+
+
+@pytest.mark.parametrize("own_process", [False, True])
+async def test_serve_prints_the_endpoint_and_serves_it(
+    node_client, tmp_path: Path, own_process: bool
+) -> None:
     pki = tmp_path / "pki"
     config = tmp_path / "gateway.toml"
     config.write_text(
@@ -32,6 +57,7 @@ enabled = true
 host = "127.0.0.1"
 port = 0
 pki_dir = "{pki}"
+own_process = {"true" if own_process else "false"}
 
 [[opcua.users]]
 name = "{OPERATOR[0]}"
@@ -64,10 +90,18 @@ poll_idle_s = 0.05
         await client.request("disconnect")
     finally:
         if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
+            # Ctrl+C in a terminal: SIGINT to the whole process group (the OPC UA process
+            # of own_process too, which leaves the stopping to the gateway).
+            if own_process:
+                os.killpg(process.pid, signal.SIGINT)
+            else:
+                process.send_signal(signal.SIGTERM)
     assert process.stdout is not None
     rest = (await process.stdout.read()).decode()
     assert await process.wait() == 0
     log = "".join(lines) + rest
     assert "Traceback" not in log
     assert "asyncua" not in log
+    if own_process:
+        with pytest.raises(ProcessLookupError):  # the OPC UA process ended with the gateway
+            os.killpg(process.pid, 0)

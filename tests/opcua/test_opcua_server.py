@@ -362,3 +362,48 @@ async def test_a_busy_port_names_the_setting(tmp_path) -> None:
                 await gateway.start()
         finally:
             await gateway.stop()
+
+
+async def test_own_process_serves_values_and_moves_through_the_gateway(
+    opcua_gateway, node_client, tmp_path
+) -> None:
+    """``own_process``: the same address space from a child process; its MoveTo still goes
+    through the gateway's command path (journal, interlocks)."""
+    from tests.opcua.conftest import opcua_config
+
+    gateway = await opcua_gateway(opcua_config(tmp_path / "server-pki", own_process=True))
+    assert gateway.opcua.process is not None  # a child process of its own
+    client = await trusted_client(node_client, gateway, tmp_path)
+    await client.request(
+        "subscribe", nodeIds=[node("machine_1.MoveState"), node("machine_1.Position")]
+    )
+    simulator = gateway.simulators["machine_1"]
+    target = 12 if simulator.model.position_index + 1 != 12 else 7
+    answer = await client.request(
+        "call", objectId=node("machine_1"), methodId=node("machine_1.MoveTo"), target=target
+    )
+    assert answer["status"] == "Good", answer
+    await client.wait_notification(
+        lambda n: n["nodeId"] == node("machine_1.Position") and n["value"] == target
+    )
+    await client.wait_notification(
+        lambda n: n["nodeId"] == node("machine_1.MoveState") and n["value"] == 3
+    )
+    await gateway.journal.flush()
+    rows = (await gateway.journal.history("machine_1", kinds=["command"])).rows
+    assert [(r["channel"], r["client"], r["argument"]) for r in rows] == [
+        ("opcua", OPERATOR[0], target)
+    ]
+
+    simulator.model.set_fault(Fault.EMERGENCY_STOP, True)
+    await client.request("subscribe", nodeIds=[node("machine_1.EmergencyStopPressed")])
+    await client.wait_notification(
+        lambda n: n["nodeId"] == node("machine_1.EmergencyStopPressed") and n["value"] is True
+    )
+    moves_before = simulator.moves_received
+    refused = await client.request(
+        "call", objectId=node("machine_1"), methodId=node("machine_1.MoveTo"), target=3
+    )
+    assert refused["status"] == "BadInvalidState"
+    assert "PARADA_EMERGENCIA" in refused["outputs"][1]
+    assert simulator.moves_received == moves_before

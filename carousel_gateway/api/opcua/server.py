@@ -1,9 +1,10 @@
 """The OPC UA server: every carousel as a ``CarouselType`` object under ``Objects/Machines``.
 
-asyncua on the gateway's own event loop. Values follow the fleet's bus (the events the
-WebSocket broadcasts come from), written only when they change, with the PLC reading's
-time as SourceTimestamp. ``MoveTo`` goes through the one command path
-(``CommandRunner.run``), and answers with a StatusCode; it never raises one.
+asyncua on the gateway's own event loop (or in a process of its own: ``process.py``).
+Values follow the fleet's bus (the events the WebSocket broadcasts come from), written only
+when they change, with the PLC reading's time as SourceTimestamp. ``MoveTo`` goes through
+the one command path (``CommandRunner.run``, through the backend), and answers with a
+StatusCode; it never raises one.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from asyncua.common.structures104 import new_enum
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
 
-from carousel_gateway.api.commands import CommandRunner
 from carousel_gateway.api.opcua.asyncua_internals import (
     bound_port,
     clamp_publishing_interval,
     set_endpoint_urls,
 )
+from carousel_gateway.api.opcua.backend import Backend
 from carousel_gateway.api.opcua.certificates import ClientTrust, Pki, ensure_server_certificate
 from carousel_gateway.api.opcua.model import (
     CAROUSEL_VARIABLES,
@@ -46,10 +47,7 @@ from carousel_gateway.api.opcua.permissions import CALLER, GatewayRuleset, Gatew
 from carousel_gateway.api.opcua.results import describe_error, status_for
 from carousel_gateway.config import WILDCARD_HOSTS, OpcUaConfig, OpcUaUserConfig
 from carousel_gateway.errors import ErrorCode, GatewayError
-from carousel_gateway.fleet.events import Event, Origin, OriginChannel
-from carousel_gateway.fleet.fleet import Fleet
-from carousel_gateway.plc.protocol import Command
-from carousel_gateway.store import Journal
+from carousel_gateway.fleet.events import Event
 
 __all__ = ["GatewayUsers", "OpcUaServer", "quiet_asyncua_logs"]
 
@@ -144,23 +142,15 @@ class GatewayUsers(UserManager):  # type: ignore[misc]
 class OpcUaServer:
     """The north interface for SCADA and HMIs; never a second path to the machines."""
 
-    def __init__(
-        self,
-        config: OpcUaConfig,
-        fleet: Fleet,
-        runner: CommandRunner,
-        *,
-        journal: Journal | None = None,
-    ) -> None:
+    def __init__(self, config: OpcUaConfig, backend: Backend) -> None:
         self.config = config
-        self.fleet = fleet
-        self.runner = runner
-        self.journal = journal
+        self.backend = backend
+        self.machines = {view.config.id: view for view in backend.machines()}
         self.pki = Pki(Path(config.pki_dir))
         self.server: Server | None = None
         self.port = config.port
         self.url = ""
-        self._values = {machine.id: MachineValues(machine.config) for machine in fleet}
+        self._values = {key: MachineValues(view.config) for key, view in self.machines.items()}
         self._nodes: dict[str, ua.NodeId] = {}
         self._queue: asyncio.Queue[tuple[str, list[Update]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
@@ -206,15 +196,14 @@ class OpcUaServer:
         self.url = f"opc.tcp://{advertised}:{self.port}/"
         if config.port == 0:
             set_endpoint_urls(server, self.url)
-        counters = await self.journal.counters() if self.journal is not None else {}
+        counters = await self.backend.counters()
         now = time.time()
-        for machine in self.fleet:
-            values = self._values[machine.id]
-            updates = values.initial(
-                machine.snapshot, machine.telemetry_source, counters.get(machine.id), now=now
+        for machine_id, view in self.machines.items():
+            updates = self._values[machine_id].initial(
+                view.snapshot, view.telemetry_source, counters.get(machine_id), now=now
             )
-            await self._write(machine.id, updates)
-        self._unsubscribe = self.fleet.bus.subscribe(self._on_event)
+            await self._write(machine_id, updates)
+        self._unsubscribe = self.backend.subscribe(self._on_event)
         self._writer = asyncio.create_task(self._write_forever(), name="opcua-writer")
         log.info("OPC UA server on %s", self.url)
 
@@ -283,20 +272,20 @@ class OpcUaServer:
         method = await carousel.add_method(idx, "MoveTo", None, [target], outputs)
         await method.set_modelling_rule(True)
         machines = await server.nodes.objects.add_folder(ua.NodeId("Machines", idx), "Machines")
-        for machine in self.fleet:
+        for machine_id, view in self.machines.items():
             obj = await machines.add_object(
-                ua.NodeId(node_id(machine.id), idx), machine.id, objecttype=carousel.nodeid
+                ua.NodeId(node_id(machine_id), idx), machine_id, objecttype=carousel.nodeid
             )
             await obj.write_attribute(
                 ua.AttributeIds.DisplayName,
-                ua.DataValue(ua.Variant(ua.LocalizedText(machine.config.name))),
+                ua.DataValue(ua.Variant(ua.LocalizedText(view.config.name))),
             )
             for spec in CAROUSEL_VARIABLES:
-                self._nodes[node_id(machine.id, spec.path)] = ua.NodeId(
-                    node_id(machine.id, spec.path), idx
+                self._nodes[node_id(machine_id, spec.path)] = ua.NodeId(
+                    node_id(machine_id, spec.path), idx
                 )
             server.link_method(
-                server.get_node(ua.NodeId(node_id(machine.id, "MoveTo"), idx)), self._move_to
+                server.get_node(ua.NodeId(node_id(machine_id, "MoveTo"), idx)), self._move_to
             )
         self._specs = {spec.path: spec for spec in CAROUSEL_VARIABLES}
 
@@ -335,25 +324,22 @@ class OpcUaServer:
         machine_id = parent.Identifier if isinstance(parent.Identifier, str) else ""
         if user is None or user.gateway_role != "operator":
             return _result(ua.StatusCodes.BadUserAccessDenied, "FORBIDDEN: operators only")
-        if machine_id not in self.fleet:
+        if machine_id not in self.machines:
             return _result(ua.StatusCodes.BadNodeIdUnknown, f"no machine {machine_id!r}")
         if len(arguments) != 1:
             return _result(ua.StatusCodes.BadArgumentsMissing, "MoveTo takes one Target")
         target = arguments[0].Value
         if arguments[0].VariantType is ua.VariantType.Boolean or not isinstance(target, int):
             return _result(ua.StatusCodes.BadTypeMismatch, "Target must be an Int32")
-        machine = self.fleet.get(machine_id)
-        origin = Origin(client=user.name or "opcua", channel=OriginChannel.OPCUA)
         try:
-            executed = await self.runner.run(machine, Command.MOVE, target, origin, where="opcua")
+            text = await self.backend.move(machine_id, target, user.name or "opcua")
         except GatewayError as exc:
             return _result(status_for(exc.code), describe_error(exc))
         except Exception as exc:  # an unexpected failure is still answered, never raised
             log.exception("OPC UA: MoveTo on %s failed", machine_id)
             error = GatewayError(ErrorCode.INTERNAL_ERROR, str(exc) or type(exc).__name__)
             return _result(status_for(error.code), describe_error(error))
-        accepted = executed.accepted
-        return _result(ua.StatusCodes.Good, f"{accepted.result} (command {accepted.command_id})")
+        return _result(ua.StatusCodes.Good, text)
 
 
 def _result(code: int, message: str) -> ua.CallMethodResult:

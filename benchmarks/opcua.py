@@ -14,6 +14,7 @@ lag ≤ 20 ms, ping p99 ≤ 5 ms. The machine is shared: other load is printed w
 
     .venv/bin/python benchmarks/opcua.py [--seconds 60] [--sessions 10] [--items 30]
 
+``--own-process`` serves OPC UA from a process of its own (``[opcua] own_process``).
 ``--sessions 0`` is the baseline: the same gateway, moves and pings with OPC UA off, so a
 ping or loop-lag number can be told apart from what the machine's other load does to it.
 """
@@ -34,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import OtherLoad, machine_line, percentile, pin
+from benchmarks._common import OtherLoad, cpu_seconds_of, machine_line, percentile, pin
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_JS = ROOT / "tests" / "opcua" / "client.js"
@@ -107,7 +108,7 @@ def process_cpu_seconds() -> float:
     return times.user + times.system
 
 
-def config_for(pki: Path, ws_port: int, *, opcua: bool = True) -> Any:
+def config_for(pki: Path, ws_port: int, *, opcua: bool = True, own_process: bool = False) -> Any:
     from asyncua.crypto.cert_gen import generate_private_key  # noqa: F401 (asyncua present)
 
     from carousel_gateway.api.opcua.passwords import hash_password
@@ -129,6 +130,7 @@ def config_for(pki: Path, ws_port: int, *, opcua: bool = True) -> Any:
             "limits": {"commands_per_machine_per_second": 1000.0, "command_burst": 1000},
             "opcua": {
                 "enabled": opcua,
+                "own_process": own_process,
                 "host": "127.0.0.1",
                 "port": 0,
                 "pki_dir": str(pki),
@@ -281,11 +283,16 @@ async def run(args: argparse.Namespace) -> None:
         ws_port = free_port()
         lag = LoopLag()
         lag.start()
-        gateway = Gateway(config_for(pki, ws_port, opcua=args.sessions > 0))
+        gateway = Gateway(
+            config_for(pki, ws_port, opcua=args.sessions > 0, own_process=args.own_process)
+        )
         started = time.perf_counter()
         await gateway.start()
         start_s = time.perf_counter() - started
         start_lag = lag.take()
+        child = getattr(gateway.opcua, "process", None)
+        if child is not None and client_cpu is not None:
+            pin(child.pid, {client_cpu})  # off the gateway's core
         url = gateway.opcua.url if gateway.opcua is not None else ""
         per_machine = max(1, args.items // 2)
         items = [
@@ -318,9 +325,12 @@ async def run(args: argparse.Namespace) -> None:
             lag.take()
             others = OtherLoad()
             others.start()
+            child_before = cpu_seconds_of(child.pid) if child is not None else 0.0
             cpu_before, wall_before = process_cpu_seconds(), time.perf_counter()
             output, _ = await drive.communicate()
-            cpu = (process_cpu_seconds() - cpu_before) / (time.perf_counter() - wall_before)
+            wall = time.perf_counter() - wall_before
+            cpu = (process_cpu_seconds() - cpu_before) / wall
+            child_cpu = (cpu_seconds_of(child.pid) - child_before) / wall if child else None
             window_busy = lag.take_busy()
             window_lag = lag.take()
             other = others.describe(others.stop())
@@ -344,6 +354,8 @@ async def run(args: argparse.Namespace) -> None:
           f"longest loop stall meanwhile {max(start_lag, default=0) * 1000:.0f} ms")  # fmt: skip
     print(f"notification latency (source → client)  {ms([x / 1000 for x in latencies])}")
     print(f"gateway process CPU                     {cpu * 100:.1f} % of a core")
+    if child_cpu is not None:
+        print(f"OPC UA process CPU (own_process)        {child_cpu * 100:.1f} % of a core")
     print(f"event loop lag (10 ms timer)            {ms(window_lag)}")
     print(f"loop thread's CPU per 10 ms tick        {ms(window_busy)}")
     print(f"WebSocket JSON ping → pong              {ms(pings)}")
@@ -355,6 +367,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--items", type=int, default=30)
     parser.add_argument("--interval", type=float, default=100.0, help="publishing (ms)")
+    parser.add_argument(
+        "--own-process", action="store_true", help="[opcua] own_process = true (CPU 1)"
+    )
     parser.add_argument("--driver", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.driver:

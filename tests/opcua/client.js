@@ -177,9 +177,14 @@ async function subscribe(cmd) {
       { samplingInterval: 0, discardOldest: true, queueSize: 100 },
       TimestampsToReturn.Both
     );
+    let initial = true; // the first notification is the item's current value, not a change
     item.on("changed", (dv) => {
       const received = Date.now();
       if (cmd.collect) {
+        if (initial) {
+          initial = false;
+          return;
+        }
         if (dv.sourceTimestamp) latencies.push(received - dv.sourceTimestamp.getTime());
         return;
       }

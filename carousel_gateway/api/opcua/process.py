@@ -74,6 +74,7 @@ class OpcUaProcess:
         self._reader: asyncio.Task[None] | None = None
         self._moves: set[asyncio.Task[None]] = set()
         self._dropping = False
+        self._stopping = False
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
@@ -100,6 +101,7 @@ class OpcUaProcess:
         log.info("OPC UA server (own process %d) on %s", self.process.pid, self.url)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -146,7 +148,8 @@ class OpcUaProcess:
                 task = asyncio.create_task(self._move(*message[1:]))
                 self._moves.add(task)
                 task.add_done_callback(self._moves.discard)
-        log.warning("OPC UA process ended")
+        if not self._stopping:
+            log.error("the OPC UA process ended; OPC UA clients are not served")
 
     async def _move(self, request_id: int, machine_id: str, target: int, client: str) -> None:
         try:

@@ -10,6 +10,7 @@ import signal
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from carousel_gateway.api.auth import install_log_redaction
 from carousel_gateway.api.commands import CommandRunner
@@ -38,6 +39,10 @@ from carousel_gateway.sim.carousel import CarouselModel, Fault
 from carousel_gateway.sim.modbus_server import ModbusSimulatorServer, ModbusSimulatorSettings
 from carousel_gateway.sim.server import LinkAction, SimulatorServer, SimulatorSettings
 from carousel_gateway.store import Journal
+
+if TYPE_CHECKING:  # asyncua is loaded only when the OPC UA server is enabled
+    from carousel_gateway.api.opcua.process import OpcUaProcess
+    from carousel_gateway.api.opcua.server import OpcUaServer
 
 __all__ = [
     "BindError",
@@ -210,6 +215,8 @@ class Gateway:
         self.metrics: GatewayMetrics | None = None
         self.journal: Journal | None = None
         self.mqtt: MqttLink | None = None
+        self.runner: CommandRunner | None = None
+        self.opcua: OpcUaServer | OpcUaProcess | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -260,13 +267,16 @@ class Gateway:
         if self.journal is not None:
             self.fleet.bus.subscribe(self.journal.on_event)
         self.fleet.bus.subscribe(log_event)
-        self.fleet.start()
-        log.info("fleet started: %s", ", ".join(self.fleet.ids))
         guard = Guard(
             self.config.limits, self.config.security, hosts=HostPolicy.for_config(self.config)
         )
         # One command path for every API: one rate check, one drain, one way to a result.
-        runner = CommandRunner(guard)
+        self.runner = runner = CommandRunner(guard)
+        if self.config.opcua.enabled:
+            # Before polling begins: asyncua's init stalls the loop for a while.
+            await self._start_opcua(runner)
+        self.fleet.start()
+        log.info("fleet started: %s", ", ".join(self.fleet.ids))
         if self.config.workstations:
             await self._start_jobs(runner)
         self.metrics = metrics = GatewayMetrics(self.fleet, guard=guard)  # the one set
@@ -359,6 +369,29 @@ class Gateway:
         self.jobs = self._engine
         log.info("pick jobs: %s", ", ".join(w.id for w in self.config.workstations))
 
+    async def _start_opcua(self, runner: CommandRunner) -> None:
+        """The OPC UA server (asyncua is imported only when it is enabled)."""
+        from carousel_gateway.api.opcua.backend import FleetBackend
+        from carousel_gateway.api.opcua.server import OpcUaServer
+
+        assert self.fleet is not None
+        opcua = self.config.opcua
+        backend = FleetBackend(self.fleet, runner, self.journal)
+        if opcua.own_process:
+            from carousel_gateway.api.opcua.process import OpcUaProcess
+
+            self.opcua = OpcUaProcess(opcua, backend, log_level=self.config.log_level)
+        else:
+            self.opcua = OpcUaServer(opcua, backend)
+        await _listen(
+            self.opcua.start,
+            server="OPC UA server",
+            host=opcua.host,
+            port=opcua.port,
+            port_setting="[opcua] port",
+            host_setting="[opcua] host",
+        )
+
     @property
     def http_port(self) -> int:
         """The REST API's bound port (the real one when configured as 0)."""
@@ -370,14 +403,16 @@ class Gateway:
         # links close (a consumer would otherwise see them drop before the node goes).
         if self.mqtt is not None:
             await self.mqtt.stop()
-        # The HTTP server is told to stop first; both API servers then close together,
-        # and before the fleet, so no request reaches a stopped machine. Each waits for the
-        # commands it handed to machines, so they are journalled before the journal stops.
-        # The job engine stops first: it plans no more moves (one already handed to a
+        # The job engine stops next: it plans no more moves (one already handed to a
         # machine drains with the servers' commands, through the same runner).
         if self._engine is not None:
             await self._engine.stop()
-        servers = [api for api in (self.http, self.websocket) if api is not None]
+        # The API servers (HTTP, WebSocket, OPC UA) then close together, and before the
+        # fleet, so no request reaches a stopped machine. Each waits for the commands it
+        # handed to machines, so they are journalled before the journal stops.
+        servers: list[HttpServer | WebSocketApi | OpcUaServer | OpcUaProcess] = [
+            api for api in (self.http, self.websocket, self.opcua) if api is not None
+        ]
         await asyncio.gather(*(api.stop() for api in servers))
         if self.metrics is not None:
             self.metrics.close()

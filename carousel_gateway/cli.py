@@ -65,9 +65,11 @@ app = typer.Typer(
 config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
 token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 job_app = typer.Typer(help="Pick jobs: submit, list, show (docs/picking.md).", no_args_is_help=True)
+opcua_app = typer.Typer(help="OPC UA server users.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(token_app, name="token")
 app.add_typer(job_app, name="job")
+app.add_typer(opcua_app, name="opcua")
 
 ConfigOption = Annotated[
     Path | None,
@@ -169,10 +171,15 @@ def _with_overrides(
 def _print_addresses(gateway: Gateway) -> None:
     """Once everything listens: where to point a browser or a client, and how to stop."""
     assert gateway.websocket is not None
-    typer.echo(startup_banner(gateway.config, gateway.websocket.port, gateway.http_port))
+    opcua = gateway.opcua.url if gateway.opcua is not None else None
+    typer.echo(
+        startup_banner(gateway.config, gateway.websocket.port, gateway.http_port, opcua)
+    )
 
 
-def startup_banner(settings: GatewayConfig, ws_port: int, http_port: int) -> str:
+def startup_banner(
+    settings: GatewayConfig, ws_port: int, http_port: int, opcua_url: str | None = None
+) -> str:
     """The addresses ``serve`` prints: clickable ones (``localhost`` for a wildcard bind,
     the real bound ports, https/wss under TLS), not the bind address ``0.0.0.0``."""
     tls = settings.security.tls
@@ -195,7 +202,8 @@ def startup_banner(settings: GatewayConfig, ws_port: int, http_port: int) -> str
         f"  WebSocket API   {api}\n"
         f"  API docs        {web}/docs\n"
         f"{broker}"
-        "Press Ctrl+C to stop."
+        + (f"  OPC UA          {opcua_url}\n" if opcua_url else "")
+        + "Press Ctrl+C to stop."
     )
 
 
@@ -284,6 +292,37 @@ def token_new(
     typer.echo(f"token: {token}")
     typer.echo("\nadd to the config file:\n")
     typer.echo(f'[[auth.tokens]]\nname = "{label}"\nrole = "{role}"\nsha256 = "{digest}"')
+
+
+@opcua_app.command("user")
+def opcua_user(
+    name: Annotated[str, typer.Option(help="The OPC UA user name")],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="CAROUSEL_GATEWAY_OPCUA_PASSWORD",
+            help="Asked for when not given (never put it on a command line others see)",
+        ),
+    ],
+    role: Annotated[str, typer.Option(help="viewer or operator")] = "viewer",
+) -> None:
+    """Print the config lines for an OPC UA user (only a scrypt hash of the password)."""
+    from carousel_gateway.api.opcua.passwords import hash_password
+
+    if role not in ("viewer", "operator"):
+        typer.echo("role must be 'viewer' or 'operator'", err=True)
+        raise typer.Exit(2)
+    if len(password) < 8:
+        typer.echo("the password must have at least 8 characters", err=True)
+        raise typer.Exit(2)
+    typer.echo("add to the config file:\n")
+    typer.echo(
+        f'[[opcua.users]]\nname = "{name}"\nrole = "{role}"\n'
+        f'password_hash = "{hash_password(password)}"'
+    )
 
 
 UrlOption = Annotated[

@@ -27,6 +27,8 @@ __all__ = [
     "LimitsConfig",
     "MachineConfig",
     "MqttConfig",
+    "OpcUaConfig",
+    "OpcUaUserConfig",
     "PerSecond",
     "Port",
     "PortOrAuto",
@@ -427,6 +429,64 @@ class MqttConfig(_Strict):
         return self.tls or self.ca is not None or self.cert is not None
 
 
+#: OPC UA security policies the server may offer, each with SignAndEncrypt only.
+OpcUaPolicy = Literal["Basic256Sha256", "Aes256Sha256RsaPss"]
+
+
+class OpcUaUserConfig(_Strict):
+    """A user name and password for OPC UA clients, mapped to a gateway role. The password
+    is stored only as a scrypt hash (``carousel-gateway opcua hash-password`` makes one)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    role: Literal["viewer", "operator"]
+    password_hash: Annotated[str, Field(pattern=r"^scrypt\$\d+\$\d+\$\d+\$[0-9a-f]+\$[0-9a-f]+$")]
+
+
+class OpcUaConfig(_Strict):
+    """The OPC UA server (docs/opcua.md): off unless ``enabled``; secure by default."""
+
+    enabled: bool = False
+    # Serves the plant network; set host to narrow it.
+    host: str = "0.0.0.0"  # nosec B104
+    port: PortOrAuto = 4840
+    #: The server's ApplicationUri; the generated certificate carries it (they must match).
+    application_uri: Annotated[str, Field(min_length=1, max_length=400)] = (
+        "urn:carousel-gateway:opcua"
+    )
+    #: Folder of the server's certificate (``own/``, generated once and kept), the trusted
+    #: client certificates (``trusted/``) and the refused ones (``rejected/``).
+    pki_dir: Annotated[str, Field(min_length=1)] = "./opcua-pki"
+    #: Offered with SignAndEncrypt; at least one.
+    security_policies: Annotated[
+        tuple[OpcUaPolicy, ...], Field(min_length=1), AnyList
+    ] = ("Basic256Sha256", "Aes256Sha256RsaPss")
+    #: The unencrypted, unsigned endpoint (policy None). Off: say ``true`` only on a
+    #: network where passwords in clear are acceptable.
+    allow_none_endpoint: bool = False
+    users: Annotated[tuple[OpcUaUserConfig, ...], AnyList] = ()
+    #: Open connections at most (a client over it is refused at connect).
+    max_sessions: Count = 50
+    #: Subscriptions asking for a faster publishing interval get this one (milliseconds).
+    min_publishing_interval_ms: Annotated[float, Field(ge=10, le=3_600_000)] = 100.0
+    #: Run the server in a process of its own (its publishing off the gateway's event loop;
+    #: MOVEs still go through the gateway's command path). Off: on the gateway's loop.
+    own_process: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> OpcUaConfig:
+        if len(set(self.security_policies)) != len(self.security_policies):
+            raise ValueError("security_policies: a policy is listed twice")
+        names = [user.name for user in self.users]
+        if len(set(names)) != len(names):
+            raise ValueError("users: a user name is listed twice")
+        if self.enabled and not self.users:
+            raise ValueError(
+                "enabled needs at least one [[opcua.users]] entry (anonymous clients are refused)"
+            )
+        return self
+
+
+
 class GatewayConfig(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     websocket: WebSocketConfig = WebSocketConfig()
@@ -436,6 +496,7 @@ class GatewayConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()
     journal: JournalConfig = JournalConfig()
     mqtt: MqttConfig = MqttConfig()
+    opcua: OpcUaConfig = OpcUaConfig()
     machines: Annotated[tuple[MachineConfig, ...], Field(min_length=1), AnyList]
     workstations: Annotated[tuple[WorkstationConfig, ...], AnyList] = ()
 

@@ -371,7 +371,7 @@ class HaConfig(_Strict):
     enabled: bool = False
     cell: str = "cell-1"  # one lease row per cell: both instances name the same cell
     #: Unique per process (the host name by default; set it when two share a host).
-    instance: Annotated[str, Field(min_length=1, default_factory=socket.gethostname)]
+    instance: str = Field(default_factory=socket.gethostname, min_length=1)
     #: This instance's REST base URL and WebSocket URL, as clients reach them: a standby
     #: names the active's in every NOT_ACTIVE refusal. Both are kept in the lease row's
     #: ``advertise_url`` as JSON ``{"http": ..., "ws": ...}``.

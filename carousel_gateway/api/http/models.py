@@ -136,6 +136,12 @@ class ErrorData(_Reply):
         description="With wait=arrival, a move that was sent and did not arrive: how it "
         "ended (null when that is unknown, and for every other error)",
     )
+    active_instance: str | None = Field(
+        None, description="NOT_ACTIVE: the gateway instance that holds the cell's lease"
+    )
+    active_url: str | None = Field(
+        None, description="NOT_ACTIVE: that instance's REST base URL (send commands there)"
+    )
 
 
 class ErrorResponse(Envelope[ErrorData]):

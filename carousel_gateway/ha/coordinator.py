@@ -101,6 +101,7 @@ class HaCoordinator:
         self._became_active = asyncio.Event()
         self._became_standby = asyncio.Event()
         self._became_standby.set()
+        self._holder_read = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -230,6 +231,12 @@ class HaCoordinator:
     async def not_sent(self, intent: MoveIntent) -> None:
         await self.journal.settle_intent(intent, "refused")
 
+    async def wait_holder(self, instance: str) -> None:
+        """Until this standby has read that ``instance`` holds the lease (tests)."""
+        while self.active_instance != instance:
+            self._holder_read.clear()
+            await self._holder_read.wait()
+
     async def wait_role(self, role: Role) -> None:
         """Until this instance is ``role`` (tests, the CLI)."""
         event = self._became_active if role is Role.ACTIVE else self._became_standby
@@ -315,6 +322,7 @@ class HaCoordinator:
             return
         http, ws = parse_advertised(current.advertise_url)
         self.holder = ActiveHolder(current.owner, current.epoch, http, ws, current.valid)
+        self._holder_read.set()
 
     # -- fencing --------------------------------------------------------------------------
 

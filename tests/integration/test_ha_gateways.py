@@ -165,6 +165,8 @@ async def test_a_graceful_stop_hands_over_at_once(cell) -> None:
     await until_active(b)
     assert b.ha.epoch == 2
     assert (await move(b, 20)).position == 20
+    assert b.journal is not None
+    await b.journal.flush()  # outcomes are written with the journal's events
     rows = await intents(url)
     assert [(r["intent_epoch"], r["target"], r["outcome"]) for r in rows] == [
         (1, 10, "completed"),

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from carousel_gateway.app import Gateway
 from carousel_gateway.database import open_database
@@ -147,6 +148,11 @@ async def test_the_standby_refuses_commands_naming_the_active(cell) -> None:
         metrics = (await http.get("/metrics")).text
     assert health["role"] == "active" and health["epoch"] == 1
     assert 0 < health["lease_deadline_s"] <= LEASE["ttl_s"]
+    # promtool is not installed here: the client library's own parser reads it instead.
+    families = {f.name: f for f in text_string_to_metric_families(metrics)}
+    assert {"carousel_ha_role", "carousel_ha_takeovers", "carousel_ha_fenced_writes"} <= set(
+        families
+    )
     assert 'carousel_ha_role{role="active"} 1.0' in metrics
     assert "carousel_ha_takeovers_total 1.0" in metrics
     # The standby never opened port 3200: the simulator saw one session, the active's.

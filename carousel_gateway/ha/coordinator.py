@@ -98,6 +98,7 @@ class HaCoordinator:
         self._task: asyncio.Task[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._standing_down: asyncio.Task[None] | None = None
+        self._activation: asyncio.Task[None] | None = None
         self._became_active = asyncio.Event()
         self._became_standby = asyncio.Event()
         self._became_standby.set()
@@ -119,11 +120,12 @@ class HaCoordinator:
     async def halt(self) -> None:
         """Take and renew no more (a graceful stop begins). The deadline stays armed: an
         active instance still fences itself if stopping outlasts its grant."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._activation):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._activation = None
 
     async def stop(self) -> None:
         """Stop renewing; an active instance releases the lease (the standby need not wait
@@ -302,14 +304,22 @@ class HaCoordinator:
         log.warning(
             "ha: %s took the lease of %s, epoch %d", self.config.instance, self.config.cell, epoch
         )
+        # In a task of its own: renewals go on meanwhile (settling the orphans may queue
+        # behind journal writes), and a fence cancels it, so the fleet can never be started
+        # after the fence has stopped it.
+        self._activation = loop.create_task(self._activate(epoch), name="ha-activate")
+
+    async def _activate(self, epoch: int) -> None:
         try:
             await self.journal.use_epoch(epoch)
             assert self.transitions is not None
             await self.transitions.activate(epoch)
         except Exception as exc:
             log.exception("ha: takeover failed")
+            self._activation = None
             self._fence(f"takeover failed: {exc}")
             return
+        self._activation = None
         self.takeovers += 1
         self.active_since = time.time()
         self._became_standby.clear()
@@ -342,6 +352,9 @@ class HaCoordinator:
         if self.keeper.epoch is None or self._standing_down is not None:
             return  # a standby, or already fenced and standing down
         self._cancel_deadline()
+        if self._activation is not None:
+            self._activation.cancel()  # it never starts the fleet after this
+            self._activation = None
         epoch = self.keeper.epoch
         self.keeper.refused()
         self.keeper.tick(asyncio.get_running_loop().time())

@@ -188,16 +188,28 @@ async def test_an_active_that_stops_renewing_fences_itself_before_the_takeover(c
     b = await start("gw-b")
     assert a.ha is not None and b.ha is not None and a.journal is not None
     assert (await move(a, 7)).position == 7
+    loop = asyncio.get_running_loop()
+    halted = loop.time()
     await a.ha.halt()  # its renewals stop (as if its lease connection hung); A keeps running
     async with asyncio.timeout(5):
         await a.ha.wait_role(Role.STANDBY)
+    fenced_after = loop.time() - halted
     # A fenced itself while its grant was still valid at the database: B is still waiting.
     assert await lease_valid(url)
     assert b.ha.role is Role.STANDBY
     assert not sim.session_open or sim.connections_accepted == 1  # A's socket aborted
     await until_active(b)
+    first_reading_after = loop.time() - halted
     assert b.ha.epoch == 2
     assert (await move(b, 15)).position == 15
+    print(
+        f"\nfence after {fenced_after:.2f} s, B's first reading after {first_reading_after:.2f} s,"
+        f" first MOVE done after {loop.time() - halted:.2f} s (ttl {LEASE['ttl_s']} s)"
+    )
+    # The fence comes within ttl - margin of the last renewal; the takeover within the ttl,
+    # a take period, the PLC's release cooldown and a reconnect.
+    assert fenced_after <= LEASE["ttl_s"] - LEASE["margin_s"] + 0.2
+    assert first_reading_after <= LEASE["ttl_s"] + LEASE["renew_s"] + 0.3 + 2.0
 
     # A wakes with its old epoch: the database refuses its writes (the trigger), and its
     # command path refuses everything, naming B.

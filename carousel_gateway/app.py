@@ -11,7 +11,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from carousel_gateway.api.auth import install_log_redaction
 from carousel_gateway.api.commands import CommandRunner
@@ -371,7 +371,9 @@ class Gateway:
                 ha.advertise_ws_url
                 or f"{'wss' if context else 'ws'}://{ws.host}:{self.websocket.port}",
             )
-            await self.ha.start(Transitions(self._activate, self._fence_now, self._stand_down))
+            await self.ha.start(
+                Transitions(self._activate, self._fence_now, self._stand_down, self._mirror)
+            )
             metrics.follow_ha(self.ha)
 
     async def _activate(self, epoch: int) -> None:
@@ -405,6 +407,16 @@ class Gateway:
                 counters=journal.counters,
             )
             await self.mqtt.start()
+
+    def _mirror(self, rows: list[dict[str, Any]]) -> None:
+        """A standby shows each machine as the active last read it (read-only)."""
+        if self.fleet is None:
+            return
+        for row in rows:
+            if row["machine_id"] in self.fleet:
+                self.fleet.get(row["machine_id"]).mirror(
+                    row["position"], row["raw_status"], row["updated_at"]
+                )
 
     def _fence_now(self, why: str) -> None:
         """Fenced: every PLC socket aborted in this very callback (commands are refused by

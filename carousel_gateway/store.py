@@ -43,6 +43,7 @@ from carousel_gateway.fleet.events import (
     MoveCompleted,
     MoveFailed,
     MoveIntent,
+    StatusChanged,
 )
 from carousel_gateway.ha import lease_store
 from carousel_gateway.plc.connection import ConnectionState
@@ -166,6 +167,15 @@ CREATE TABLE IF NOT EXISTS move_intents (
 );
 CREATE INDEX IF NOT EXISTS move_intents_open ON move_intents (cell) WHERE outcome IS NULL;
 CREATE INDEX IF NOT EXISTS move_intents_command ON move_intents (boot, command_id);
+CREATE TABLE IF NOT EXISTS machine_snapshots (
+    cell        TEXT NOT NULL,
+    machine_id  TEXT NOT NULL,
+    position    INTEGER,
+    raw_status  INTEGER,
+    updated_at  DOUBLE PRECISION,
+    epoch       BIGINT,
+    PRIMARY KEY (cell, machine_id)
+);
 """
 
 
@@ -274,7 +284,12 @@ class Journal:
         :meth:`record_command` instead, before their result goes out)."""
         if isinstance(event, CommandAccepted | CommandRefused):
             return
-        if not isinstance(
+        if isinstance(event, StatusChanged):
+            # Two gateways per cell: the active keeps each machine's latest state in the
+            # database, where the standby reads it (fenced like every shared write).
+            if self.fence_cell is None or self.epoch is None:
+                return
+        elif not isinstance(
             event, MoveCompleted | MoveFailed | ConnectionChanged | FaultRaised | FaultCleared
         ) and not _is_extra_event(event):
             return
@@ -498,6 +513,7 @@ class Journal:
                     db.execute("SELECT pg_advisory_xact_lock(7412805)")
                     db.execute(INTENTS_SCHEMA)
                 lease_store.fence_table(db, "move_intents")
+                lease_store.fence_table(db, "machine_snapshots")
         except BaseException:
             db.close()
             raise
@@ -618,6 +634,8 @@ class Journal:
             )
 
         match event:
+            case StatusChanged(snapshot=snapshot):
+                self._store_snapshot(db, snapshot.machine_id, snapshot)
             case MoveCompleted():
                 row(
                     "move_completed",
@@ -668,6 +686,40 @@ class Journal:
                 row("fault_cleared", {"keys": list(keys)}, reasons=",".join(keys))
             case _:
                 row(_extra_kind(event), _event_data(event))
+
+    def _store_snapshot(self, db: Database, machine_id: str, snapshot: Any) -> None:
+        """The active's latest reading of a machine, for the standby (fenced, savepoint)."""
+        try:
+            with db.transaction():
+                db.execute(
+                    "INSERT INTO machine_snapshots (cell, machine_id, position, raw_status,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (cell, machine_id) DO UPDATE"
+                    " SET position = excluded.position, raw_status = excluded.raw_status,"
+                    " updated_at = excluded.updated_at",
+                    (
+                        self.fence_cell,
+                        machine_id,
+                        snapshot.position,
+                        snapshot.raw_status,
+                        snapshot.updated_at,
+                    ),
+                )
+        except Exception as exc:
+            if not _fenced(exc):
+                raise
+            self.fenced_writes += 1
+
+    async def snapshots(self) -> list[dict[str, Any]]:
+        """The cell's machines as the active last read them (what a standby shows)."""
+        return await self._run(self._read_snapshots)
+
+    def _read_snapshots(self) -> list[dict[str, Any]]:
+        rows = self._conn().query(
+            "SELECT machine_id, position, raw_status, updated_at, epoch"
+            " FROM machine_snapshots WHERE cell = ?",
+            (self.fence_cell,),
+        )
+        return [dict(row) for row in rows]
 
     def _intent_outcome(self, db: Database, command_id: int, outcome: str) -> None:
         """A move's outcome on its intent (fenced, in a savepoint: a stale epoch's refusal

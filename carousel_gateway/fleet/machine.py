@@ -117,6 +117,19 @@ class Machine(MachinePolling):
         #: Set by a workstation while it has an active, unpaused pick job on this machine.
         self.reservation: Reservation | None = None
 
+    def mirror(
+        self, position: int | None, raw_status: int | None, updated_at: float | None
+    ) -> None:
+        """A standby's view of this machine: the active's latest reading, read from the
+        database. Shown only while this instance drives nothing (its links are closed, so
+        the connection stays ``disconnected``); its own readings replace it once it does."""
+        if self._poller is not None:
+            return
+        current = replace(
+            self.snapshot, position=position, raw_status=raw_status, updated_at=updated_at
+        )
+        self._publish_snapshot(self.snapshot, current)
+
     def diagnostics(self) -> DiagnosticsReport:
         """Everything an operator asks about this machine, taken at one instant."""
         return diagnose(self)

@@ -76,6 +76,8 @@ class Transitions:
     activate: Callable[[int], Awaitable[None]]  # the lease was taken with this epoch
     fence_now: Callable[[str], None]  # synchronous: abort the PLC links at once
     stand_down: Callable[[], Awaitable[None]]  # then stop the rest (fleet tasks, MQTT)
+    #: A standby shows the active's latest readings (rows of ``Journal.snapshots``).
+    mirror: Callable[[list[dict[str, Any]]], None] | None = None
 
 
 class HaCoordinator:
@@ -294,6 +296,7 @@ class HaCoordinator:
             )
             if epoch is None:
                 await self._read_holder()
+                await self._mirror()
                 return
         except Exception as exc:
             log.warning("ha: lease take failed (%s)", exc)
@@ -324,6 +327,12 @@ class HaCoordinator:
         self.active_since = time.time()
         self._became_standby.clear()
         self._became_active.set()
+
+    async def _mirror(self) -> None:
+        """Show the active's latest readings (a standby's reads come from the database)."""
+        assert self.transitions is not None
+        if self.transitions.mirror is not None:
+            self.transitions.mirror(await self.journal.snapshots())
 
     async def _read_holder(self) -> None:
         current = await self._run(self._on_db, lease_store.holder, self.config.cell)

@@ -132,6 +132,14 @@ async def test_the_standby_refuses_commands_naming_the_active(cell) -> None:
     assert health["role"] == "standby" and health["epoch"] is None
     assert health["active_instance"] == "gw-a"
 
+    # The standby shows the carousel as the active last read it, from the database.
+    assert a.fleet is not None and b.fleet is not None
+    assert (await move(a, 9)).position == 9
+    mirrored = b.fleet.get("m1")
+    await wait_until(b.fleet.bus, lambda: mirrored.snapshot.position == 9, timeout=5)
+    assert mirrored.snapshot.raw_status == a.fleet.get("m1").snapshot.raw_status
+    assert mirrored.snapshot.connection is ConnectionState.DISCONNECTED
+
     client = await TestClient.open(f"ws://127.0.0.1:{b.websocket.port}")  # type: ignore[union-attr]
     try:
         await client.wait_for("welcome")
@@ -157,7 +165,7 @@ async def test_the_standby_refuses_commands_naming_the_active(cell) -> None:
     assert "carousel_ha_takeovers_total 1.0" in metrics
     # The standby never opened port 3200: the simulator saw one session, the active's.
     assert sim.connections_accepted == 1
-    assert sim.moves_received == 0
+    assert [record.session for record in sim.move_log] == [1]  # the active's MOVE only
 
 
 async def test_a_graceful_stop_hands_over_at_once(cell) -> None:

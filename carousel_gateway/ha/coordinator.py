@@ -255,6 +255,10 @@ class HaCoordinator:
                 await asyncio.shield(self._standing_down)
             if self.role is Role.ACTIVE:
                 await self._renew(loop)
+            elif self.keeper.epoch is not None:
+                # Past the deadline before its timer ran: fence first, never take as-is.
+                self._fence("the lease deadline passed")
+                continue
             else:
                 await self._try_take(loop)
             await asyncio.sleep(self.config.renew_s)  # the renewal period itself
@@ -302,6 +306,8 @@ class HaCoordinator:
             log.warning("ha: lease take failed (%s)", exc)
             return
         self.keeper.granted(epoch, sent)
+        if self.keeper.tick(loop.time()) is not Role.ACTIVE:
+            return  # the grant came back too late to use: its deadline has passed
         self._arm_deadline(loop)
         self.holder = ActiveHolder(self.config.instance, epoch, *self._own_urls, True)
         log.warning(

@@ -106,8 +106,14 @@ class MoveGate(Protocol):
         """Return once the intent is committed; raise :class:`GatewayError` to refuse."""
         ...
 
+    def check(self, intent: MoveIntent) -> None:
+        """Right before the MOVE's bytes go out: raise :class:`GatewayError` if the epoch
+        that admitted ``intent`` no longer holds the lease (then nothing is written)."""
+        ...
+
     async def not_sent(self, intent: MoveIntent) -> None:
-        """The admitted MOVE was not written after all (the link was down)."""
+        """The admitted MOVE was not written after all (interlocks, already there, link
+        down, or the lease lost since)."""
         ...
 
 

@@ -264,25 +264,38 @@ class Machine(MachinePolling):
     async def _execute_move(
         self, command_id: int, position: int, origin: Origin
     ) -> ExecutedCommand:
-        # Interlocks are judged on a fresh reading, never on a possibly stale snapshot, and
-        # on port 3200 on the reading before it too (see _interlock_readings).
-        readings = await self._interlock_readings()
-        if all(self.to_api_position(r.position_index) == position for r in readings):
-            accepted = self._accepted(command_id, Command.MOVE, position, origin, 0.0, skipped=True)
-            await self._publish_accepted(accepted)
-            return ExecutedCommand(accepted)
-        start = self.snapshot.position
+        # Two gateways per cell: the intent is committed under the lease's epoch first, so
+        # the database round trip never stands between the interlock readings and the
+        # MOVE (they stay as fresh as on a lone gateway).
         intent = MoveIntent(command_id, self.id, position, origin)
         if self.move_gate is not None:
             await self.move_gate.admit(intent)  # raises to refuse: nothing was sent
+        # Interlocks are judged on a fresh reading, never on a possibly stale snapshot, and
+        # on port 3200 on the reading before it too (see _interlock_readings).
+        try:
+            readings = await self._interlock_readings()
+        except GatewayError:
+            await self._not_sent(intent)
+            raise
+        if all(self.to_api_position(r.position_index) == position for r in readings):
+            await self._not_sent(intent)
+            accepted = self._accepted(command_id, Command.MOVE, position, origin, 0.0, skipped=True)
+            await self._publish_accepted(accepted)
+            return ExecutedCommand(accepted)
+        if self.move_gate is not None:
+            try:
+                self.move_gate.check(intent)  # no await from here to the write
+            except GatewayError:
+                await self._not_sent(intent)
+                raise
+        start = self.snapshot.position
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         written_at = loop.time()
         try:
             reply = await self.connection.move(self.to_index(position))
         except PlcNotConnected as exc:
-            if self.move_gate is not None:
-                await self.move_gate.not_sent(intent)
+            await self._not_sent(intent)
             raise self._error(ErrorCode.CONNECTION_ERROR, str(exc)) from None
         except PlcError as exc:
             # The bytes went out; whether the PLC took them nobody knows.
@@ -303,6 +316,12 @@ class Machine(MachinePolling):
         self._clear_desync()  # the MOVE has overwritten the latched target
         self._apply_command_reply(reply)  # the MOVE's own reply is a reading too
         return ExecutedCommand(accepted, outcome)
+
+    async def _not_sent(self, intent: MoveIntent) -> None:
+        """An admitted intent whose MOVE was not written (refused by its interlocks, the
+        carousel already there, or the link down): its outcome is ``refused``."""
+        if self.move_gate is not None:
+            await self.move_gate.not_sent(intent)
 
     async def _move_outcome_unknown(
         self,

@@ -105,6 +105,8 @@ class HaCoordinator:
         self._became_standby = asyncio.Event()
         self._became_standby.set()
         self._holder_read = asyncio.Event()
+        #: MOVEs admitted and not yet written: the epoch each intent was committed under.
+        self._admitted: dict[tuple[str, int], int] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -231,8 +233,17 @@ class HaCoordinator:
         if self.role is not Role.ACTIVE or self.keeper.epoch != epoch:
             await self.journal.settle_intent(intent, "refused")
             raise self._not_active(intent)
+        self._admitted[intent.machine_id, intent.command_id] = epoch
+
+    def check(self, intent: MoveIntent) -> None:
+        """Right before the MOVE's bytes: the epoch that admitted it still holds the lease
+        here (no await between this and the write, so no fence can come in between)."""
+        epoch = self._admitted.pop((intent.machine_id, intent.command_id), None)
+        if self.role is not Role.ACTIVE or epoch is None or self.keeper.epoch != epoch:
+            raise self._not_active(intent)
 
     async def not_sent(self, intent: MoveIntent) -> None:
+        self._admitted.pop((intent.machine_id, intent.command_id), None)
         await self.journal.settle_intent(intent, "refused")
 
     async def wait_holder(self, instance: str) -> None:

@@ -122,7 +122,8 @@ async def test_the_standby_refuses_commands_naming_the_active(cell) -> None:
 
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{b.http_port}") as http:
         reply = await http.post("/v1/machines/m1/move", json={"position": 5})
-        health = (await http.get("/v1/health")).json()["data"]["ha"]
+        whole = (await http.get("/v1/health")).json()["data"]
+        health = whole["ha"]
     assert reply.status_code == 409
     body = reply.json()
     assert body["code"] == "NOT_ACTIVE"
@@ -131,6 +132,8 @@ async def test_the_standby_refuses_commands_naming_the_active(cell) -> None:
     assert "gw-a" in body["error"]
     assert health["role"] == "standby" and health["epoch"] is None
     assert health["active_instance"] == "gw-a"
+    # Its PLC links are closed on purpose: healthy, since another instance drives.
+    assert whole["status"] == "healthy" and set(whole["machines"].values()) == {"disconnected"}
 
     # The standby shows the carousel as the active last read it, from the database.
     assert a.fleet is not None and b.fleet is not None

@@ -250,7 +250,9 @@ class HaHealth(_Reply):
 
 class HealthData(_Reply):
     status: Literal["healthy", "degraded", "critical"] = Field(
-        description="healthy: every PLC connected; critical: none; degraded: some"
+        description="healthy: every PLC connected; critical: none; degraded: some. A standby "
+        "(two gateways per cell) drives no PLC: healthy while another instance is active, "
+        "critical while none is"
     )
     version: str
     machines: dict[str, ConnectionState]

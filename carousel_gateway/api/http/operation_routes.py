@@ -56,6 +56,11 @@ async def health(api: ApiDep) -> HealthResponse:
     status: Literal["healthy", "degraded", "critical"] = (
         "healthy" if connected == len(states) else "critical" if connected == 0 else "degraded"
     )
+    if api.ha is not None and api.ha.role != "active":
+        # A standby keeps its PLC links closed on purpose: it is healthy while another
+        # instance holds the cell's lease, critical while none does (nobody drives).
+        other = api.ha.active_instance
+        status = "healthy" if other is not None and other != api.ha.instance else "critical"
     journal = api.journal
     journal_health = JournalHealth(
         state="disabled" if journal is None else "ok" if journal.healthy else "degraded",

@@ -29,7 +29,7 @@ import itertools
 import json
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -132,6 +132,9 @@ class ServerError(CarouselError):
         self.error = message.error
         self.machine_id = message.machine_id
         self.reasons = tuple(message.reasons or ())
+        #: With ``NOT_ACTIVE`` (a standby of a cell): the active instance and its URL.
+        self.active_instance = message.active_instance
+        self.active_url = message.active_url
 
 
 class ConnectionLost(CarouselError):
@@ -176,11 +179,18 @@ class _Pending:
 
 
 class CarouselClient:
-    """A connection to the gateway that survives gateway restarts."""
+    """A connection to the gateway that survives gateway restarts.
+
+    ``url`` may name several gateways (a list, or one string with commas): the two
+    instances of a cell. The client connects to the first that answers, reconnects to the
+    others when its link drops, and when a standby refuses a command with ``NOT_ACTIVE``
+    it moves to the active instance the refusal names and sends the command there (a
+    standby executed nothing, so nothing runs twice).
+    """
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: str | Sequence[str] = DEFAULT_URL,
         *,
         token: str | None = None,
         reconnect: bool = True,
@@ -188,7 +198,12 @@ class CarouselClient:
         backoff_initial: float = 0.2,
         backoff_max: float = 5.0,
     ) -> None:
-        self.url = url
+        urls = url.split(",") if isinstance(url, str) else list(url)
+        self.urls = [u.strip() for u in urls if u.strip()]
+        if not self.urls:
+            raise ValueError("no gateway URL given")
+        #: The gateway this client is connected (or connecting) to.
+        self.url = self.urls[0]
         self.token = token
         self.reconnect = reconnect
         self.request_timeout = request_timeout
@@ -206,6 +221,7 @@ class CarouselClient:
         self._connected = asyncio.Event()
         self._closing = False
         self._resubscriber: asyncio.Task[None] | None = None
+        self._switching = asyncio.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -235,9 +251,29 @@ class CarouselClient:
         return list(self.welcome.machines) if self.welcome else []
 
     async def _open(self) -> None:
+        """Connect to the current URL, else to the next ones in turn (the last error is
+        raised when none answers; a refused token at once)."""
+        start = self.urls.index(self.url) if self.url in self.urls else 0
+        failure: Exception | None = None
+        for url in self.urls[start:] + self.urls[:start]:
+            try:
+                await self._open_one(url)
+            except AuthenticationFailed:
+                raise
+            except (OSError, InvalidStatus, ConnectionClosed, CarouselError, TimeoutError) as exc:
+                if len(self.urls) > 1:
+                    log.info("gateway %s did not answer: %s", url, exc)
+                failure = exc
+                continue
+            self.url = url
+            return
+        assert failure is not None
+        raise failure
+
+    async def _open_one(self, url: str) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
-            connection = await connect(self.url, additional_headers=headers)
+            connection = await connect(url, additional_headers=headers)
         except InvalidStatus as exc:
             if exc.response.status_code == 401:
                 raise AuthenticationFailed("the gateway refused the token") from None
@@ -289,6 +325,18 @@ class CarouselClient:
             "machine_id": machine_id,
             "command": {"command": 1, "argument": bucket},
         }
+        for hop in range(len(self.urls) + 1):
+            try:
+                return await self._move_once(message, wait, arrival_timeout)
+            except ServerError as error:
+                if error.code != "NOT_ACTIVE" or hop == len(self.urls):
+                    raise
+                await self._follow(error)
+        raise AssertionError("unreachable")
+
+    async def _move_once(
+        self, message: dict[str, Any], wait: bool, arrival_timeout: float | None
+    ) -> CommandResult | MoveOutcomeMessage:
         request_id, pending = self._register(outcome=True)
         try:
             await self._send({**message, "request_id": request_id})
@@ -477,6 +525,45 @@ class CarouselClient:
         return request_id, pending
 
     async def _request(self, message: dict[str, Any]) -> BaseModel:
+        """One request; a ``NOT_ACTIVE`` refusal is followed to the active gateway (at most
+        once per known URL) and the request sent again there."""
+        for hop in range(len(self.urls) + 1):
+            try:
+                return await self._request_once(message)
+            except ServerError as error:
+                if error.code != "NOT_ACTIVE" or hop == len(self.urls):
+                    raise
+                await self._follow(error)
+        raise AssertionError("unreachable")
+
+    async def _follow(self, refusal: ServerError) -> None:
+        """Leave a standby for the active instance its refusal names (or, when it names
+        none, the next URL); subscriptions are replayed there."""
+        async with self._switching:
+            target = refusal.active_url
+            if target is None:
+                target = self.urls[(self.urls.index(self.url) + 1) % len(self.urls)]
+            elif target not in self.urls:
+                self.urls.append(target)
+            if target == self.url and self._connected.is_set():
+                return  # another request has already moved this client there
+            log.info("%s is not the active gateway: switching to %s", self.url, target)
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+            self._connected.clear()
+            if self._connection is not None:
+                await self._connection.close()
+            self._fail_pending(ConnectionLost("left a standby gateway for the active one"))
+            self.url = target
+            await self._open()
+            self.reconnects += 1
+            self._reader = asyncio.get_running_loop().create_task(self._read_forever())
+        await self._resubscribe()
+
+    async def _request_once(self, message: dict[str, Any]) -> BaseModel:
         request_id, pending = self._register()
         try:
             await self._send({**message, "request_id": request_id})

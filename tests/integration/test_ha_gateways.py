@@ -7,6 +7,7 @@ over; a stale epoch's writes are refused by the database; an orphaned intent bec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import httpx
@@ -255,3 +256,36 @@ async def test_an_orphaned_intent_becomes_lost_exactly_once(cell) -> None:
     rows = await intents(url)
     assert [(r["command_id"], r["outcome"], r["intent_epoch"]) for r in rows] == [(41, "lost", 1)]
     assert len(recorder.of_type(MoveFailed)) == 1
+
+
+async def test_a_client_with_both_urls_follows_the_active(cell) -> None:
+    """Connected to the standby first, a move is refused there with NOT_ACTIVE naming the
+    active, followed and run once on the active; after a handover the client's link drops,
+    it reconnects to the other URL and moves through the new active."""
+    from carousel_gateway.client import CarouselClient, ConnectionLost
+
+    sim, _url, start = cell
+    a = await start("gw-a")
+    await until_active(a)
+    b = await start("gw-b")
+    assert a.websocket is not None and b.websocket is not None and b.ha is not None
+    async with asyncio.timeout(5):
+        await b.ha.wait_holder("gw-a")
+    a_ws = f"ws://127.0.0.1:{a.websocket.port}"
+    b_ws = f"ws://127.0.0.1:{b.websocket.port}"
+    async with CarouselClient(f"{b_ws},{a_ws}", backoff_initial=0.05) as client:
+        assert client.url == b_ws  # the standby answers first: it serves reads
+        outcome = await client.move("m1", 12, wait=True, arrival_timeout=10)
+        assert outcome.type == "move_completed"
+        assert client.url == a_ws
+        assert [record.argument + 1 for record in sim.move_log] == [12]
+
+        await a.stop()  # hands the lease over; the client's link to A drops
+        await until_active(b)
+        async with asyncio.timeout(10):
+            while client.url != b_ws or not client._connected.is_set():
+                with contextlib.suppress(ConnectionLost):  # sent as A's link closed
+                    await client.ping()  # waits for the reconnect (requests wait for a link)
+        outcome = await client.move("m1", 3, wait=True, arrival_timeout=10)
+        assert outcome.type == "move_completed"
+    assert [record.argument + 1 for record in sim.move_log] == [12, 3]

@@ -327,7 +327,11 @@ def opcua_user(
 
 UrlOption = Annotated[
     str,
-    typer.Option("--url", envvar="CAROUSEL_GATEWAY_URL", help="Gateway WebSocket URL (the two instances of a cell: both, comma-separated)"),
+    typer.Option(
+        "--url",
+        envvar="CAROUSEL_GATEWAY_URL",
+        help="Gateway WebSocket URL (the two instances of a cell: both, comma-separated)",
+    ),
 ]
 TokenOption = Annotated[
     str | None,

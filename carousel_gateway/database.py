@@ -62,11 +62,21 @@ class Database(Protocol):
     def close(self) -> None: ...
 
 
-def open_database(target: str | Path, *, sqlite_schema: str, postgres_schema: str) -> Database:
-    """Open ``target`` (a SQLite path, or a ``postgresql://`` URL) and create the schema."""
+def open_database(
+    target: str | Path,
+    *,
+    sqlite_schema: str,
+    postgres_schema: str,
+    timeout_s: float | None = None,
+) -> Database:
+    """Open ``target`` (a SQLite path, or a ``postgresql://`` URL) and create the schema.
+
+    ``timeout_s`` (PostgreSQL): no statement and no unacknowledged send waits longer than
+    this (``statement_timeout`` at the server, ``tcp_user_timeout`` and keepalives at the
+    client), so a silent network fails a call instead of hanging its thread."""
     text = str(target)
     if text.startswith(("postgresql://", "postgres://")):
-        return _Postgres(text, postgres_schema)
+        return _Postgres(text, postgres_schema, timeout_s)
     return _SQLite(Path(target), sqlite_schema)
 
 
@@ -132,18 +142,37 @@ class _SQLite:
 class _Postgres:
     engine: Literal["sqlite", "postgresql"] = "postgresql"
 
-    def __init__(self, url: str, schema: str) -> None:
+    def __init__(self, url: str, schema: str, timeout_s: float | None = None) -> None:
         try:
             import psycopg
+            from psycopg.conninfo import conninfo_to_dict
             from psycopg.rows import dict_row
         except ImportError:
             raise DatabaseError(
                 "a PostgreSQL journal needs psycopg: pip install 'carousel-gateway[postgresql]'"
             ) from None
 
+        bounds: dict[str, Any] = {}
+        if timeout_s is not None:
+            ms = max(1, round(timeout_s * 1000))
+            idle = max(1, round(timeout_s / 2))
+            # Added to the URL's own options (a schema's search_path, say), not instead.
+            given = str(conninfo_to_dict(url).get("options") or "")
+            bounds = {
+                "options": f"{given} -c statement_timeout={ms}".strip(),
+                "tcp_user_timeout": ms,
+                "keepalives": 1,
+                "keepalives_idle": idle,
+                "keepalives_interval": idle,
+                "keepalives_count": 2,
+            }
         try:
             self.connection = psycopg.connect(
-                url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S
+                url,
+                autocommit=True,
+                row_factory=dict_row,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                **bounds,
             )
         except psycopg.OperationalError as exc:
             raise DatabaseError(f"cannot connect to {redact_url(url)}: {exc}") from None

@@ -88,6 +88,8 @@ class HaCoordinator:
         self.url = url
         self.journal = journal
         self.keeper = LeaseKeeper(LeaseSettings(config.ttl_s, config.renew_s, config.margin_s))
+        #: The longest a lease statement may take: past it, its answer comes too late to use.
+        self._io_timeout_s = config.ttl_s - config.margin_s
         self.transitions: Transitions | None = None
         self.holder: ActiveHolder | None = None
         self.takeovers = 0
@@ -423,7 +425,11 @@ class HaCoordinator:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def _open(self) -> None:
-        self._db = open_database(self.url, sqlite_schema="", postgres_schema="SELECT 1")
+        # A renewal that cannot finish within the lease's margin is worthless: bounded so
+        # a silent network fails it (and the next one reconnects) instead of hanging here.
+        self._db = open_database(
+            self.url, sqlite_schema="", postgres_schema="SELECT 1", timeout_s=self._io_timeout_s
+        )
         lease_store.ensure_schema(self._db)
 
     def _close(self) -> None:

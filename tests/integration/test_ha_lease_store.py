@@ -102,3 +102,20 @@ def test_the_database_refuses_a_stale_epochs_writes(pair) -> None:
         (CELL, 1, "A's intent while it holds the lease"),
         (CELL, 2, "B's intent"),  # stamped by the database from B's token
     ]
+
+
+def test_a_bounded_connection_keeps_the_urls_schema_and_times_out(postgres_server) -> None:
+    """The lease connection's bounds add to the URL's own options (the schema) and a
+    statement longer than them fails instead of hanging the lease thread."""
+    url = postgres_server.url_for_new_schema()
+    plain = connect(url)
+    plain.execute("CREATE TABLE marker (x INTEGER)")
+    bounded = open_database(url, sqlite_schema="", postgres_schema="SELECT 1", timeout_s=0.3)
+    try:
+        assert bounded.query("SHOW statement_timeout")[0]["statement_timeout"] == "300ms"
+        assert bounded.query("SELECT count(*) AS n FROM marker")[0]["n"] == 0  # same schema
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            bounded.query("SELECT pg_sleep(5)")
+    finally:
+        bounded.close()
+        plain.close()

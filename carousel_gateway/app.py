@@ -9,8 +9,9 @@ import logging
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from carousel_gateway.api.auth import install_log_redaction
 from carousel_gateway.api.commands import CommandRunner
@@ -30,8 +31,11 @@ from carousel_gateway.fleet.events import (
     FaultRaised,
     MoveCompleted,
     MoveFailed,
+    Origin,
+    OriginChannel,
 )
 from carousel_gateway.fleet.fleet import Fleet
+from carousel_gateway.ha.coordinator import HaCoordinator, Transitions
 from carousel_gateway.picking.engine import JobEngine
 from carousel_gateway.picking.service import JobService
 from carousel_gateway.picking.store import SqliteJobStore
@@ -217,6 +221,8 @@ class Gateway:
         self.mqtt: MqttLink | None = None
         self.runner: CommandRunner | None = None
         self.opcua: OpcUaServer | OpcUaProcess | None = None
+        #: Two gateways per cell (``[ha] enabled``): the lease; None for a lone gateway.
+        self.ha: HaCoordinator | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -252,17 +258,23 @@ class Gateway:
         ports = {machine_id: server.port for machine_id, server in self.simulators.items()}
         modbus_ports = {machine_id: sim.port for machine_id, sim in self.modbus_simulators.items()}
         if self.config.journal.enabled:
+            ha_config = self.config.ha
             self.journal = Journal(
                 self.config.journal.url or self.config.journal.path,
                 retention_days=self.config.journal.retention_days,
+                fence_cell=ha_config.cell if ha_config.enabled else None,
             )
             await self.journal.start()
             log.info("journal at %s", self.journal.where)
+            if ha_config.enabled:
+                assert self.config.journal.url is not None  # the config says so
+                self.ha = HaCoordinator(ha_config, self.config.journal.url, self.journal)
         self.fleet = Fleet(
             self.config.machines,
             ports=ports,
             modbus_ports=modbus_ports,
             command_journal=self.journal.record_command if self.journal else None,
+            move_gate=self.ha,
         )
         if self.journal is not None:
             self.fleet.bus.subscribe(self.journal.on_event)
@@ -272,15 +284,22 @@ class Gateway:
         )
         # One command path for every API: one rate check, one drain, one way to a result.
         self.runner = runner = CommandRunner(guard)
+        if self.ha is not None:
+            runner.refusal = self.ha.refusal  # every API: NOT_ACTIVE unless active
         if self.config.opcua.enabled:
             # Before polling begins: asyncua's init stalls the loop for a while.
             await self._start_opcua(runner)
-        self.fleet.start()
-        log.info("fleet started: %s", ", ".join(self.fleet.ids))
+        if self.ha is None:
+            self.fleet.start()
+            log.info("fleet started: %s", ", ".join(self.fleet.ids))
+        else:
+            # A standby never opens port 3200 (a probe would take the active's session).
+            log.info("standby of %s: the fleet starts when this instance holds the lease",
+                     self.config.ha.cell)
         if self.config.workstations:
             await self._start_jobs(runner)
         self.metrics = metrics = GatewayMetrics(self.fleet, guard=guard)  # the one set
-        if self.config.mqtt.enabled:
+        if self.config.mqtt.enabled and self.ha is None:
             # Off by default. Its start returns at once: a broker that is down holds up
             # nothing (the link keeps retrying in its own task).
             journal = self.journal
@@ -328,6 +347,7 @@ class Gateway:
                 websocket_port=self.websocket.port,
                 mqtt=None if self.mqtt is None else self.mqtt.status,
                 jobs=self.jobs,
+                ha=self.ha,
             )
         )
         self.http = HttpServer(
@@ -343,6 +363,74 @@ class Gateway:
         )
         # A page served by this gateway may use both APIs: its own ports count as same-origin.
         guard.origins.ports.update((self.websocket.port, self.http.port))
+        if self.ha is not None:
+            ha = self.config.ha
+            scheme = "https" if context is not None else "http"
+            self.ha.advertise(
+                ha.advertise_url or f"{scheme}://{self.config.http.host}:{self.http.port}",
+                ha.advertise_ws_url
+                or f"{'wss' if context else 'ws'}://{ws.host}:{self.websocket.port}",
+            )
+            await self.ha.start(
+                Transitions(self._activate, self._fence_now, self._stand_down, self._mirror)
+            )
+            metrics.follow_ha(self.ha)
+
+    async def _activate(self, epoch: int) -> None:
+        """The lease is ours (``epoch``): settle what the previous active left, then drive."""
+        assert self.journal is not None and self.fleet is not None and self.runner is not None
+        for row in await self.journal.mark_lost():
+            try:
+                channel = OriginChannel(row["origin_channel"])
+            except ValueError:
+                channel = OriginChannel.INTERNAL
+            lost = MoveFailed(
+                row["machine_id"],
+                time.time(),
+                command_id=int(row["command_id"]),
+                target=int(row["target"]),
+                reasons=("failover_lost",),
+                position=None,
+                duration_s=0.0,
+                origin=Origin(row["origin_client"], channel),
+            )
+            self.fleet.bus.publish(lost)  # the WebSocket, the journal and MQTT see it
+        self.fleet.start()
+        log.warning("ha: active (epoch %d): fleet started: %s", epoch, ", ".join(self.fleet.ids))
+        if self.config.mqtt.enabled and self.mqtt is None:
+            journal = self.journal
+            self.mqtt = MqttLink(
+                self.config.mqtt,
+                self.fleet,
+                self.runner,
+                bd_seq_source=journal.next_bd_seq,
+                counters=journal.counters,
+            )
+            await self.mqtt.start()
+
+    def _mirror(self, rows: list[dict[str, Any]]) -> None:
+        """A standby shows each machine as the active last read it (read-only)."""
+        if self.fleet is None:
+            return
+        for row in rows:
+            if row["machine_id"] in self.fleet:
+                self.fleet.get(row["machine_id"]).mirror(
+                    row["position"], row["raw_status"], row["updated_at"]
+                )
+
+    def _fence_now(self, why: str) -> None:
+        """Fenced: every PLC socket aborted in this very callback (commands are refused by
+        the runner already: the role is no longer active)."""
+        if self.fleet is not None:
+            self.fleet.abort_links(f"fenced: {why}")
+
+    async def _stand_down(self) -> None:
+        """After the fence: the machines' tasks end, MQTT leaves (its NDEATH)."""
+        if self.fleet is not None:
+            await self.fleet.stop()
+        if self.mqtt is not None:
+            mqtt, self.mqtt = self.mqtt, None
+            await mqtt.stop()
 
     async def _start_jobs(self, runner: CommandRunner) -> None:
         """The job engine, after the fleet: its moves go through ``runner`` like every
@@ -399,6 +487,8 @@ class Gateway:
         return self.http.port
 
     async def stop(self) -> None:
+        if self.ha is not None:
+            await self.ha.halt()  # takes and renews no more; the deadline stays armed
         # The MQTT node leaves first: its NDEATH is its last word, before the machines'
         # links close (a consumer would otherwise see them drop before the node goes).
         if self.mqtt is not None:
@@ -418,6 +508,8 @@ class Gateway:
             self.metrics.close()
         if self.fleet is not None:
             await self.fleet.stop()
+        if self.ha is not None:
+            await self.ha.stop()  # the links are closed: the standby may take over now
         for server in self.simulators.values():
             await server.stop()
         for modbus in self.modbus_simulators.values():

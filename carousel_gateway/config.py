@@ -7,6 +7,7 @@ plant engineer can fix it without reading a traceback.
 from __future__ import annotations
 
 import json
+import socket
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigError",
     "Count",
     "GatewayConfig",
+    "HaConfig",
     "HttpConfig",
     "JournalConfig",
     "LimitsConfig",
@@ -362,6 +364,35 @@ class JournalConfig(_Strict):
         return url
 
 
+class HaConfig(_Strict):
+    """Two gateways per cell (active/standby, ``carousel_gateway.ha``): a lease in the
+    journal's PostgreSQL decides which one drives the carousels."""
+
+    enabled: bool = False
+    cell: str = "cell-1"  # one lease row per cell: both instances name the same cell
+    #: Unique per process (the host name by default; set it when two share a host).
+    instance: str = Field(default_factory=socket.gethostname, min_length=1)
+    #: This instance's REST base URL and WebSocket URL, as clients reach them: a standby
+    #: names the active's in every NOT_ACTIVE refusal. Both are kept in the lease row's
+    #: ``advertise_url`` as JSON ``{"http": ..., "ws": ...}``.
+    advertise_url: str = ""
+    advertise_ws_url: str = ""
+    ttl_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    renew_s: Annotated[float, Field(gt=0, le=600)] = 1.0
+    margin_s: Annotated[float, Field(gt=0, le=600)] = 0.5
+
+    @model_validator(mode="after")
+    def _check(self) -> HaConfig:
+        if not 0 < self.margin_s < self.ttl_s:
+            raise ValueError("margin_s must be shorter than ttl_s")
+        if not self.renew_s < self.ttl_s - self.margin_s:
+            raise ValueError(
+                "renew_s must be shorter than ttl_s - margin_s (the active would fence itself "
+                "before its first renewal)"
+            )
+        return self
+
+
 class WorkstationConfig(_Strict):
     """One picking window served by one operator, with its carousels (a pod when several)."""
 
@@ -497,6 +528,7 @@ class GatewayConfig(_Strict):
     journal: JournalConfig = JournalConfig()
     mqtt: MqttConfig = MqttConfig()
     opcua: OpcUaConfig = OpcUaConfig()
+    ha: HaConfig = HaConfig()
     machines: Annotated[tuple[MachineConfig, ...], Field(min_length=1), AnyList]
     workstations: Annotated[tuple[WorkstationConfig, ...], AnyList] = ()
 
@@ -533,6 +565,15 @@ class GatewayConfig(_Strict):
                 raise ValueError(f"duplicate machine id {machine.id!r}")
             seen.add(machine.id)
         return machines
+
+    @model_validator(mode="after")
+    def _ha_needs_postgresql(self) -> GatewayConfig:
+        if self.ha.enabled and (not self.journal.enabled or self.journal.url is None):
+            raise ValueError(
+                "[ha] enabled needs the journal on PostgreSQL: set [journal] url = "
+                '"postgresql://..." (the lease and the fence live there)'
+            )
+        return self
 
 
 class ConfigError(Exception):

@@ -46,6 +46,9 @@ class ErrorCode(StrEnum):
     JOB_CONFLICT = "JOB_CONFLICT"  # this job_id exists with different content
     MACHINE_RESERVED = "MACHINE_RESERVED"  # a workstation's active job holds this machine
     WORKSTATION_NOT_FOUND = "WORKSTATION_NOT_FOUND"
+    # Two gateways per cell: this one is the standby (or fenced); the error names the
+    # active instance and its URL, where the command should go.
+    NOT_ACTIVE = "NOT_ACTIVE"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -60,6 +63,9 @@ class GatewayError(Exception):
         machine_id: str | None = None,
         reasons: Sequence[str] = (),
         retry_after_s: float | None = None,
+        active_instance: str | None = None,
+        active_url: str | None = None,
+        active_ws_url: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -68,6 +74,11 @@ class GatewayError(Exception):
         self.reasons = tuple(reasons)
         #: For refusals that pass with time (limits, lockouts): when trying again may work.
         self.retry_after_s = retry_after_s
+        #: For NOT_ACTIVE: the instance that holds the lease and its REST and WebSocket
+        #: URLs (each API names the one its client speaks).
+        self.active_instance = active_instance
+        self.active_url = active_url
+        self.active_ws_url = active_ws_url
 
     def __repr__(self) -> str:
         return f"GatewayError({self.code.value}, {self.message!r})"

@@ -42,7 +42,10 @@ from carousel_gateway.fleet.events import (
     FaultRaised,
     MoveCompleted,
     MoveFailed,
+    MoveIntent,
+    StatusChanged,
 )
+from carousel_gateway.ha import lease_store
 from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.plc.supervisor import CLOSED_BY_GATEWAY
 
@@ -52,11 +55,13 @@ from carousel_gateway.wire import KINDS as KINDS
 from carousel_gateway.wire import HistoryKind as HistoryKind
 
 __all__ = [
+    "INTENTS_SCHEMA",
     "KINDS",
     "MEASURED_COUNTERS",
     "POSTGRES_SCHEMA",
     "RAW_TEXT_LIMIT",
     "SCHEMA",
+    "FencedWrite",
     "HistoryKind",
     "HistoryPage",
     "Journal",
@@ -140,6 +145,45 @@ CREATE TABLE IF NOT EXISTS mqtt_node (
 );
 """
 
+#: Two gateways per cell (PostgreSQL only): every MOVE's intent, committed under the
+#: writer's lease epoch before the MOVE is written (fenced: ``lease_store.fence_table``).
+#: The trigger stamps ``cell`` and ``epoch`` on every write, so ``epoch`` is the epoch of
+#: the last write (an outcome's); ``intent_epoch`` keeps the epoch the MOVE was sent under.
+INTENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS move_intents (
+    id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    boot            TEXT NOT NULL,
+    command_id      BIGINT NOT NULL,
+    machine_id      TEXT NOT NULL,
+    target          INTEGER NOT NULL,
+    origin_channel  TEXT NOT NULL,
+    origin_client   TEXT NOT NULL,
+    intent_epoch    BIGINT NOT NULL,
+    cell            TEXT,
+    epoch           BIGINT,
+    created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    outcome         TEXT CHECK (outcome IN ('completed', 'failed', 'lost', 'refused')),
+    outcome_at      TIMESTAMPTZ
+);
+CREATE INDEX IF NOT EXISTS move_intents_open ON move_intents (cell) WHERE outcome IS NULL;
+CREATE INDEX IF NOT EXISTS move_intents_command ON move_intents (boot, command_id);
+CREATE TABLE IF NOT EXISTS machine_snapshots (
+    cell        TEXT NOT NULL,
+    machine_id  TEXT NOT NULL,
+    position    INTEGER,
+    raw_status  INTEGER,
+    updated_at  DOUBLE PRECISION,
+    epoch       BIGINT,
+    PRIMARY KEY (cell, machine_id)
+);
+"""
+
+
+class FencedWrite(Exception):
+    """The database refused a write: this instance's epoch does not hold the cell's lease
+    (SQLSTATE ``CGF01``), or it has no epoch at all."""
+
+
 #: The range of an SQLite INTEGER (a larger Python int makes an insert fail).
 SQLITE_INT_MIN, SQLITE_INT_MAX = -(2**63), 2**63 - 1
 #: Counters that measure an amount (a float); every other counter counts (an int).
@@ -167,6 +211,7 @@ class Journal:
         queue_limit: int = 100_000,
         prune_interval_s: float = 3600.0,
         reopen_interval_s: float = 2.0,
+        fence_cell: str | None = None,
     ) -> None:
         #: Where the journal is, fit for a log (a URL's password hidden).
         self.target = target if isinstance(target, Path) else _target(target)
@@ -190,6 +235,12 @@ class Journal:
         self._pruner: asyncio.Task[None] | None = None
         self._last_complaint = 0.0
         self._writing = 0
+        #: Two gateways per cell (PostgreSQL): the cell whose lease fences the intents,
+        #: and the epoch this instance holds (its connection's token; None: standby).
+        self.fence_cell = fence_cell
+        self.epoch: int | None = None
+        #: Writes the database refused because this instance's epoch was stale.
+        self.fenced_writes = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -233,7 +284,12 @@ class Journal:
         :meth:`record_command` instead, before their result goes out)."""
         if isinstance(event, CommandAccepted | CommandRefused):
             return
-        if not isinstance(
+        if isinstance(event, StatusChanged):
+            # Two gateways per cell: the active keeps each machine's latest state in the
+            # database, where the standby reads it (fenced like every shared write).
+            if self.fence_cell is None or self.epoch is None:
+                return
+        elif not isinstance(
             event, MoveCompleted | MoveFailed | ConnectionChanged | FaultRaised | FaultCleared
         ) and not _is_extra_event(event):
             return
@@ -251,6 +307,111 @@ class Journal:
             self._drop(1, "command row not written")
         else:
             self._recovered()
+
+    # -- two gateways per cell: the lease epoch and the MOVE intents ---------------------
+
+    async def use_epoch(self, epoch: int | None) -> None:
+        """Write as ``epoch`` of the cell from now on (None: as nobody, i.e. every fenced
+        write is refused); set again by itself after a reconnect."""
+        self.epoch = epoch
+        await self._run(self._apply_epoch)
+
+    async def commit_intent(self, intent: MoveIntent) -> int:
+        """Commit ``intent`` under this instance's epoch before its MOVE is written; its id.
+        Raises :class:`FencedWrite` when the database refuses the epoch, and the engine's
+        error when the database cannot be reached: either way the MOVE must not be sent."""
+        try:
+            return await self._run(self._insert_intent, intent)
+        except Exception as exc:
+            if _fenced(exc):
+                self.fenced_writes += 1
+                raise FencedWrite(str(exc).strip()) from None
+            raise
+
+    async def settle_intent(self, intent: MoveIntent, outcome: str) -> None:
+        """Record an intent's outcome now (``refused``: admitted, but never written)."""
+        try:
+            await self._run(self._settle_intent, intent.command_id, outcome)
+        except Exception as exc:
+            if _fenced(exc):
+                self.fenced_writes += 1
+            self._failed(exc)
+
+    async def mark_lost(self) -> list[dict[str, Any]]:
+        """Every intent of the cell left without an outcome becomes ``lost``, in one
+        statement (each exactly once, whoever else tries); the rows marked."""
+        try:
+            return await self._run(self._mark_lost)
+        except Exception as exc:
+            if _fenced(exc):
+                self.fenced_writes += 1
+                raise FencedWrite(str(exc).strip()) from None
+            raise
+
+    async def orphaned_intents(self) -> list[dict[str, Any]]:
+        """The cell's intents with no outcome (read-only)."""
+        return await self._run(self._orphaned_intents)
+
+    async def intents(self) -> list[dict[str, Any]]:
+        """Every intent of the cell, oldest first (tests, diagnostics)."""
+        return await self._run(self._all_intents)
+
+    def _apply_epoch(self) -> None:
+        db = self._conn()
+        if self.fence_cell is None or db.engine != "postgresql":
+            return
+        if self.epoch is None:
+            db.query(
+                "SELECT set_config('carousel.cell', '', false),"
+                " set_config('carousel.epoch', '', false)"
+            )
+        else:
+            lease_store.use_epoch(db, self.fence_cell, self.epoch)
+
+    def _insert_intent(self, intent: MoveIntent) -> int:
+        db = self._conn()
+        (row,) = db.query(
+            "INSERT INTO move_intents (boot, command_id, machine_id, target, origin_channel,"
+            " origin_client, intent_epoch) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                self.boot,
+                intent.command_id,
+                intent.machine_id,
+                intent.target,
+                intent.origin.channel.value,
+                intent.origin.client,
+                -1 if self.epoch is None else self.epoch,
+            ),
+        )
+        return int(row["id"])
+
+    def _settle_intent(self, command_id: int, outcome: str) -> int:
+        return self._conn().execute(
+            "UPDATE move_intents SET outcome = ?, outcome_at = now()"
+            " WHERE boot = ? AND command_id = ? AND outcome IS NULL",
+            (outcome, self.boot, command_id),
+        )
+
+    def _mark_lost(self) -> list[dict[str, Any]]:
+        rows = self._conn().query(
+            "UPDATE move_intents SET outcome = 'lost', outcome_at = now()"
+            " WHERE cell = ? AND outcome IS NULL RETURNING *",
+            (self.fence_cell,),
+        )
+        return [dict(row) for row in rows]
+
+    def _orphaned_intents(self) -> list[dict[str, Any]]:
+        rows = self._conn().query(
+            "SELECT * FROM move_intents WHERE cell = ? AND outcome IS NULL ORDER BY id",
+            (self.fence_cell,),
+        )
+        return [dict(row) for row in rows]
+
+    def _all_intents(self) -> list[dict[str, Any]]:
+        rows = self._conn().query(
+            "SELECT * FROM move_intents WHERE cell = ? ORDER BY id", (self.fence_cell,)
+        )
+        return [dict(row) for row in rows]
 
     async def _write_forever(self) -> None:
         while True:
@@ -342,10 +503,24 @@ class Journal:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def _open(self) -> None:
-        self._db = open_database(
-            self.target, sqlite_schema=SCHEMA, postgres_schema=POSTGRES_SCHEMA
-        )
+        db = open_database(self.target, sqlite_schema=SCHEMA, postgres_schema=POSTGRES_SCHEMA)
+        try:
+            if self.fence_cell is not None:
+                if db.engine != "postgresql":
+                    raise DatabaseError("two gateways per cell need the journal on PostgreSQL")
+                lease_store.ensure_schema(db)
+                with db.transaction():
+                    db.execute("SELECT pg_advisory_xact_lock(7412805)")
+                    db.execute(INTENTS_SCHEMA)
+                lease_store.fence_table(db, "move_intents")
+                lease_store.fence_table(db, "machine_snapshots")
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
         self._open_wanted = True
+        if self.epoch is not None:
+            self._apply_epoch()  # a new connection holds no token: give it ours again
 
     def _close(self) -> None:
         self._open_wanted = False
@@ -459,6 +634,8 @@ class Journal:
             )
 
         match event:
+            case StatusChanged(snapshot=snapshot):
+                self._store_snapshot(db, snapshot.machine_id, snapshot)
             case MoveCompleted():
                 row(
                     "move_completed",
@@ -471,6 +648,7 @@ class Journal:
                 self._complete_command(
                     db, event.command_id, "arrived", "", event.duration_s, event.at
                 )
+                self._intent_outcome(db, event.command_id, "completed")
                 bump("moves_completed")
                 bump("seconds_in_motion", event.duration_s)
                 travelled = getattr(event, "travelled", None)
@@ -488,6 +666,7 @@ class Journal:
                 self._complete_command(
                     db, event.command_id, "failed", reasons, event.duration_s, event.at
                 )
+                self._intent_outcome(db, event.command_id, "failed")
                 bump("moves_failed")
                 bump("seconds_in_motion", event.duration_s)
                 travelled = getattr(event, "travelled", None)
@@ -507,6 +686,58 @@ class Journal:
                 row("fault_cleared", {"keys": list(keys)}, reasons=",".join(keys))
             case _:
                 row(_extra_kind(event), _event_data(event))
+
+    def _store_snapshot(self, db: Database, machine_id: str, snapshot: Any) -> None:
+        """The active's latest reading of a machine, for the standby (fenced, savepoint)."""
+        try:
+            with db.transaction():
+                db.execute(
+                    "INSERT INTO machine_snapshots (cell, machine_id, position, raw_status,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (cell, machine_id) DO UPDATE"
+                    " SET position = excluded.position, raw_status = excluded.raw_status,"
+                    " updated_at = excluded.updated_at",
+                    (
+                        self.fence_cell,
+                        machine_id,
+                        snapshot.position,
+                        snapshot.raw_status,
+                        snapshot.updated_at,
+                    ),
+                )
+        except Exception as exc:
+            if not _fenced(exc):
+                raise
+            self.fenced_writes += 1
+
+    async def snapshots(self) -> list[dict[str, Any]]:
+        """The cell's machines as the active last read them (what a standby shows)."""
+        return await self._run(self._read_snapshots)
+
+    def _read_snapshots(self) -> list[dict[str, Any]]:
+        rows = self._conn().query(
+            "SELECT machine_id, position, raw_status, updated_at, epoch"
+            " FROM machine_snapshots WHERE cell = ?",
+            (self.fence_cell,),
+        )
+        return [dict(row) for row in rows]
+
+    def _intent_outcome(self, db: Database, command_id: int, outcome: str) -> None:
+        """A move's outcome on its intent (fenced, in a savepoint: a stale epoch's refusal
+        is counted and must not cost the rest of the batch)."""
+        if self.fence_cell is None:
+            return
+        try:
+            with db.transaction():
+                db.execute(
+                    "UPDATE move_intents SET outcome = ?, outcome_at = now()"
+                    " WHERE boot = ? AND command_id = ? AND outcome IS NULL",
+                    (outcome, self.boot, command_id),
+                )
+        except Exception as exc:
+            if not _fenced(exc):
+                raise
+            self.fenced_writes += 1
+            log.warning("journal: outcome of command %d refused by the fence", command_id)
 
     def _complete_command(
         self,
@@ -585,6 +816,11 @@ class Journal:
                 value if name in MEASURED_COUNTERS else round(value)
             )
         return counters
+
+
+def _fenced(exc: BaseException) -> bool:
+    """True for the fence trigger's refusal (SQLSTATE ``CGF01``)."""
+    return getattr(exc, "sqlstate", None) == lease_store.FENCED_SQLSTATE
 
 
 def _target(text: str) -> str | Path:

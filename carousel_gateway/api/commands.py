@@ -13,7 +13,7 @@ bus (the fleet knows nothing of API sessions).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from carousel_gateway.api.guard import Guard
@@ -37,6 +37,10 @@ class CommandRunner:
         #: Commands handed to machines (they run to the end; ``drain()`` waits for them).
         self.in_flight: set[asyncio.Future[ExecutedCommand]] = set()
         self._closing = asyncio.Event()
+        #: Two gateways per cell: the refusal to give while this instance is not the active
+        #: one (``NOT_ACTIVE`` naming the holder), or None while it may command. Every API
+        #: and the pick jobs come through :meth:`run`, so one check here covers them all.
+        self.refusal: Callable[[], GatewayError | None] | None = None
 
     async def run(
         self,
@@ -48,6 +52,9 @@ class CommandRunner:
         where: str,
     ) -> ExecutedCommand:
         """Execute one command; ``where`` names the API for the rate-limit refusal."""
+        if self.refusal is not None and (refused := self.refusal()) is not None:
+            refused.machine_id = refused.machine_id or machine.id
+            raise refused
         self.guard.check_machine_command(where, machine.id)
         execution = asyncio.ensure_future(machine.execute(command, argument, origin))
         self.in_flight.add(execution)

@@ -43,6 +43,7 @@ STATUS_BY_CODE: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         ErrorCode.JOB_NOT_FOUND: HTTPStatus.NOT_FOUND,
         ErrorCode.JOB_CONFLICT: HTTPStatus.CONFLICT,
         ErrorCode.MACHINE_RESERVED: HTTPStatus.CONFLICT,
+        ErrorCode.NOT_ACTIVE: HTTPStatus.CONFLICT,
         ErrorCode.WORKSTATION_NOT_FOUND: HTTPStatus.NOT_FOUND,
         ErrorCode.INTERNAL_ERROR: HTTPStatus.INTERNAL_SERVER_ERROR,
         # The PLC, not the gateway, is unavailable or slow: the gateway's own "upstream" codes.

@@ -38,6 +38,7 @@ __all__ = [
     "BROADCAST_DELAY_BUCKETS",
     "PLC_LATENCY_BUCKETS",
     "GatewayMetrics",
+    "HaStats",
     "SessionStats",
 ]
 
@@ -55,6 +56,20 @@ class SessionStats(Protocol):
     @property
     def guard(self) -> Guard: ...
 
+
+class HaStats(Protocol):
+    """What the metrics read from the cell's lease (``ha.coordinator.HaCoordinator``)."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def takeovers(self) -> int: ...
+    @property
+    def fenced_writes(self) -> int: ...
+
+
+#: The roles ``carousel_ha_role`` has a series for.
+HA_ROLES = ("standby", "active", "fenced")
 
 #: PLC replies take 0.2–0.8 s in the field and a few ms from a simulator.
 PLC_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.5, 5.0)
@@ -134,6 +149,10 @@ class GatewayMetrics:
         self.mqtt = status
         self._live.mqtt = status
 
+    def follow_ha(self, ha: HaStats) -> None:
+        """Report this instance's role in its cell, its takeovers and fenced writes."""
+        self._live.ha = ha
+
     def observe_broadcast_delay(self, seconds: float) -> None:
         """One state change's delay until its status_broadcast was written (the WebSocket
         API's ``broadcast_delay_observer``)."""
@@ -195,8 +214,11 @@ class _LiveCollector(Collector):
         self.websocket = websocket
         self.guard = guard
         self.mqtt: MqttStatus | None = None
+        self.ha: HaStats | None = None
 
     def collect(self) -> Iterator[Metric]:
+        if self.ha is not None:
+            yield from self._ha(self.ha)
         yield from self._machines()
         if self.websocket is not None:
             yield from self._sessions(self.websocket)
@@ -204,6 +226,27 @@ class _LiveCollector(Collector):
             yield from self._limits(self.guard)
         if self.mqtt is not None:
             yield from self._mqtt(self.mqtt)
+
+    @staticmethod
+    def _ha(ha: HaStats) -> Iterator[Metric]:
+        role = GaugeMetricFamily(
+            "carousel_ha_role",
+            "This instance's role in its cell (1 for the current one: standby, active, fenced)",
+            labels=["role"],
+        )
+        current = str(ha.role)
+        for value in HA_ROLES:
+            role.add_metric([value], float(current == value))
+        takeovers = CounterMetricFamily(
+            "carousel_ha_takeovers", "Times this instance took the cell's lease and drove it"
+        )
+        takeovers.add_metric([], ha.takeovers)
+        fenced = CounterMetricFamily(
+            "carousel_ha_fenced_writes",
+            "Writes the database refused because this instance's lease epoch was stale",
+        )
+        fenced.add_metric([], ha.fenced_writes)
+        yield from (role, takeovers, fenced)
 
     @staticmethod
     def _mqtt(status: MqttStatus) -> Iterator[Metric]:

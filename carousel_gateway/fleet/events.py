@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.plc.status import StatusWord
@@ -27,6 +28,8 @@ __all__ = [
     "Handler",
     "MoveCompleted",
     "MoveFailed",
+    "MoveGate",
+    "MoveIntent",
     "Origin",
     "OriginChannel",
     "PositionDesync",
@@ -82,6 +85,30 @@ class Origin:
     client: str = "gateway"
     channel: OriginChannel = OriginChannel.INTERNAL
     request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MoveIntent:
+    """A MOVE about to be written: committed (fenced) before its bytes go out, so that a
+    gateway taking over knows every MOVE the previous one may have sent."""
+
+    command_id: int
+    machine_id: str
+    target: int  # API numbering
+    origin: Origin
+
+
+class MoveGate(Protocol):
+    """What a machine asks before writing a MOVE (two gateways per cell: the intent is
+    committed under the current lease epoch, or the MOVE is refused)."""
+
+    async def admit(self, intent: MoveIntent) -> None:
+        """Return once the intent is committed; raise :class:`GatewayError` to refuse."""
+        ...
+
+    async def not_sent(self, intent: MoveIntent) -> None:
+        """The admitted MOVE was not written after all (the link was down)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

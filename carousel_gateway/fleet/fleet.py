@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from carousel_gateway.config import MachineConfig
 from carousel_gateway.errors import ErrorCode, GatewayError
-from carousel_gateway.fleet.events import CommandJournal, EventBus
+from carousel_gateway.fleet.events import CommandJournal, EventBus, MoveGate
 from carousel_gateway.fleet.machine import Machine
 
 __all__ = [
@@ -54,6 +54,7 @@ class Fleet:
         ports: Mapping[str, int] | None = None,
         modbus_ports: Mapping[str, int] | None = None,
         command_journal: CommandJournal | None = None,
+        move_gate: MoveGate | None = None,
     ) -> None:
         self.bus = bus or EventBus()
         ports = ports or {}
@@ -69,6 +70,7 @@ class Fleet:
                 modbus_port=modbus_ports.get(config.id),
                 command_journal=command_journal,
                 next_command_id=command_ids.__next__,
+                move_gate=move_gate,
             )
             for config in configs
         }
@@ -102,3 +104,11 @@ class Fleet:
 
     async def stop(self) -> None:
         await asyncio.gather(*(machine.stop() for machine in self))
+
+    def abort_links(self, reason: str) -> None:
+        """Close every PLC socket now, synchronously (a fenced gateway must stop driving
+        its carousels at once, not after a graceful wait); ``stop()`` then ends the tasks."""
+        for machine in self:
+            machine.connection.supervisor.abort(reason)
+            if machine.modbus is not None:
+                machine.modbus.supervisor.abort(reason)

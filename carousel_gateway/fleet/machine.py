@@ -29,6 +29,8 @@ from carousel_gateway.fleet.events import (
     EventBus,
     MoveCompleted,
     MoveFailed,
+    MoveGate,
+    MoveIntent,
     Origin,
     Reservation,
     Snapshot,
@@ -99,6 +101,7 @@ class Machine(MachinePolling):
         modbus_port: int | None = None,
         command_journal: CommandJournal | None = None,
         next_command_id: Callable[[], int] | None = None,
+        move_gate: MoveGate | None = None,
     ) -> None:
         super().__init__(config, bus, port=port, modbus_port=modbus_port)
         #: Awaited with each command's record before the result is published, so that no
@@ -107,8 +110,25 @@ class Machine(MachinePolling):
         #: Ids must be unique among the fleet's commands (the journal's key): the fleet
         #: passes one counter to all its machines; a lone machine counts its own.
         self._next_command_id = next_command_id or itertools.count(1).__next__
+        #: Two gateways per cell: asked after the interlock readings and immediately
+        #: before a MOVE is written, so no MOVE goes out without a committed intent of the
+        #: current lease epoch (None: a lone gateway, nothing to ask).
+        self.move_gate = move_gate
         #: Set by a workstation while it has an active, unpaused pick job on this machine.
         self.reservation: Reservation | None = None
+
+    def mirror(
+        self, position: int | None, raw_status: int | None, updated_at: float | None
+    ) -> None:
+        """A standby's view of this machine: the active's latest reading, read from the
+        database. Shown only while this instance drives nothing (its links are closed, so
+        the connection stays ``disconnected``); its own readings replace it once it does."""
+        if self._poller is not None:
+            return
+        current = replace(
+            self.snapshot, position=position, raw_status=raw_status, updated_at=updated_at
+        )
+        self._publish_snapshot(self.snapshot, current)
 
     def diagnostics(self) -> DiagnosticsReport:
         """Everything an operator asks about this machine, taken at one instant."""
@@ -252,12 +272,17 @@ class Machine(MachinePolling):
             await self._publish_accepted(accepted)
             return ExecutedCommand(accepted)
         start = self.snapshot.position
+        intent = MoveIntent(command_id, self.id, position, origin)
+        if self.move_gate is not None:
+            await self.move_gate.admit(intent)  # raises to refuse: nothing was sent
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         written_at = loop.time()
         try:
             reply = await self.connection.move(self.to_index(position))
         except PlcNotConnected as exc:
+            if self.move_gate is not None:
+                await self.move_gate.not_sent(intent)
             raise self._error(ErrorCode.CONNECTION_ERROR, str(exc)) from None
         except PlcError as exc:
             # The bytes went out; whether the PLC took them nobody knows.

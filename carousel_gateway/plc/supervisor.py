@@ -141,6 +141,15 @@ class LinkSupervisor(Generic[L]):
     def reconnects(self) -> int:
         return max(0, self.connects - 1)
 
+    def abort(self, reason: str) -> None:
+        """Abort the current link's transport now (synchronously: nothing more is written
+        on it); the loop then sees it closed. ``close()`` stops reconnecting."""
+        link = self._link
+        if link is not None:
+            link.failed = True  # not a PLC fault: not counted by the breaker
+            link.abort(reason)
+            self._set_state(ConnectionState.DISCONNECTED, reason)
+
     async def wait_state_change(self) -> ConnectionState:
         """Wait until the connection state changes (no polling)."""
         self._state_changed.clear()

@@ -225,6 +225,9 @@ class ErrorMessage(Outgoing):
     code: ErrorCode
     machine_id: str | None = None
     reasons: list[str] | None = None
+    #: NOT_ACTIVE: the instance that holds the cell's lease, and its WebSocket URL.
+    active_instance: str | None = None
+    active_url: str | None = None
     timestamp: str
     request_id: str | None = None
 
@@ -236,6 +239,8 @@ def error_message(error: GatewayError, request_id: str | None = None) -> ErrorMe
         code=error.code,
         machine_id=error.machine_id,
         reasons=list(error.reasons) or None,
+        active_instance=error.active_instance,
+        active_url=error.active_ws_url,
         timestamp=utc_timestamp(),
         request_id=request_id,
     )

@@ -852,6 +852,7 @@ def test_every_error_code_has_one_http_status():
         ErrorCode.INVALID_JOB: 422,
         ErrorCode.JOB_NOT_FOUND: 404,
         ErrorCode.JOB_CONFLICT: 409,
+        ErrorCode.NOT_ACTIVE: 409,
         ErrorCode.MACHINE_RESERVED: 409,
         ErrorCode.WORKSTATION_NOT_FOUND: 404,
     }

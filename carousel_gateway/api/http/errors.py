@@ -41,7 +41,11 @@ def error_response(
 ) -> JSONResponse:
     """The one place a :class:`GatewayError` becomes an HTTP reply."""
     if data is None:
-        data = ErrorData(reasons=list(error.reasons))
+        data = ErrorData(
+            reasons=list(error.reasons),
+            active_instance=error.active_instance,
+            active_url=error.active_url,
+        )
     body = ErrorResponse(
         data=data, error=error.message, code=error.code, machine_id=error.machine_id
     )
@@ -199,7 +203,8 @@ def documented_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "FORBIDDEN: the token's role may not do this",
         404: "MACHINE_NOT_FOUND (pick jobs: JOB_NOT_FOUND or WORKSTATION_NOT_FOUND)",
         409: "BUSY or MACHINE_NOT_READY, with data.reasons; MACHINE_RESERVED by a pick job "
-        "(pick jobs: JOB_CONFLICT)",
+        "(pick jobs: JOB_CONFLICT); NOT_ACTIVE on a standby gateway, with "
+        "data.active_instance and data.active_url",
         413: "PAYLOAD_TOO_LARGE: the body is over the limit",
         422: "INVALID_JOB: the job's lines are wrong (each bad line is named, and why)",
         429: "RATE_LIMITED, MACHINE_RATE_LIMITED or AUTH_LOCKED_OUT (see Retry-After)",

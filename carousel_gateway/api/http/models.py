@@ -32,6 +32,7 @@ __all__ = [
     "FaultData",
     "FaultRequest",
     "FaultResponse",
+    "HaHealth",
     "HealthData",
     "HealthResponse",
     "HistoryData",
@@ -136,6 +137,12 @@ class ErrorData(_Reply):
         description="With wait=arrival, a move that was sent and did not arrive: how it "
         "ended (null when that is unknown, and for every other error)",
     )
+    active_instance: str | None = Field(
+        None, description="NOT_ACTIVE: the gateway instance that holds the cell's lease"
+    )
+    active_url: str | None = Field(
+        None, description="NOT_ACTIVE: that instance's REST base URL (send commands there)"
+    )
 
 
 class ErrorResponse(Envelope[ErrorData]):
@@ -225,6 +232,22 @@ class MqttHealth(_Reply):
     last_error: str | None
 
 
+class HaHealth(_Reply):
+    """This instance's part in its cell (two gateways per cell, ``[ha]``)."""
+
+    role: Literal["standby", "active", "fenced"]
+    cell: str
+    instance: str
+    epoch: int | None = Field(description="The lease epoch held (null unless active)")
+    lease_deadline_s: float | None = Field(
+        description="Seconds until this active instance fences itself unless it renews"
+    )
+    active_instance: str | None = Field(description="Who holds the lease, as last read")
+    active_url: str | None = Field(description="That instance's REST base URL")
+    takeovers: int
+    fenced_writes: int
+
+
 class HealthData(_Reply):
     status: Literal["healthy", "degraded", "critical"] = Field(
         description="healthy: every PLC connected; critical: none; degraded: some"
@@ -234,6 +257,9 @@ class HealthData(_Reply):
     journal: JournalHealth
     mqtt: MqttHealth | None = Field(
         default=None, description="The MQTT north interface (null when [mqtt] is off)"
+    )
+    ha: HaHealth | None = Field(
+        default=None, description="Active/standby in a cell (null when [ha] is off)"
     )
 
 

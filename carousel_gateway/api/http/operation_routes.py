@@ -13,6 +13,7 @@ from carousel_gateway.api.http.deps import ApiDep
 from carousel_gateway.api.http.errors import documented_errors, error_response
 from carousel_gateway.api.http.models import (
     ErrorResponse,
+    HaHealth,
     HealthData,
     HealthResponse,
     JournalHealth,
@@ -75,6 +76,22 @@ async def health(api: ApiDep) -> HealthResponse:
             last_error=mqtt.last_error,
         )
     )
+    ha = api.ha
+    ha_health = (
+        None
+        if ha is None
+        else HaHealth(
+            role=ha.role,  # type: ignore[arg-type]  # a Role (StrEnum), validated
+            cell=ha.cell,
+            instance=ha.instance,
+            epoch=ha.epoch,
+            lease_deadline_s=ha.deadline_in(),
+            active_instance=ha.active_instance,
+            active_url=ha.active_url,
+            takeovers=ha.takeovers,
+            fenced_writes=ha.fenced_writes,
+        )
+    )
     return HealthResponse(
         data=HealthData(
             status=status,
@@ -82,6 +99,7 @@ async def health(api: ApiDep) -> HealthResponse:
             machines=states,
             journal=journal_health,
             mqtt=mqtt_health,
+            ha=ha_health,
         )
     )
 

@@ -4,6 +4,7 @@ command runner, metrics and readiness."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Protocol
 
 from carousel_gateway.api.auth import Authenticator
 from carousel_gateway.api.commands import CommandRunner
@@ -31,6 +32,28 @@ MAX_JOB_BODY_BYTES = 1024 * 1024
 JOBS_PATH = "/v1/jobs"
 
 
+class HaState(Protocol):
+    """What health reads of the cell's lease (``ha.coordinator.HaCoordinator`` is one)."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def epoch(self) -> int | None: ...
+    @property
+    def cell(self) -> str: ...
+    @property
+    def instance(self) -> str: ...
+    @property
+    def active_instance(self) -> str | None: ...
+    @property
+    def active_url(self) -> str | None: ...
+    @property
+    def takeovers(self) -> int: ...
+    @property
+    def fenced_writes(self) -> int: ...
+    def deadline_in(self) -> float | None: ...
+
+
 class RestApi:
     """What the endpoints share: the fleet, the simulators, auth, the command runner,
     metrics, readiness."""
@@ -50,8 +73,11 @@ class RestApi:
         websocket_port: int | None = None,
         mqtt: MqttStatus | None = None,
         jobs: JobService | None = None,
+        ha: HaState | None = None,
     ) -> None:
         self.fleet = fleet
+        #: Two gateways per cell: the lease as this instance sees it (None: [ha] off).
+        self.ha = ha
         #: Pick jobs (None: no workstations configured; the job endpoints refuse).
         self._jobs = jobs
         self.journal = journal

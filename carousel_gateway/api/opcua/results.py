@@ -20,6 +20,7 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.MACHINE_NOT_READY: _S.BadInvalidState,  # an interlock
     ErrorCode.BUSY: _S.BadInvalidState,
     ErrorCode.MACHINE_RESERVED: _S.BadInvalidState,  # a workstation's pick job holds it
+    ErrorCode.NOT_ACTIVE: _S.BadInvalidState,  # the standby: the message names the active
     ErrorCode.CONNECTION_ERROR: _S.BadCommunicationError,
     ErrorCode.PLC_TIMEOUT: _S.BadTimeout,
     ErrorCode.MOVE_OUTCOME_UNKNOWN: _S.BadTimeout,

@@ -350,6 +350,7 @@ class _Session(asyncio.Protocol):
         self._last_request = 0.0  # loop clock
         self._idle_timer: asyncio.TimerHandle | None = None
         self.idle_dropped = False  # closed by the PLC for silence
+        self.requested = False  # has sent a request
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -392,6 +393,13 @@ class _Session(asyncio.Protocol):
         server = self._server
         for request in self._parser.feed(data):
             self._last_request = asyncio.get_running_loop().time()
+            if not self.requested:
+                # The client's first request on this session: for a gateway, its first
+                # reading (a takeover's end, seen from the PLC).
+                self.requested = True
+                server._tell(
+                    "first_request", session=self.number, peer=self.peer, command=request.command
+                )
             server.requests_received[request.command] += 1
             server._log_move(self, request)
             if server.stalled or server.faulty_for(request.command) is FaultMode.SILENT:

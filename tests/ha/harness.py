@@ -408,6 +408,22 @@ class Cell:
             ).fetchone()
         return intents, int(lost["n"]) if lost else 0
 
+    async def database_activity(self) -> list[dict[str, Any]]:
+        """Who holds what in PostgreSQL now (for a failure's message)."""
+        return await asyncio.to_thread(self._activity)
+
+    def _activity(self) -> list[dict[str, Any]]:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(self.postgres.url, row_factory=dict_row) as connection:
+            return connection.execute(
+                "SELECT pid, client_addr::text, state, wait_event_type, wait_event, "
+                "pg_blocking_pids(pid) AS blocked_by, left(query, 120) AS query "
+                "FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                "AND pid <> pg_backend_pid()"
+            ).fetchall()
+
     async def stop_postgres(self) -> None:
         """PostgreSQL stopped at once (``-m immediate``: as a crash)."""
         await asyncio.to_thread(self.postgres.stop_keeping_data)

@@ -119,7 +119,12 @@ async def test_without_idle_drop_a_frozen_active_keeps_the_plcs_and_nothing_unsa
 
     a.freeze()
     frozen_at = time.time()
-    ha = await b.wait_role("active")  # the lease moves: the database decides it alone
+    try:
+        ha = await b.wait_role("active")  # the lease moves: the database decides it alone
+    except TimeoutError:
+        for row in await cell.database_activity():
+            print("pg_stat_activity:", row)  # shown with the failure
+        raise
     assert ha["epoch"] == epoch + 1
     # ...but the PLCs still hold the frozen session: B cannot reach them, so B's MOVE
     # fails and never reaches a PLC.
@@ -149,9 +154,9 @@ async def test_an_active_cut_off_from_postgresql_and_the_plcs_is_replaced(cell_f
 
     a.partition()
     cut_at = time.time()
-    # Cut off, A fences itself at its own deadline (its health still answers: the REST
+    # Cut off, A fences itself at its own deadline, then stands by (its health still answers: the REST
     # port is not behind the proxy).
-    assert (await a.wait_role("fenced"))["epoch"] is None
+    await poll_until_async(lambda: _role_not_active(a), 30, "gw-a fenced")
     ha = await b.wait_role("active")
     assert ha["epoch"] == epoch + 1
     await cell.wait_connected(b)
@@ -181,7 +186,8 @@ async def test_postgresql_stopped_at_once_the_active_fences_and_nothing_moves_un
     await cell.stop_postgres()
     stopped_at = time.time()
     try:
-        await a.wait_role("fenced")
+        # Fenced (then standby, trying to take the lease again): either way, not active.
+        await poll_until_async(lambda: _role_not_active(a), 30, "gw-a fenced")
         for gateway in (a, b):
             reply = await gateway.move("m1", 14, wait=False)
             assert reply.status_code == 409, reply.text

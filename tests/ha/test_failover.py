@@ -154,8 +154,8 @@ async def test_an_active_cut_off_from_postgresql_and_the_plcs_is_replaced(cell_f
 
     a.partition()
     cut_at = time.time()
-    # Cut off, A fences itself at its own deadline, then stands by (its health still answers: the REST
-    # port is not behind the proxy).
+    # Cut off, A fences itself at its own deadline, then stands by (its health still
+    # answers: the REST port is not behind the proxy).
     await poll_until_async(lambda: _role_not_active(a), 30, "gw-a fenced")
     ha = await b.wait_role("active")
     assert ha["epoch"] == epoch + 1

@@ -38,6 +38,7 @@ class TcpProxy:
         self.connections_accepted = 0
         self._open = asyncio.Event()
         self._open.set()
+        self._closing = False
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -67,15 +68,18 @@ class TcpProxy:
 
     async def close(self) -> None:
         """Stop listening and abort every connection."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for writer in list(self._writers):
             writer.transport.abort()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Let every connection's task see its aborted sockets and end by itself (a
+        # cancelled connection task is logged as an error by asyncio's streams).
+        self._open.set()
+        if self._tasks:
+            _done, pending = await asyncio.wait(list(self._tasks), timeout=10)
+            for task in pending:
+                task.cancel()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
@@ -90,6 +94,8 @@ class TcpProxy:
         upstream_w: asyncio.StreamWriter | None = None
         try:
             await self._open.wait()  # no onward connection while the cable is out
+            if self._closing:
+                return
             local = (self.source_host, 0) if self.source_host is not None else None
             try:
                 upstream_r, upstream_w = await asyncio.open_connection(

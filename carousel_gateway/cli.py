@@ -239,8 +239,8 @@ def simulate(
     move_log: Annotated[
         Path | None,
         typer.Option(
-            help="Append a JSON line per MOVE read and per session opened, closed or refused "
-            "(flushed per line, for tests in another process)"
+            help="Append a JSON line per MOVE read, per session opened, closed or refused, "
+            "and per session's first request (flushed per line, for tests in another process)"
         ),
     ] = None,
 ) -> None:

@@ -149,7 +149,8 @@ class SimulatorServer:
         self.move_log: list[MoveRecord] = []
         #: Sessions closed by the PLC because they were silent for ``idle_drop_s``.
         self.idle_drops = 0
-        #: Told of every session opened, closed or refused and every MOVE read (a dict with
+        #: Told of every session opened, closed or refused, each session's first request
+        #: and every MOVE read (a dict with
         #: ``event``, ``port``, ``at`` in wall-clock seconds and the event's details), so
         #: another process can follow the PLC (``simulate --move-log``).
         self.on_event: Callable[[dict[str, object]], None] | None = None

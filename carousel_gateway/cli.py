@@ -7,7 +7,9 @@ import contextlib
 import hashlib
 import logging
 import secrets
+import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -234,29 +236,57 @@ def simulate(
         float | None,
         typer.Option(min=0.001, help="Close a session silent this many seconds (default: never)"),
     ] = None,
+    move_log: Annotated[
+        Path | None,
+        typer.Option(
+            help="Append a JSON line per MOVE read, per session opened, closed or refused, "
+            "and per session's first request (flushed per line, for tests in another process)"
+        ),
+    ] = None,
 ) -> None:
     """Run N carousel simulators on ports P, P+1, ... (port-3200 protocol)."""
     from carousel_gateway.sim.carousel import CarouselModel
+    from carousel_gateway.sim.event_log import EventLogWriter
     from carousel_gateway.sim.server import SimulatorServer, SimulatorSettings
 
     _setup_logging("INFO")
+    try:
+        writer = EventLogWriter(move_log) if move_log is not None else None
+    except OSError as exc:
+        typer.echo(f"carousel-gateway simulate: cannot open the move log: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+    def observer(machine: int) -> Callable[[dict[str, object]], None] | None:
+        if writer is None:
+            return None
+        return lambda event: writer.write({"machine": machine, **event})
 
     async def run() -> None:
         servers = []
-        for offset in range(machines):
-            model = CarouselModel(positions, seconds_per_position)
-            settings = SimulatorSettings(
-                reply_delay_s=reply_delay, release_time_s=release_time, idle_drop_s=idle_drop
-            )
-            server = SimulatorServer(model, host, port + offset, settings)
-            await server.start()
-            servers.append(server)
-            typer.echo(f"simulator {offset + 1}: {host}:{server.port} ({positions} positions)")
         try:
-            await asyncio.Event().wait()
+            for offset in range(machines):
+                model = CarouselModel(positions, seconds_per_position)
+                settings = SimulatorSettings(
+                    reply_delay_s=reply_delay, release_time_s=release_time, idle_drop_s=idle_drop
+                )
+                server = SimulatorServer(model, host, port + offset, settings)
+                server.on_event = observer(offset + 1)
+                await server.start()
+                servers.append(server)
+                if server.on_event is not None:
+                    # Listening now: a test waits for this line, never for a probe (a probe
+                    # would take the single session).
+                    server.on_event({"event": "listening", "port": server.port, "at": time.time()})
+                typer.echo(f"simulator {offset + 1}: {host}:{server.port} ({positions} positions)")
+            stopped = asyncio.Event()
+            # SIGTERM ends it as SIGINT does: sessions closed, the move log written out.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+            await stopped.wait()
         finally:
             for server in servers:
                 await server.stop()
+            if writer is not None:
+                await asyncio.to_thread(writer.close)
 
     try:
         asyncio.run(run())

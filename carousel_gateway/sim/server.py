@@ -19,6 +19,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -148,6 +149,15 @@ class SimulatorServer:
         self.move_log: list[MoveRecord] = []
         #: Sessions closed by the PLC because they were silent for ``idle_drop_s``.
         self.idle_drops = 0
+        #: Told of every session opened, closed or refused, each session's first request
+        #: and every MOVE read (a dict with
+        #: ``event``, ``port``, ``at`` in wall-clock seconds and the event's details), so
+        #: another process can follow the PLC (``simulate --move-log``).
+        self.on_event: Callable[[dict[str, object]], None] | None = None
+
+    def _tell(self, event: str, **details: object) -> None:
+        if self.on_event is not None:
+            self.on_event({"event": event, "port": self.port, "at": time.time(), **details})
 
     @property
     def moves_received(self) -> int:
@@ -309,8 +319,10 @@ class SimulatorServer:
 
     def _log_move(self, session: _Session, request: Request) -> None:
         if request.command == Command.MOVE and request.argument is not None:
-            self.move_log.append(
-                MoveRecord(session.number, session.peer, request.argument, time.time())
+            record = MoveRecord(session.number, session.peer, request.argument, time.time())
+            self.move_log.append(record)
+            self._tell(
+                "move", session=record.session, peer=record.peer, argument=record.argument
             )
 
     def _answer(self, request: Request) -> bytes | None:
@@ -338,6 +350,8 @@ class _Session(asyncio.Protocol):
         self.peer = "?"
         self._last_request = 0.0  # loop clock
         self._idle_timer: asyncio.TimerHandle | None = None
+        self.idle_dropped = False  # closed by the PLC for silence
+        self.requested = False  # has sent a request
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -346,9 +360,11 @@ class _Session(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
         if not self._server._session_opened(self):
+            self._server._tell("session_refused", peer=self.peer)
             transport.abort()
             self._transport = None
             return
+        self._server._tell("session_opened", session=self.number, peer=self.peer)
         self._last_request = asyncio.get_running_loop().time()
         self._watch_idle()
 
@@ -367,6 +383,7 @@ class _Session(asyncio.Protocol):
                 silent,
             )
             self._server.idle_drops += 1
+            self.idle_dropped = True
             self.abort()
             return
         self._idle_timer = loop.call_later(limit - silent, self._watch_idle)
@@ -377,6 +394,13 @@ class _Session(asyncio.Protocol):
         server = self._server
         for request in self._parser.feed(data):
             self._last_request = asyncio.get_running_loop().time()
+            if not self.requested:
+                # The client's first request on this session: for a gateway, its first
+                # reading (a takeover's end, seen from the PLC).
+                self.requested = True
+                server._tell(
+                    "first_request", session=self.number, peer=self.peer, command=request.command
+                )
             server.requests_received[request.command] += 1
             server._log_move(self, request)
             if server.stalled or server.faulty_for(request.command) is FaultMode.SILENT:
@@ -389,6 +413,13 @@ class _Session(asyncio.Protocol):
                     self._worker = asyncio.get_running_loop().create_task(self._work())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:  # a refused connection was never a session
+            self._server._tell(
+                "session_closed",
+                session=self.number,
+                peer=self.peer,
+                idle_dropped=self.idle_dropped,
+            )
         self._transport = None
         if self._idle_timer is not None:
             self._idle_timer.cancel()

@@ -110,20 +110,12 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-_JOB_COLUMNS = (
-    "job_id, workstation_id, priority, state, paused_reason, content, seq, created_at, "
-    "submitted_by, started_at, finished_at, moves, buckets_travelled, operator_wait_s"
-)
-_LINE_COLUMNS = (
-    "job_id, line_id, idx, machine_id, position, quantity, sku, description, order_id, "
-    "state, quantity_picked, reason, confirmed_by, confirmed_at"
-)
-
-
 #: Shared by both engines (an SQLite upsert is the same statement since 3.24): the job
 #: and line rows are written whole each time; ``cell``/``epoch`` are the fence's to stamp.
 _UPSERT_JOB = (
-    f"INSERT INTO pick_jobs ({_JOB_COLUMNS}) "
+    "INSERT INTO pick_jobs (job_id, workstation_id, priority, state, paused_reason, content, "
+    "seq, created_at, submitted_by, started_at, finished_at, moves, buckets_travelled, "
+    "operator_wait_s) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
     "workstation_id = excluded.workstation_id, priority = excluded.priority, "
     "state = excluded.state, paused_reason = excluded.paused_reason, "
@@ -133,7 +125,8 @@ _UPSERT_JOB = (
     "buckets_travelled = excluded.buckets_travelled, operator_wait_s = excluded.operator_wait_s"
 )
 _UPSERT_LINE = (
-    f"INSERT INTO pick_lines ({_LINE_COLUMNS}) "
+    "INSERT INTO pick_lines (job_id, line_id, idx, machine_id, position, quantity, sku, "
+    "description, order_id, state, quantity_picked, reason, confirmed_by, confirmed_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, line_id) DO UPDATE SET "
     "idx = excluded.idx, machine_id = excluded.machine_id, position = excluded.position, "
     "quantity = excluded.quantity, sku = excluded.sku, description = excluded.description, "
@@ -145,15 +138,17 @@ _INSERT_HISTORY = (
     "INSERT INTO pick_history (job_id, at, what, by, line_id, quantity, reason) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_WANTED = "(finished_at IS NULL OR finished_at > ?)"
-# Column names come from this module, never from input; values are bound.
+# Literals (bandit: no SQL built from strings); the values are bound.
 _SELECT_LINES = (
-    f"SELECT {_LINE_COLUMNS} FROM pick_lines WHERE job_id IN "  # nosec B608
-    f"(SELECT job_id FROM pick_jobs WHERE {_WANTED}) ORDER BY job_id, idx"
+    "SELECT job_id, line_id, idx, machine_id, position, quantity, sku, description, order_id, "
+    "state, quantity_picked, reason, confirmed_by, confirmed_at FROM pick_lines WHERE job_id IN "
+    "(SELECT job_id FROM pick_jobs WHERE finished_at IS NULL OR finished_at > ?) "
+    "ORDER BY job_id, idx"
 )
 _SELECT_JOBS = (
-    f"SELECT {_JOB_COLUMNS} FROM pick_jobs WHERE {_WANTED} "  # nosec B608
-    "ORDER BY seq, created_at"
+    "SELECT job_id, workstation_id, priority, state, paused_reason, content, seq, created_at, "
+    "submitted_by, started_at, finished_at, moves, buckets_travelled, operator_wait_s "
+    "FROM pick_jobs WHERE finished_at IS NULL OR finished_at > ? ORDER BY seq, created_at"
 )
 _KNOWN = "SELECT 1 FROM pick_jobs WHERE job_id = ?"
 

@@ -222,7 +222,14 @@ class JobEngine:
             now = self.clock()
             self._forget_finished(now)
             job = self.board.make(submission, by, now)  # INVALID_JOB before the disk
-            if await self.store.known(submission.job_id):
+            try:
+                used = await self.store.known(submission.job_id)
+            except Exception as exc:  # a lost connection: not accepted, the client retries
+                log.error("pick jobs: the job store could not read: %s", exc)
+                raise GatewayError(
+                    ErrorCode.INTERNAL_ERROR, f"the job store could not read: {exc}"
+                ) from exc
+            if used:
                 raise GatewayError(
                     ErrorCode.JOB_CONFLICT,
                     f"job {submission.job_id!r} was used by a job that ended more than "

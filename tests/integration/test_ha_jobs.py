@@ -7,12 +7,14 @@ test_ha_gateways.py."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pytest
 
 from carousel_gateway.app import Gateway
+from carousel_gateway.database import open_database
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.fleet.events import MoveIntent, Origin, OriginChannel
 from carousel_gateway.picking.engine import FAILOVER_MOVE_LOST
@@ -168,3 +170,34 @@ async def test_a_job_whose_move_was_lost_in_the_takeover_pauses(cell) -> None:
     await b.jobs.resume("P1", "op")
     stop = await presented(events_b)
     assert stop.stop is not None and stop.stop.position in (5, 9)
+
+
+async def test_the_job_store_carries_the_lease_token_again_after_a_reconnect(cell) -> None:
+    _sim, url, start = cell
+    a = await start("gw-a")
+    await until_active(a)
+    assert a.jobs is not None and a.ha is not None and a._engine is not None
+    store = a._engine.store
+    assert isinstance(store, PostgresJobStore)
+    await a.jobs.submit(submission("R1", [5]), "wms")
+    (row,) = await store._run(store._query, "SELECT pg_backend_pid() AS pid", ())
+
+    def terminate() -> None:
+        db = open_database(url, sqlite_schema="", postgres_schema="SELECT 1")
+        try:
+            db.query("SELECT pg_terminate_backend(?)", (row["pid"],))
+        finally:
+            db.close()
+
+    await asyncio.to_thread(terminate)  # the server drops the store's connection
+    with pytest.raises(GatewayError) as lost:
+        await a.jobs.submit(submission("R2", [7]), "wms")  # not accepted: the read failed
+    assert lost.value.code is ErrorCode.INTERNAL_ERROR
+    await a.jobs.submit(submission("R2", [7]), "wms")  # a new connection, A's token again
+    rows = await store._run(
+        store._query, "SELECT job_id, cell, epoch FROM pick_jobs ORDER BY job_id", ()
+    )
+    assert [(r["job_id"], r["cell"], r["epoch"]) for r in rows] == [
+        ("R1", CELL, a.ha.epoch),
+        ("R2", CELL, a.ha.epoch),
+    ]

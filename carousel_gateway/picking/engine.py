@@ -333,10 +333,13 @@ class JobEngine:
             station.changes[:0] = changes
             log.error("pick jobs: the job store could not write: %s", exc)
             if isinstance(exc, JobWriteFenced):
-                refused = (self.refusal() if self.refusal is not None else None) or GatewayError(
-                    ErrorCode.NOT_ACTIVE, str(exc)
-                )
-                refused.message = f"{refused.message} ({exc})"
+                # The database says this instance no longer holds the lease, whatever our
+                # role says yet: NOT_ACTIVE (naming the active when it is known).
+                refused = self.refusal() if self.refusal is not None else None
+                if refused is None:
+                    refused = GatewayError(ErrorCode.NOT_ACTIVE, str(exc))
+                else:
+                    refused.message = f"{refused.message} ({exc})"
                 raise refused from exc
             raise GatewayError(
                 ErrorCode.INTERNAL_ERROR, f"the job store could not write: {exc}"

@@ -147,6 +147,23 @@ async def test_a_job_write_from_a_stale_epoch_is_refused_by_the_database(cell) -
     finally:
         await store.close()
 
+    # The engine's own store with a stale token: the confirmation is refused, not acknowledged.
+    assert a.jobs is not None and a._engine is not None
+    events = JobEvents()
+    a.jobs.listen(events)
+    await a.jobs.submit(submission("S2", [5]), "wms")
+    await presented(events)
+    engine_store = a._engine.store
+    assert isinstance(engine_store, PostgresJobStore)
+    await engine_store.use_epoch(a.ha.epoch - 1)
+    with pytest.raises(GatewayError) as refused:
+        await a.jobs.confirm("S2", "L1", 2, None, "op")
+    assert refused.value.code is ErrorCode.NOT_ACTIVE
+    assert "does not hold the lease" in refused.value.message
+    await engine_store.use_epoch(a.ha.epoch)
+    stored = {job.job_id: job for job in await engine_store.load(finished_after=0.0)}
+    assert stored["S2"].lines[0].state is JobLineState.PRESENTED  # the refused one: not stored
+
 
 async def test_a_job_whose_move_was_lost_in_the_takeover_pauses(cell) -> None:
     _sim, _url, start = cell

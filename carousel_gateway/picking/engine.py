@@ -154,8 +154,9 @@ class JobEngine:
                     station, job = self.board.find(job_id)
                 except GatewayError:
                     continue  # an ended job, or one of a workstation no longer configured
-                if job.state is JobState.ACTIVE:
-                    station.pause(job_id, FAILOVER_MOVE_LOST, None, now)
+                if job.state is not JobState.ACTIVE:
+                    continue  # paused already, or a queued job's move ahead: nothing to stop
+                station.pause(job_id, FAILOVER_MOVE_LOST, None, now)
                 log.warning(
                     "pick jobs: the MOVE of %s for job %s was lost in the takeover: paused",
                     machine_id,

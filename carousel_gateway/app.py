@@ -38,7 +38,8 @@ from carousel_gateway.fleet.fleet import Fleet
 from carousel_gateway.ha.coordinator import HaCoordinator, Transitions
 from carousel_gateway.picking.engine import JobEngine
 from carousel_gateway.picking.service import JobService
-from carousel_gateway.picking.store import SqliteJobStore
+from carousel_gateway.picking.store import JobStore, PostgresJobStore, SqliteJobStore
+from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.sim.carousel import CarouselModel, Fault
 from carousel_gateway.sim.modbus_server import ModbusSimulatorServer, ModbusSimulatorSettings
 from carousel_gateway.sim.server import LinkAction, SimulatorServer, SimulatorSettings
@@ -223,6 +224,8 @@ class Gateway:
         self.opcua: OpcUaServer | OpcUaProcess | None = None
         #: Two gateways per cell (``[ha] enabled``): the lease; None for a lone gateway.
         self.ha: HaCoordinator | None = None
+        #: After a takeover: plans the jobs' moves once the carousels are read.
+        self._jobs_plan: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -379,7 +382,8 @@ class Gateway:
     async def _activate(self, epoch: int) -> None:
         """The lease is ours (``epoch``): settle what the previous active left, then drive."""
         assert self.journal is not None and self.fleet is not None and self.runner is not None
-        for row in await self.journal.mark_lost():
+        orphans = await self.journal.mark_lost()
+        for row in orphans:
             try:
                 channel = OriginChannel(row["origin_channel"])
             except ValueError:
@@ -395,6 +399,7 @@ class Gateway:
                 origin=Origin(row["origin_client"], channel),
             )
             self.fleet.bus.publish(lost)  # the WebSocket, the journal and MQTT see it
+        await self._jobs_take_over(epoch, orphans)
         self.fleet.start()
         log.warning("ha: active (epoch %d): fleet started: %s", epoch, ", ".join(self.fleet.ids))
         if self.config.mqtt.enabled and self.mqtt is None:
@@ -425,7 +430,13 @@ class Gateway:
             self.fleet.abort_links(f"fenced: {why}")
 
     async def _stand_down(self) -> None:
-        """After the fence: the machines' tasks end, MQTT leaves (its NDEATH)."""
+        """After the fence: the jobs plan no more, the machines' tasks end, MQTT leaves
+        (its NDEATH)."""
+        await self._stop_job_planning()
+        if self._engine is not None:
+            await self._engine.stand_down()
+            if isinstance(self._engine.store, PostgresJobStore):
+                await self._engine.store.use_epoch(None)
         if self.fleet is not None:
             await self.fleet.stop()
         if self.mqtt is not None:
@@ -434,28 +445,83 @@ class Gateway:
 
     async def _start_jobs(self, runner: CommandRunner) -> None:
         """The job engine, after the fleet: its moves go through ``runner`` like every
-        command. Its tables live in the journal's SQLite file (``[journal] path``, even when
-        the journal itself is on PostgreSQL); with the journal off, in memory (jobs are then
-        lost at a restart). The log says both."""
+        command. Its tables live beside the journal: in its SQLite file, or on PostgreSQL
+        (``[journal] url``: where the cell's other gateway finds them after a takeover,
+        fenced by the lease under ``[ha]``); with the journal off, in memory (jobs are then
+        lost at a restart, the log says so). A standby opens the store and plans nothing
+        until it takes the lease (:meth:`_activate`)."""
         assert self.fleet is not None
         journal = self.config.journal
-        path = journal.path if journal.enabled else ":memory:"
-        if path == ":memory:":
-            log.warning(
-                "pick jobs are kept in memory only (the journal is %s): a restart loses them",
-                "disabled" if not journal.enabled else "in memory",
+        store: JobStore
+        if journal.enabled and journal.url is not None:
+            store = PostgresJobStore(
+                journal.url, fence_cell=self.config.ha.cell if self.ha is not None else None
             )
-        elif journal.url is not None:
-            log.warning(
-                "pick jobs are kept in the SQLite file %s, not on PostgreSQL "
-                "(the journal's [journal] url): this instance's disk holds them",
-                path,
-            )
+        else:
+            path = journal.path if journal.enabled else ":memory:"
+            if path == ":memory:":
+                log.warning(
+                    "pick jobs are kept in memory only (the journal is %s): a restart loses them",
+                    "disabled" if not journal.enabled else "in memory",
+                )
+            store = SqliteJobStore(path)
         machines = {machine.id: machine for machine in self.fleet}
-        self._engine = JobEngine(self.config, machines, runner, SqliteJobStore(path))
-        await self._engine.start()
+        self._engine = JobEngine(self.config, machines, runner, store)
+        if self.ha is not None:
+            self._engine.refusal = self.ha.refusal  # a standby changes no job
+            await self._engine.open_standby()
+        else:
+            await self._engine.start()
         self.jobs = self._engine
         log.info("pick jobs: %s", ", ".join(w.id for w in self.config.workstations))
+
+    async def _jobs_take_over(self, epoch: int, lost: list[dict[str, Any]]) -> None:
+        """The jobs after a takeover: the store writes as ``epoch``; the engine loads the
+        jobs (a job whose MOVE was lost pauses); moves are planned in a task once every
+        carousel of the workstations has been read (the PLC sessions open meanwhile)."""
+        engine = self._engine
+        if engine is None:
+            return
+        if isinstance(engine.store, PostgresJobStore):
+            await engine.store.use_epoch(epoch)
+        lost_moves = {
+            row["origin_client"].removeprefix("job:"): row["machine_id"]
+            for row in lost
+            if str(row["origin_client"]).startswith("job:")
+        }
+        await engine.take_over(lost_moves)
+        task = asyncio.get_running_loop().create_task(self._plan_jobs(), name="jobs-plan")
+        self._jobs_plan = task
+
+    async def _plan_jobs(self) -> None:
+        """Plan the jobs' moves once each carousel has its first reading of this epoch."""
+        assert self.fleet is not None and self._engine is not None
+        wanted = {m for w in self.config.workstations for m in w.machines if m in self.fleet}
+        machines = [self.fleet.get(machine_id) for machine_id in sorted(wanted)]
+        ready = asyncio.Event()
+
+        def check(_event: object = None) -> None:
+            if all(
+                m.snapshot.connection is ConnectionState.CONNECTED
+                and m.snapshot.raw_status is not None
+                for m in machines
+            ):
+                ready.set()
+
+        unsubscribe = self.fleet.bus.subscribe(check)
+        try:
+            check()
+            await ready.wait()
+        finally:
+            unsubscribe()
+        await self._engine.plan()
+
+    async def _stop_job_planning(self) -> None:
+        task, self._jobs_plan = self._jobs_plan, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _start_opcua(self, runner: CommandRunner) -> None:
         """The OPC UA server (asyncua is imported only when it is enabled)."""
@@ -495,6 +561,7 @@ class Gateway:
             await self.mqtt.stop()
         # The job engine stops next: it plans no more moves (one already handed to a
         # machine drains with the servers' commands, through the same runner).
+        await self._stop_job_planning()
         if self._engine is not None:
             await self._engine.stop()
         # The API servers (HTTP, WebSocket, OPC UA) then close together, and before the

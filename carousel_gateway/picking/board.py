@@ -73,8 +73,9 @@ class JobBoard:
         station.add(job, at)
         return station
 
-    def restore(self, job: Job, reason: str, at: float) -> None:
-        """Take back a stored job (an active one comes back paused with ``reason``)."""
+    def restore(self, job: Job, reason: str | None, at: float) -> None:
+        """Take back a stored job (an active one comes back paused with ``reason``; with
+        None it stays active: a takeover)."""
         station = self.stations.get(job.workstation_id)
         if station is None:
             return  # its workstation left the config: the job stays in the store only

@@ -32,7 +32,7 @@ from carousel_gateway.fleet.events import (
 from carousel_gateway.fleet.machine import ExecutedCommand, Machine, MoveOutcomeUnknown
 from carousel_gateway.picking.board import JobBoard
 from carousel_gateway.picking.service import JobEventListener, Unsubscribe
-from carousel_gateway.picking.store import JobStore
+from carousel_gateway.picking.store import JobStore, JobWriteFenced
 from carousel_gateway.picking.workstation import MoveOrder, Workstation
 from carousel_gateway.plc.protocol import Command
 from carousel_gateway.wire.clock import utc_timestamp
@@ -44,12 +44,21 @@ from carousel_gateway.wire.jobs import (
     WorkstationView,
 )
 
-__all__ = ["FINISHED_JOBS_KEPT_S", "RESTART_REASON", "CommandPath", "JobEngine"]
+__all__ = [
+    "FAILOVER_MOVE_LOST",
+    "FINISHED_JOBS_KEPT_S",
+    "RESTART_REASON",
+    "CommandPath",
+    "JobEngine",
+]
 
 log = logging.getLogger(__name__)
 
 #: Why jobs that were active when the gateway stopped come back paused.
 RESTART_REASON = "gateway restarted"
+#: Why a job whose MOVE the previous active gateway of the cell had sent (and whose outcome
+#: nobody saw) is paused after a takeover: where the carousel stopped is not known to the job.
+FAILOVER_MOVE_LOST = "failover_move_lost"
 #: How long ended jobs stay in memory (listed, found by id, idempotent repeats); the store
 #: keeps them for good. An id used by a job forgotten since is ``JOB_CONFLICT``.
 FINISHED_JOBS_KEPT_S = 7 * 24 * 3600.0
@@ -97,6 +106,11 @@ class JobEngine:
         self._moves: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._forgotten_at = 0.0
+        #: Two gateways per cell: NOT_ACTIVE while this instance may not command (the
+        #: coordinator's ``refusal``); None for a lone gateway.
+        self.refusal: Callable[[], GatewayError | None] | None = None
+        #: A standby plans no move (set by :meth:`open_standby`, cleared by :meth:`take_over`).
+        self._standby = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -116,6 +130,66 @@ class JobEngine:
                 self._reserve(station)
         if restored:
             log.info("pick jobs: %d unfinished job(s) taken back (active ones paused)", restored)
+
+    async def open_standby(self) -> None:
+        """Two gateways per cell, as the standby: open the shared store, take back nothing
+        and plan nothing (the active instance drives); :meth:`take_over` follows."""
+        self._standby = True
+        await self.store.open()
+
+    async def take_over(self, lost_moves: Mapping[str, str]) -> None:
+        """This instance took the cell's lease: load the jobs the previous active left in
+        the shared store. Active jobs go on (their carousels were at rest); a job whose MOVE
+        was lost (``lost_moves``: job id -> machine id, from the intents marked ``lost``)
+        pauses with :data:`FAILOVER_MOVE_LOST` until the operator resumes it. Nothing moves
+        until :meth:`plan` (once the carousels have been read)."""
+        now = self.clock()
+        async with self._lock:
+            self.board = JobBoard(self.board.configs.values(), self.board.machines)
+            self._forgotten_at = now
+            for job in await self.store.load(finished_after=now - FINISHED_JOBS_KEPT_S):
+                self.board.restore(job, None, now)
+            for job_id, machine_id in lost_moves.items():
+                try:
+                    station, job = self.board.find(job_id)
+                except GatewayError:
+                    continue  # an ended job, or one of a workstation no longer configured
+                if job.state is not JobState.ACTIVE:
+                    continue  # paused already, or a queued job's move ahead: nothing to stop
+                station.pause(job_id, FAILOVER_MOVE_LOST, None, now)
+                log.warning(
+                    "pick jobs: the MOVE of %s for job %s was lost in the takeover: paused",
+                    machine_id,
+                    job_id,
+                )
+            for station in self.board.stations.values():
+                _, changes, dirty = station.take()  # nobody listens to a takeover's restore
+                await self.store.write(dirty, changes)
+                self._reserve(station)
+            self._standby = False
+
+    async def plan(self) -> None:
+        """Plan and start the moves every workstation asks for now (after a takeover)."""
+        async with self._lock:
+            for station in self.board.stations.values():
+                await self._settle(station)
+
+    async def stand_down(self) -> None:
+        """Fenced: plan no more, release the reservations; the store's fence refuses any
+        write still coming (the jobs are reloaded by the next :meth:`take_over`)."""
+        self._standby = True
+        for task in list(self._moves):
+            task.cancel()
+        for task in list(self._moves):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        async with self._lock:
+            for station in self.board.stations.values():
+                station.forget_moves()
+                for machine_id in station.machine_ids:
+                    machine = self.machines.get(machine_id)
+                    if machine is not None:
+                        machine.reserve(None)
 
     async def stop(self) -> None:
         """Stop planning moves; a move already handed to a machine runs to its end in the
@@ -140,6 +214,7 @@ class JobEngine:
     # -- JobService -----------------------------------------------------------------------
 
     async def submit(self, submission: JobSubmission, by: str) -> tuple[JobView, bool]:
+        self._check_active()
         async with self._lock:
             existing = self.board.existing(submission)
             if existing is not None:
@@ -148,7 +223,14 @@ class JobEngine:
             now = self.clock()
             self._forget_finished(now)
             job = self.board.make(submission, by, now)  # INVALID_JOB before the disk
-            if await self.store.known(submission.job_id):
+            try:
+                used = await self.store.known(submission.job_id)
+            except Exception as exc:  # a lost connection: not accepted, the client retries
+                log.error("pick jobs: the job store could not read: %s", exc)
+                raise GatewayError(
+                    ErrorCode.INTERNAL_ERROR, f"the job store could not read: {exc}"
+                ) from exc
+            if used:
                 raise GatewayError(
                     ErrorCode.JOB_CONFLICT,
                     f"job {submission.job_id!r} was used by a job that ended more than "
@@ -173,6 +255,7 @@ class JobEngine:
     async def confirm(
         self, job_id: str, line_id: str, quantity_picked: int, reason: str | None, by: str
     ) -> JobView:
+        self._check_active()
         async with self._lock:
             station, _ = self.board.find(job_id)
             job = station.confirm(job_id, line_id, quantity_picked, reason, by, self.clock())
@@ -180,6 +263,7 @@ class JobEngine:
             return station.job_view(job)
 
     async def pause(self, job_id: str, by: str, reason: str | None = None) -> JobView:
+        self._check_active()
         async with self._lock:
             station, _ = self.board.find(job_id)
             job = station.pause(job_id, reason or f"paused by {by}", by, self.clock())
@@ -187,6 +271,7 @@ class JobEngine:
             return station.job_view(job)
 
     async def resume(self, job_id: str, by: str) -> JobView:
+        self._check_active()
         station, job = self.board.find(job_id)
         if job.state is JobState.PAUSED:
             await self._fresh_readings(station, job_id)
@@ -196,6 +281,7 @@ class JobEngine:
             return station.job_view(job)
 
     async def cancel(self, job_id: str, by: str, reason: str | None = None) -> JobView:
+        self._check_active()
         async with self._lock:
             station, _ = self.board.find(job_id)
             job = station.cancel(job_id, reason or f"cancelled by {by}", by, self.clock())
@@ -207,6 +293,13 @@ class JobEngine:
 
     def workstation(self, workstation_id: str) -> WorkstationView:
         return self.board.station(workstation_id).view()
+
+    def _check_active(self) -> None:
+        """A standby of the cell changes no job: ``NOT_ACTIVE`` naming the active one."""
+        if self.refusal is not None:
+            refused = self.refusal()
+            if refused is not None:
+                raise refused
 
     def _forget_finished(self, now: float) -> None:
         """At most hourly: drop jobs ended more than FINISHED_JOBS_KEPT_S ago from memory."""
@@ -240,6 +333,15 @@ class JobEngine:
             station.dirty.update(job.job_id for job in dirty)
             station.changes[:0] = changes
             log.error("pick jobs: the job store could not write: %s", exc)
+            if isinstance(exc, JobWriteFenced):
+                # The database says this instance no longer holds the lease, whatever our
+                # role says yet: NOT_ACTIVE (naming the active when it is known).
+                refused = self.refusal() if self.refusal is not None else None
+                if refused is None:
+                    refused = GatewayError(ErrorCode.NOT_ACTIVE, str(exc))
+                else:
+                    refused.message = f"{refused.message} ({exc})"
+                raise refused from exc
             raise GatewayError(
                 ErrorCode.INTERNAL_ERROR, f"the job store could not write: {exc}"
             ) from exc
@@ -259,7 +361,7 @@ class JobEngine:
                 except Exception:
                     log.exception("job event listener %r failed", listener)
         self._reserve(station)
-        if self._stopping:
+        if self._stopping or self._standby:
             return
         for machine_id in station.machine_ids:
             if machine_id not in station.moving:

@@ -3,24 +3,36 @@
 Every write is committed (``synchronous=FULL``) before the engine acknowledges it, so a
 SIGKILL loses no acknowledged submission, confirmation or state change. Like the journal,
 all database work runs on one dedicated thread (a connection belongs to its thread) so the
-event loop never waits on the disk. :class:`JobStore` is the seam: another database (issue
-18: PostgreSQL) replaces :class:`SqliteJobStore` without the engine changing.
+event loop never waits on the disk. :class:`JobStore` is the seam: :class:`PostgresJobStore`
+(``[journal] url``, issue 18) runs the same SQL and row code on PostgreSQL, where the other
+gateway of a cell finds the jobs after a takeover; under ``[ha]`` its tables are fenced.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from carousel_gateway.database import Database, DatabaseError, open_database
+from carousel_gateway.ha import lease_store
 from carousel_gateway.picking.jobs import Job, Line
 from carousel_gateway.picking.workstation import Change
 from carousel_gateway.wire.jobs import JobLineState, JobState
 
-__all__ = ["MIGRATIONS", "JobStore", "SqliteJobStore"]
+__all__ = [
+    "FENCED_TABLES",
+    "MIGRATIONS",
+    "POSTGRES_SCHEMA",
+    "JobStore",
+    "JobWriteFenced",
+    "PostgresJobStore",
+    "SqliteJobStore",
+]
 
 _T = TypeVar("_T")
 
@@ -98,23 +110,119 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-_JOB_COLUMNS = (
-    "job_id, workstation_id, priority, state, paused_reason, content, seq, created_at, "
-    "submitted_by, started_at, finished_at, moves, buckets_travelled, operator_wait_s"
+#: Shared by both engines (an SQLite upsert is the same statement since 3.24): the job
+#: and line rows are written whole each time; ``cell``/``epoch`` are the fence's to stamp.
+_UPSERT_JOB = (
+    "INSERT INTO pick_jobs (job_id, workstation_id, priority, state, paused_reason, content, "
+    "seq, created_at, submitted_by, started_at, finished_at, moves, buckets_travelled, "
+    "operator_wait_s) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
+    "workstation_id = excluded.workstation_id, priority = excluded.priority, "
+    "state = excluded.state, paused_reason = excluded.paused_reason, "
+    "content = excluded.content, seq = excluded.seq, created_at = excluded.created_at, "
+    "submitted_by = excluded.submitted_by, started_at = excluded.started_at, "
+    "finished_at = excluded.finished_at, moves = excluded.moves, "
+    "buckets_travelled = excluded.buckets_travelled, operator_wait_s = excluded.operator_wait_s"
 )
-_LINE_COLUMNS = (
-    "job_id, line_id, idx, machine_id, position, quantity, sku, description, order_id, "
-    "state, quantity_picked, reason, confirmed_by, confirmed_at"
+_UPSERT_LINE = (
+    "INSERT INTO pick_lines (job_id, line_id, idx, machine_id, position, quantity, sku, "
+    "description, order_id, state, quantity_picked, reason, confirmed_by, confirmed_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, line_id) DO UPDATE SET "
+    "idx = excluded.idx, machine_id = excluded.machine_id, position = excluded.position, "
+    "quantity = excluded.quantity, sku = excluded.sku, description = excluded.description, "
+    "order_id = excluded.order_id, state = excluded.state, "
+    "quantity_picked = excluded.quantity_picked, reason = excluded.reason, "
+    "confirmed_by = excluded.confirmed_by, confirmed_at = excluded.confirmed_at"
 )
+_INSERT_HISTORY = (
+    "INSERT INTO pick_history (job_id, at, what, by, line_id, quantity, reason) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+# Literals (bandit: no SQL built from strings); the values are bound.
+_SELECT_LINES = (
+    "SELECT job_id, line_id, idx, machine_id, position, quantity, sku, description, order_id, "
+    "state, quantity_picked, reason, confirmed_by, confirmed_at FROM pick_lines WHERE job_id IN "
+    "(SELECT job_id FROM pick_jobs WHERE finished_at IS NULL OR finished_at > ?) "
+    "ORDER BY job_id, idx"
+)
+_SELECT_JOBS = (
+    "SELECT job_id, workstation_id, priority, state, paused_reason, content, seq, created_at, "
+    "submitted_by, started_at, finished_at, moves, buckets_travelled, operator_wait_s "
+    "FROM pick_jobs WHERE finished_at IS NULL OR finished_at > ? ORDER BY seq, created_at"
+)
+_KNOWN = "SELECT 1 FROM pick_jobs WHERE job_id = ?"
+
+#: The same tables on PostgreSQL, with the ``cell``/``epoch`` columns the fence stamps
+#: (``lease_store.fence_table``); created if missing (two gateways may start at once:
+#: ``open_database`` holds an advisory lock meanwhile).
+POSTGRES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pick_jobs (
+    job_id          TEXT PRIMARY KEY,
+    workstation_id  TEXT NOT NULL,
+    priority        INTEGER NOT NULL,
+    state           TEXT NOT NULL,
+    paused_reason   TEXT,
+    content         TEXT NOT NULL,
+    seq             BIGINT NOT NULL,
+    created_at      DOUBLE PRECISION NOT NULL,
+    submitted_by    TEXT,
+    started_at      DOUBLE PRECISION,
+    finished_at     DOUBLE PRECISION,
+    moves           INTEGER NOT NULL DEFAULT 0,
+    buckets_travelled INTEGER NOT NULL DEFAULT 0,
+    operator_wait_s DOUBLE PRECISION NOT NULL DEFAULT 0,
+    cell            TEXT,
+    epoch           BIGINT
+);
+CREATE INDEX IF NOT EXISTS pick_jobs_station ON pick_jobs (workstation_id, state);
+CREATE TABLE IF NOT EXISTS pick_lines (
+    job_id          TEXT NOT NULL REFERENCES pick_jobs (job_id),
+    line_id         TEXT NOT NULL,
+    idx             INTEGER NOT NULL,
+    machine_id      TEXT NOT NULL,
+    position        INTEGER NOT NULL,
+    quantity        INTEGER NOT NULL,
+    sku             TEXT,
+    description     TEXT,
+    order_id        TEXT,
+    state           TEXT NOT NULL,
+    quantity_picked INTEGER,
+    reason          TEXT,
+    confirmed_by    TEXT,
+    confirmed_at    DOUBLE PRECISION,
+    cell            TEXT,
+    epoch           BIGINT,
+    PRIMARY KEY (job_id, line_id)
+);
+CREATE TABLE IF NOT EXISTS pick_history (
+    id        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id    TEXT NOT NULL,
+    at        DOUBLE PRECISION NOT NULL,
+    what      TEXT NOT NULL,
+    by        TEXT,
+    line_id   TEXT,
+    quantity  INTEGER,
+    reason    TEXT,
+    cell      TEXT,
+    epoch     BIGINT
+);
+CREATE INDEX IF NOT EXISTS pick_history_job ON pick_history (job_id, id);
+"""
+#: The job tables a cell's lease fences.
+FENCED_TABLES = ("pick_jobs", "pick_lines", "pick_history")
 
 
-class SqliteJobStore:
-    """Jobs in SQLite (``path`` may be ``":memory:"``: kept for this process only)."""
+class JobWriteFenced(Exception):
+    """The database refused a job write: this instance's epoch does not hold the cell's
+    lease (or it holds none). Nothing of that write was committed."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
+
+class _ThreadedJobStore:
+    """The part both engines share: one connection on one thread, the same SQL, the same
+    row <-> job code. Subclasses open the connection and say how a batch is written."""
+
+    def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-store")
-        self._db: sqlite3.Connection | None = None
 
     async def open(self) -> None:
         await self._run(self._open)
@@ -147,9 +255,49 @@ class SqliteJobStore:
     # -- the store's thread ---------------------------------------------------------------
 
     def _open(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """Rows readable by column name."""
+        raise NotImplementedError
+
+    def _write(
+        self,
+        rows: list[tuple[Any, ...]],
+        lines: list[tuple[Any, ...]],
+        history: list[tuple[Any, ...]],
+    ) -> None:
+        raise NotImplementedError
+
+    def _known(self, job_id: str) -> bool:
+        return bool(self._query(_KNOWN, (job_id,)))
+
+    def _load(self, finished_after: float) -> list[Job]:
+        lines: dict[str, list[Line]] = {}
+        for row in self._query(_SELECT_LINES, (finished_after,)):
+            lines.setdefault(row["job_id"], []).append(_line(row))
+        return [
+            _job(row, lines.get(row["job_id"], []))
+            for row in self._query(_SELECT_JOBS, (finished_after,))
+        ]
+
+
+class SqliteJobStore(_ThreadedJobStore):
+    """Jobs in SQLite (``path`` may be ``":memory:"``: kept for this process only)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = str(path)
+        self._db: sqlite3.Connection | None = None
+
+    def _open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None)
+        db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # a committed confirmation survives power loss
         db.execute("PRAGMA busy_timeout=5000")
@@ -179,6 +327,9 @@ class SqliteJobStore:
             raise sqlite3.OperationalError("the job store is not open")
         return self._db
 
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        return self._conn().execute(sql, params).fetchall()
+
     def _write(
         self,
         rows: list[tuple[Any, ...]],
@@ -188,84 +339,147 @@ class SqliteJobStore:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(
-                f"INSERT OR REPLACE INTO pick_jobs ({_JOB_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            db.executemany(
-                f"INSERT OR REPLACE INTO pick_lines ({_LINE_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                lines,
-            )
-            db.executemany(
-                "INSERT INTO pick_history (job_id, at, what, by, line_id, quantity, reason) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                history,
-            )
+            db.executemany(_UPSERT_JOB, rows)
+            db.executemany(_UPSERT_LINE, lines)
+            db.executemany(_INSERT_HISTORY, history)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
-    def _known(self, job_id: str) -> bool:
-        db = self._conn()
-        return (
-            db.execute("SELECT 1 FROM pick_jobs WHERE job_id = ?", (job_id,)).fetchone() is not None
-        )
 
-    def _load(self, finished_after: float) -> list[Job]:
+class PostgresJobStore(_ThreadedJobStore):
+    """Jobs in PostgreSQL (``[journal] url``), where the other gateway of the cell finds
+    them after a takeover. With ``fence_cell`` (``[ha]``) the tables are fenced by the
+    cell's lease: only a connection carrying the holder's epoch (:meth:`use_epoch`) may
+    write, so a stale instance's confirmation is refused by the database itself."""
+
+    def __init__(self, url: str, *, fence_cell: str | None = None) -> None:
+        super().__init__()
+        self.url = url
+        self.fence_cell = fence_cell
+        #: The epoch this store writes as (None: as nobody; every fenced write refused).
+        self.epoch: int | None = None
+        #: Writes the database refused because this instance's epoch was stale.
+        self.fenced_writes = 0
+        self._db: Database | None = None
+        self._open_wanted = False
+
+    async def use_epoch(self, epoch: int | None) -> None:
+        """Write as ``epoch`` of the cell from now on; set again after a reconnect."""
+        self.epoch = epoch
+        await self._run(self._apply_epoch)
+
+    def _apply_epoch(self) -> None:
+        if self.fence_cell is None:
+            return
         db = self._conn()
-        lines: dict[str, list[Line]] = {}
-        wanted = "(finished_at IS NULL OR finished_at > ?)"
-        # Column names come from this module, never from input; values are bound.
-        for row in db.execute(
-            f"SELECT {_LINE_COLUMNS} FROM pick_lines WHERE job_id IN "  # nosec B608
-            f"(SELECT job_id FROM pick_jobs WHERE {wanted}) ORDER BY job_id, idx",
-            (finished_after,),
-        ):
-            lines.setdefault(row[0], []).append(
-                Line(
-                    line_id=row[1],
-                    machine_id=row[3],
-                    position=row[4],
-                    quantity=row[5],
-                    sku=row[6],
-                    description=row[7],
-                    order_id=row[8],
-                    state=JobLineState(row[9]),
-                    quantity_picked=row[10],
-                    reason=row[11],
-                    confirmed_by=row[12],
-                    confirmed_at=row[13],
-                )
+        if self.epoch is None:
+            db.query(
+                "SELECT set_config('carousel.cell', '', false),"
+                " set_config('carousel.epoch', '', false)"
             )
-        jobs = []
-        for row in db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM pick_jobs WHERE {wanted} "  # nosec B608
-            "ORDER BY seq, created_at",
-            (finished_after,),
-        ):
-            jobs.append(
-                Job(
-                    job_id=row[0],
-                    workstation_id=row[1],
-                    priority=row[2],
-                    state=JobState(row[3]),
-                    paused_reason=row[4],
-                    content=row[5],
-                    seq=row[6],
-                    created_at=row[7],
-                    submitted_by=row[8],
-                    started_at=row[9],
-                    finished_at=row[10],
-                    moves=row[11],
-                    buckets_travelled=row[12],
-                    operator_wait_s=row[13],
-                    lines=lines.get(row[0], []),
-                )
-            )
-        return jobs
+        else:
+            lease_store.use_epoch(db, self.fence_cell, self.epoch)
+
+    def _open(self) -> None:
+        db = open_database(self.url, sqlite_schema="", postgres_schema=POSTGRES_SCHEMA)
+        try:
+            if self.fence_cell is not None:
+                lease_store.ensure_schema(db)
+                for table in FENCED_TABLES:
+                    lease_store.fence_table(db, table)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+        self._open_wanted = True
+        if self.epoch is not None:
+            self._apply_epoch()  # a new connection holds no token: give it ours again
+
+    def _close(self) -> None:
+        self._open_wanted = False
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _conn(self) -> Database:
+        if self._db is not None and not self._db.usable:
+            # The connection was lost (a server restart, a network cut): open a new one.
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self._db = None
+        if self._db is None:
+            if not self._open_wanted:
+                raise DatabaseError("the job store is not open")
+            self._open()
+        assert self._db is not None
+        return self._db
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        return self._conn().query(sql, params)
+
+    def _write(
+        self,
+        rows: list[tuple[Any, ...]],
+        lines: list[tuple[Any, ...]],
+        history: list[tuple[Any, ...]],
+    ) -> None:
+        db = self._conn()
+        try:
+            with db.transaction():
+                for statement, batch in (
+                    (_UPSERT_JOB, rows),
+                    (_UPSERT_LINE, lines),
+                    (_INSERT_HISTORY, history),
+                ):
+                    for params in batch:
+                        db.execute(statement, params)
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) == lease_store.FENCED_SQLSTATE:
+                self.fenced_writes += 1
+                raise JobWriteFenced(
+                    f"the database refused the job write: {str(exc).strip()} "
+                    "(this gateway does not hold the cell's lease)"
+                ) from None
+            raise
+
+
+def _line(row: Any) -> Line:
+    return Line(
+        line_id=row["line_id"],
+        machine_id=row["machine_id"],
+        position=row["position"],
+        quantity=row["quantity"],
+        sku=row["sku"],
+        description=row["description"],
+        order_id=row["order_id"],
+        state=JobLineState(row["state"]),
+        quantity_picked=row["quantity_picked"],
+        reason=row["reason"],
+        confirmed_by=row["confirmed_by"],
+        confirmed_at=row["confirmed_at"],
+    )
+
+
+def _job(row: Any, lines: list[Line]) -> Job:
+    return Job(
+        job_id=row["job_id"],
+        workstation_id=row["workstation_id"],
+        priority=row["priority"],
+        state=JobState(row["state"]),
+        paused_reason=row["paused_reason"],
+        content=row["content"],
+        seq=row["seq"],
+        created_at=row["created_at"],
+        submitted_by=row["submitted_by"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        moves=row["moves"],
+        buckets_travelled=row["buckets_travelled"],
+        operator_wait_s=row["operator_wait_s"],
+        lines=lines,
+    )
 
 
 def _job_row(job: Job) -> tuple[Any, ...]:

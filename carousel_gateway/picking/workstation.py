@@ -275,16 +275,18 @@ class Workstation:
     def next_seq(self) -> int:
         return next(self._seq)
 
-    def restore(self, job: Job, reason: str, at: float) -> None:
+    def restore(self, job: Job, reason: str | None, at: float) -> None:
         """Take back a job from the store after a restart: an active one comes back paused
-        with ``reason`` (nothing moves by itself), its presented lines pending again."""
+        with ``reason`` (nothing moves by itself), its presented lines pending again. With
+        ``reason`` None (a takeover by the cell's other gateway) an active job stays active:
+        its carousels were at rest, the route goes on from where they are."""
         self.jobs[job.job_id] = job
         if job.state is JobState.QUEUED:
             self._enqueue(job)
         elif not job.final:
             self._held[job.job_id] = job
         self._seq = itertools.count(max(job.seq + 1, next(self._seq)))
-        if job.state is JobState.ACTIVE:
+        if job.state is JobState.ACTIVE and reason is not None:
             job.state = JobState.PAUSED
             job.paused_reason = reason
             self._record(job, at, JobEventKind.JOB_PAUSED, reason=reason)

@@ -248,10 +248,15 @@ async def test_carousels_are_reserved_while_a_job_runs_and_free_when_paused(
     assert machine.reservation is None
 
 
+def journal_table(target: str | Path) -> dict[str, str]:
+    """``[journal]`` for a ``journal_target`` (a SQLite file, or a PostgreSQL schema)."""
+    return {"url": target} if isinstance(target, str) else {"path": str(target)}
+
+
 async def test_after_a_restart_active_jobs_come_back_paused_with_their_confirmations(
-    gateway_factory, tmp_path: Path
+    gateway_factory, journal_target
 ) -> None:
-    config = picking_config(journal={"path": str(tmp_path / "gateway.db")})
+    config = picking_config(journal=journal_table(journal_target))
     gateway, events = await started(gateway_factory, config)
     await gateway.jobs.submit(
         job("K1", [("machine_1", 5), ("machine_1", 5), ("machine_1", 9)]), "wms"
@@ -416,9 +421,9 @@ async def test_jobs_ended_a_week_ago_leave_memory_and_their_ids_stay_used(
 
 
 async def test_a_write_the_store_cannot_make_is_not_acknowledged_and_is_written_later(
-    gateway_factory, tmp_path: Path
+    gateway_factory, journal_target
 ) -> None:
-    config = picking_config(journal={"path": str(tmp_path / "gateway.db")})
+    config = picking_config(journal=journal_table(journal_target))
     gateway, events = await started(gateway_factory, config)
     await gateway.jobs.submit(job("F1", [("machine_1", 6), ("machine_1", 8)]), "wms")
     await events.wait_for(lambda e: e.event is JobEventKind.STOP_PRESENTED)

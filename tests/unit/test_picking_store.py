@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from carousel_gateway.picking.jobs import Job, Line
-from carousel_gateway.picking.store import MIGRATIONS, SqliteJobStore
+from carousel_gateway.picking.store import MIGRATIONS, PostgresJobStore, SqliteJobStore
 from carousel_gateway.picking.workstation import Change
 from carousel_gateway.wire.jobs import JobLineState, JobState
 
@@ -43,26 +43,38 @@ def make_job(job_id: str, seq: int, state: JobState, finished_at: float | None) 
     )
 
 
+def open_store(target: str | Path) -> SqliteJobStore | PostgresJobStore:
+    """A job store on a ``journal_target``: a SQLite file, or a fresh PostgreSQL schema."""
+    return PostgresJobStore(target) if isinstance(target, str) else SqliteJobStore(target)
+
+
 async def test_jobs_round_trip_and_a_restart_loads_unfinished_and_recent_ones(
-    tmp_path: Path,
+    journal_target: str | Path,
 ) -> None:
-    path = tmp_path / "gateway.db"
-    store = SqliteJobStore(path)
+    store = open_store(journal_target)
     await store.open()
     jobs = [
         make_job("old", 1, JobState.COMPLETED, 100.0),
         make_job("recent", 2, JobState.CANCELLED, 900.0),
-        make_job("open", 3, JobState.ACTIVE, None),
+        make_job("open", 3, JobState.QUEUED, None),
     ]
-    await store.write(jobs, [Change("open", 11.0, "line_confirmed", "ana", "L2", 0, "empty")])
+    await store.write(jobs, [])
+    jobs[2].state = JobState.ACTIVE  # written again whole: an update of the same rows
+    await store.write(jobs[2:], [Change("open", 11.0, "line_confirmed", "ana", "L2", 0, "empty")])
     await store.close()
 
-    again = SqliteJobStore(path)  # opening again applies no migration twice
+    again = open_store(journal_target)  # opening again applies no migration twice
     await again.open()
     try:
         loaded = await again.load(finished_after=500.0)
         assert [job.job_id for job in loaded] == ["recent", "open"]
         assert await again.known("old") and not await again.known("never")
+        history = [
+            (row["job_id"], row["what"], row["by"], row["quantity"], row["reason"])
+            for row in await again._run(
+                again._query, "SELECT job_id, what, by, quantity, reason FROM pick_history", ()
+            )
+        ]
     finally:
         await again.close()
     restored = loaded[1]
@@ -79,10 +91,10 @@ async def test_jobs_round_trip_and_a_restart_loads_unfinished_and_recent_ones(
         "empty",
         "ana",
     )
-    with sqlite3.connect(path) as db:
-        assert db.execute("SELECT MAX(version) FROM pick_schema").fetchone()[0] == len(MIGRATIONS)
-        assert db.execute("SELECT COUNT(*) FROM pick_schema").fetchone()[0] == len(MIGRATIONS)
-        history = db.execute(
-            "SELECT job_id, what, by, quantity, reason FROM pick_history"
-        ).fetchall()
     assert history == [("open", "line_confirmed", "ana", 0, "empty")]
+    if isinstance(journal_target, Path):
+        with sqlite3.connect(journal_target) as db:
+            assert db.execute("SELECT MAX(version) FROM pick_schema").fetchone()[0] == len(
+                MIGRATIONS
+            )
+            assert db.execute("SELECT COUNT(*) FROM pick_schema").fetchone()[0] == len(MIGRATIONS)

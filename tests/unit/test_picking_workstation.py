@@ -256,6 +256,25 @@ def test_restore_brings_active_jobs_back_paused() -> None:
     assert again.stations["s1"].next_moves() == []  # nothing moves by itself
 
 
+def test_a_takeover_restores_active_jobs_active_and_plans_from_where_the_carousel_is() -> None:
+    b = board(pod=("m1",))
+    station = b.stations["s1"]
+    station.positions["m1"] = 1
+    submit(b, submission("J", [("m1", 4), ("m1", 8)]))
+    station.next_moves()
+    station.arrived("m1", 4, 1.0)
+    job = station.jobs["J"]
+    again = board(pod=("m1",))
+    again.restore(job, None, 9.0)  # the cell's other gateway took over
+    taken = again.stations["s1"]
+    restored = taken.jobs["J"]
+    assert restored.state is JobState.ACTIVE and restored.paused_reason is None
+    assert restored.lines[0].state is JobLineState.PENDING  # presented again on arrival
+    assert taken.reserving() == ("J",)
+    taken.positions["m1"] = 4  # at rest where the old active left it
+    assert [(o.machine_id, o.target) for o in taken.next_moves()] == [("m1", 4)]
+
+
 def test_an_idle_carousel_turns_ahead_for_the_next_job_which_starts_presented() -> None:
     b = board()
     station = b.stations["s1"]

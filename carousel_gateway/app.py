@@ -266,6 +266,7 @@ class Gateway:
                 self.config.journal.url or self.config.journal.path,
                 retention_days=self.config.journal.retention_days,
                 fence_cell=ha_config.cell if ha_config.enabled else None,
+                fence_idle_limit_s=ha_config.ttl_s - ha_config.margin_s,
             )
             await self.journal.start()
             log.info("journal at %s", self.journal.where)
@@ -454,8 +455,11 @@ class Gateway:
         journal = self.config.journal
         store: JobStore
         if journal.enabled and journal.url is not None:
+            ha = self.config.ha
             store = PostgresJobStore(
-                journal.url, fence_cell=self.config.ha.cell if self.ha is not None else None
+                journal.url,
+                fence_cell=ha.cell if self.ha is not None else None,
+                fence_idle_limit_s=ha.ttl_s - ha.margin_s,
             )
         else:
             path = journal.path if journal.enabled else ":memory:"

@@ -212,6 +212,7 @@ class Journal:
         prune_interval_s: float = 3600.0,
         reopen_interval_s: float = 2.0,
         fence_cell: str | None = None,
+        fence_idle_limit_s: float | None = None,
     ) -> None:
         #: Where the journal is, fit for a log (a URL's password hidden).
         self.target = target if isinstance(target, Path) else _target(target)
@@ -238,6 +239,9 @@ class Journal:
         #: Two gateways per cell (PostgreSQL): the cell whose lease fences the intents,
         #: and the epoch this instance holds (its connection's token; None: standby).
         self.fence_cell = fence_cell
+        #: A transaction of this session left idle this long is ended by the server (a
+        #: frozen instance must not hold the lease row's lock: ``lease_store.use_epoch``).
+        self.fence_idle_limit_s = fence_idle_limit_s
         self.epoch: int | None = None
         #: Writes the database refused because this instance's epoch was stale.
         self.fenced_writes = 0
@@ -360,13 +364,7 @@ class Journal:
         db = self._conn()
         if self.fence_cell is None or db.engine != "postgresql":
             return
-        if self.epoch is None:
-            db.query(
-                "SELECT set_config('carousel.cell', '', false),"
-                " set_config('carousel.epoch', '', false)"
-            )
-        else:
-            lease_store.use_epoch(db, self.fence_cell, self.epoch)
+        lease_store.use_epoch(db, self.fence_cell, self.epoch, self.fence_idle_limit_s)
 
     def _insert_intent(self, intent: MoveIntent) -> int:
         db = self._conn()

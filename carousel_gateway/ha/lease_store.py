@@ -108,11 +108,22 @@ def fence_table(db: Database, table: str) -> None:
         )
 
 
-def use_epoch(db: Database, cell: str, epoch: int) -> None:
-    """Give this connection its fence token: its writes count as ``epoch`` of ``cell``."""
+def use_epoch(
+    db: Database, cell: str, epoch: int | None, idle_limit_s: float | None = None
+) -> None:
+    """Give this connection its fence token: its writes count as ``epoch`` of ``cell``
+    (``None``: no token, every fenced write refused).
+
+    ``idle_limit_s``: the server ends this session's transaction if it sits idle that
+    long. A fenced write holds the lease row ``FOR SHARE`` until its COMMIT, and a take
+    waits for that lock: an instance frozen (or cut off) between the two must not keep
+    the standby out. Our writers never pause inside a transaction, so any such idle is a
+    frozen client."""
+    idle_ms = "0" if idle_limit_s is None else str(max(1, round(idle_limit_s * 1000)))
     db.query(
-        "SELECT set_config('carousel.cell', ?, false), set_config('carousel.epoch', ?, false)",
-        (cell, str(epoch)),
+        "SELECT set_config('carousel.cell', ?, false), set_config('carousel.epoch', ?, false),"
+        " set_config('idle_in_transaction_session_timeout', ?, false)",
+        ("" if epoch is None else cell, "" if epoch is None else str(epoch), idle_ms),
     )
 
 

@@ -354,10 +354,19 @@ class PostgresJobStore(_ThreadedJobStore):
     cell's lease: only a connection carrying the holder's epoch (:meth:`use_epoch`) may
     write, so a stale instance's confirmation is refused by the database itself."""
 
-    def __init__(self, url: str, *, fence_cell: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        fence_cell: str | None = None,
+        fence_idle_limit_s: float | None = None,
+    ) -> None:
         super().__init__()
         self.url = url
         self.fence_cell = fence_cell
+        #: A transaction of this session left idle this long is ended by the server (a
+        #: frozen instance must not hold the lease row's lock: ``lease_store.use_epoch``).
+        self.fence_idle_limit_s = fence_idle_limit_s
         #: The epoch this store writes as (None: as nobody; every fenced write refused).
         self.epoch: int | None = None
         #: Writes the database refused because this instance's epoch was stale.
@@ -374,13 +383,7 @@ class PostgresJobStore(_ThreadedJobStore):
         if self.fence_cell is None:
             return
         db = self._conn()
-        if self.epoch is None:
-            db.query(
-                "SELECT set_config('carousel.cell', '', false),"
-                " set_config('carousel.epoch', '', false)"
-            )
-        else:
-            lease_store.use_epoch(db, self.fence_cell, self.epoch)
+        lease_store.use_epoch(db, self.fence_cell, self.epoch, self.fence_idle_limit_s)
 
     def _open(self) -> None:
         db = open_database(self.url, sqlite_schema="", postgres_schema=POSTGRES_SCHEMA)

@@ -128,10 +128,10 @@ def test_a_writer_frozen_inside_its_transaction_does_not_keep_the_standby_out(pa
     a, b = pair
     assert take(a, CELL, "A", "", ttl_s=0.3) == 1
     use_epoch(a, CELL, 1, idle_limit_s=0.5)
-    with pytest.raises(psycopg.Error):  # the commit of a session the server has ended
-        with a.transaction():
-            write(a, "A, frozen before its COMMIT")
-            # A is now "frozen": idle in its transaction, the lease row locked FOR SHARE.
-            wait_expired(b)
-            assert take(b, CELL, "B", "", ttl_s=30) == 2  # waits for A's lock, then passes
+    # The commit fails: the server has ended that session.
+    with pytest.raises(psycopg.Error), a.transaction():
+        write(a, "A, frozen before its COMMIT")
+        # A is now "frozen": idle in its transaction, the lease row locked FOR SHARE.
+        wait_expired(b)
+        assert take(b, CELL, "B", "", ttl_s=30) == 2  # waits for A's lock, then passes
     assert b.query("SELECT count(*) AS n FROM intents")[0]["n"] == 0

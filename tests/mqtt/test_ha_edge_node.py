@@ -134,3 +134,38 @@ async def test_one_edge_node_per_cell_across_a_graceful_handover(ha_cell, consum
     assert samples["carousel_mqtt_connects_total"] == 1.0
     assert samples["carousel_mqtt_messages_published_total{kind=NBIRTH}"] == 1.0
     assert consumer.problems() == []
+
+
+async def test_a_fenced_active_leaves_with_its_own_bdseq_before_the_next_is_born(
+    ha_cell, consumer
+) -> None:
+    a = await ha_cell("gw-a")
+    await until_active(a)
+    assert a.ha is not None and a.ha.epoch is not None
+    epoch_a = a.ha.epoch
+    bd_seq_a = metrics_of(await consumer.wait_for(kind("NBIRTH")))["bdSeq"]
+    b = await ha_cell("gw-b")
+    assert b.ha is not None
+    await b.ha.wait_holder("gw-a")
+
+    start = consumer.mark()
+    await a.ha.halt()  # its renewals stop: it fences itself while the process runs on
+    ndeath = await consumer.wait_for(kind("NDEATH"), start=start)
+    assert metrics_of(ndeath)["bdSeq"] == bd_seq_a
+    await until_active(b)
+    nbirth_b = await consumer.wait_for(kind("NBIRTH"), start=start)
+    node_b = metrics_of(nbirth_b)
+    assert (node_b["bdSeq"], node_b["Owner/Instance"], node_b["Owner/Epoch"]) == (
+        (bd_seq_a + 1) % 256,
+        "gw-b",
+        epoch_a + 1,
+    )
+    order = [m for m in consumer.messages[start:] if "kind" in m]
+    assert order.index(ndeath) < order.index(nbirth_b)
+    # The fenced instance shows "standby" (no link), keeping the bdSeq it last used.
+    assert a.mqtt is None
+    health, samples = await mqtt_view(a)
+    assert health is not None and health["state"] == "standby"
+    assert health["bd_seq"] == bd_seq_a
+    assert samples["carousel_mqtt_link_state{state=standby}"] == 1.0
+    assert consumer.problems() == []

@@ -12,14 +12,18 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import Browser, expect
 from prometheus_client.parser import text_string_to_metric_families
 
 from carousel_gateway.app import Gateway
 from carousel_gateway.sim.carousel import CarouselModel
 from carousel_gateway.sim.server import SimulatorServer, SimulatorSettings
+from tests.e2e.test_dashboard import browser, open_page, untranslated
 from tests.integration.conftest import FAST_SECONDS_PER_POSITION, gateway_config
 from tests.integration.test_ha_gateways import LEASE, until_active
 from tests.mqtt.conftest import Broker, metrics_of, mqtt_settings
+
+__all__ = ["browser"]  # the fixture, shared with tests/e2e
 
 pytestmark = pytest.mark.asyncio
 
@@ -169,3 +173,18 @@ async def test_a_fenced_active_leaves_with_its_own_bdseq_before_the_next_is_born
     assert health["bd_seq"] == bd_seq_a
     assert samples["carousel_mqtt_link_state{state=standby}"] == 1.0
     assert consumer.problems() == []
+
+
+async def test_the_standby_dashboard_says_standby_not_a_fault(ha_cell, browser: Browser) -> None:
+    a = await ha_cell("gw-a")
+    await until_active(a)
+    b = await ha_cell("gw-b")
+    assert b.ha is not None
+    await b.ha.wait_holder("gw-a")
+    tab = await open_page(browser, b, "/", lang="en")
+    badge = tab.page.get_by_test_id("mqtt-state")
+    await expect(badge).to_have_attribute("data-state", "standby", timeout=15_000)
+    await expect(badge).to_have_text("MQTT: standby (the active instance publishes)")
+    await expect(badge).to_have_class("link standby")
+    assert await untranslated(tab.page) == []
+    assert tab.errors == []

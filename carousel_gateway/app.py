@@ -19,6 +19,7 @@ from carousel_gateway.api.guard import Guard, HostPolicy
 from carousel_gateway.api.http import HttpServer, RestApi, create_app
 from carousel_gateway.api.metrics import GatewayMetrics
 from carousel_gateway.api.mqtt.link import MqttLink
+from carousel_gateway.api.mqtt.status import MqttLinkState, MqttStatus
 from carousel_gateway.api.simulators import SimulatorFault, SimulatorLinkAction
 from carousel_gateway.api.ws import WebSocketApi
 from carousel_gateway.config import GatewayConfig, MachineConfig, SecurityConfig
@@ -220,6 +221,9 @@ class Gateway:
         self.metrics: GatewayMetrics | None = None
         self.journal: Journal | None = None
         self.mqtt: MqttLink | None = None
+        #: The MQTT link's state for health and metrics; under [ha] it outlives each link
+        #: (one per activation) and reads "standby" between them. None: [mqtt] is off.
+        self.mqtt_status: MqttStatus | None = None
         self.runner: CommandRunner | None = None
         self.opcua: OpcUaServer | OpcUaProcess | None = None
         #: Two gateways per cell (``[ha] enabled``): the lease; None for a lone gateway.
@@ -303,6 +307,13 @@ class Gateway:
         if self.config.workstations:
             await self._start_jobs(runner)
         self.metrics = metrics = GatewayMetrics(self.fleet, guard=guard)  # the one set
+        if self.config.mqtt.enabled:
+            mqtt_config = self.config.mqtt
+            self.mqtt_status = MqttStatus(
+                broker=f"{mqtt_config.host}:{mqtt_config.port}", format=mqtt_config.format
+            )
+            self.mqtt_status.since = time.time()
+            metrics.follow_mqtt(self.mqtt_status)
         if self.config.mqtt.enabled and self.ha is None:
             # Off by default. Its start returns at once: a broker that is down holds up
             # nothing (the link keeps retrying in its own task).
@@ -313,9 +324,11 @@ class Gateway:
                 runner,
                 bd_seq_source=journal.next_bd_seq if journal is not None else None,
                 counters=journal.counters if journal is not None else None,
+                status=self.mqtt_status,
             )
             await self.mqtt.start()
-            metrics.follow_mqtt(self.mqtt.status)
+        elif self.mqtt_status is not None:
+            self.mqtt_status.state = MqttLinkState.STANDBY  # until this instance is active
         self.websocket = WebSocketApi(
             self.config,
             self.fleet,
@@ -349,7 +362,7 @@ class Gateway:
                 runner=runner,
                 metrics=metrics,
                 websocket_port=self.websocket.port,
-                mqtt=None if self.mqtt is None else self.mqtt.status,
+                mqtt=self.mqtt_status,
                 jobs=self.jobs,
                 ha=self.ha,
             )
@@ -404,13 +417,25 @@ class Gateway:
         self.fleet.start()
         log.warning("ha: active (epoch %d): fleet started: %s", epoch, ", ".join(self.fleet.ids))
         if self.config.mqtt.enabled and self.mqtt is None:
+            # Both instances of a cell publish as ONE edge node: [mqtt] group_id and
+            # edge_node_id must be the same in both configs (only ours is known here).
+            mqtt = self.config.mqtt
+            log.warning(
+                "ha: MQTT edge node %s/%s as %s (epoch %d)",
+                mqtt.group_id,
+                mqtt.edge_node_id,
+                self.config.ha.instance,
+                epoch,
+            )
             journal = self.journal
             self.mqtt = MqttLink(
-                self.config.mqtt,
+                mqtt,
                 self.fleet,
                 self.runner,
                 bd_seq_source=journal.next_bd_seq,
                 counters=journal.counters,
+                status=self.mqtt_status,
+                owner=(self.config.ha.instance, epoch),
             )
             await self.mqtt.start()
 
@@ -441,8 +466,9 @@ class Gateway:
         if self.fleet is not None:
             await self.fleet.stop()
         if self.mqtt is not None:
-            mqtt, self.mqtt = self.mqtt, None
-            await mqtt.stop()
+            link, self.mqtt = self.mqtt, None
+            await link.stop()
+            link.status.state, link.status.since = MqttLinkState.STANDBY, time.time()
 
     async def _start_jobs(self, runner: CommandRunner) -> None:
         """The job engine, after the fleet: its moves go through ``runner`` like every

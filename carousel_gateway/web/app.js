@@ -164,7 +164,7 @@ function renderLink() {
 // ---- The gateway's MQTT link (when [mqtt] is on) ----------------------------------------
 
 const MQTT_POLL_MS = 5000;
-const MQTT_STATES = ["mqtt.online", "mqtt.connecting", "mqtt.waiting_for_host", "mqtt.disconnected"];
+const MQTT_STATES = ["mqtt.online", "mqtt.connecting", "mqtt.waiting_for_host", "mqtt.disconnected", "mqtt.standby"];
 
 async function pollMqtt() {
   try {
@@ -185,7 +185,9 @@ function renderMqtt() {
   badge.hidden = false;
   badge.textContent = MQTT_STATES.includes(key) ? t(key) : state.mqtt;
   badge.dataset.state = state.mqtt || "connecting";
-  badge.className = `link ${state.mqtt === "online" ? "online" : "offline"}`;
+  // A standby ([ha]) has no MQTT connection on purpose: not a fault, no red badge.
+  const look = state.mqtt === "online" ? "online" : state.mqtt === "standby" ? "standby" : "offline";
+  badge.className = `link ${look}`;
 }
 
 // ---- Messages from the gateway -----------------------------------------------------------

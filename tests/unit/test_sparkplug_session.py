@@ -201,6 +201,25 @@ def test_a_link_back_before_device_death_s_is_no_death():
     assert session.next_deadline() is None
 
 
+def test_under_ha_the_nbirth_names_the_owner_after_the_other_node_metrics():
+    plain, _models = node()
+    owned, _models = node(owner=("gw-b", 2))
+    before = decode_payload(publishes(plain.connected(bd_seq=1, now=T0))[0].payload).metrics
+    nbirth = decode_payload(publishes(owned.connected(bd_seq=1, now=T0))[0].payload).metrics
+    by_name = {m.name: m for m in nbirth}
+    assert (by_name["Owner/Instance"].value, by_name["Owner/Instance"].datatype) == (
+        "gw-b",
+        DataType.STRING,
+    )
+    assert (by_name["Owner/Epoch"].value, by_name["Owner/Epoch"].datatype) == (2, DataType.INT64)
+    # Appended: every other node metric keeps its alias (a host's tag paths stay put).
+    assert [(m.name, m.alias) for m in nbirth[: len(before)]] == [
+        (m.name, m.alias) for m in before
+    ]
+    assert len({m.alias for m in nbirth if m.alias is not None}) == len(nbirth) - 1
+    assert "Owner/Epoch" not in {m.name for m in before}  # no [ha]: no owner metrics
+
+
 def test_ndeath_carries_the_bdseq_and_no_seq():
     session, _models = node()
     will = session.will(5, 123)

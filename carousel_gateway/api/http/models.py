@@ -221,9 +221,12 @@ class JournalHealth(_Reply):
 
 
 class MqttHealth(_Reply):
-    state: Literal["connecting", "waiting_for_host", "online", "disconnected"] = Field(
-        description="online: connected and born (JSON: online status published); "
-        "waiting_for_host: connected, the primary host is not online"
+    state: Literal["connecting", "waiting_for_host", "online", "disconnected", "standby"] = (
+        Field(
+            description="online: connected and born (JSON: online status published); "
+            "waiting_for_host: connected, the primary host is not online; "
+            "standby: [ha] standby, not connected on purpose (the cell's active publishes)"
+        )
     )
     since: str = Field(description="When the link entered this state")
     broker: str = Field(description="host:port of the broker")

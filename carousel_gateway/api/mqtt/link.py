@@ -90,7 +90,12 @@ class MqttLink:
         bd_seq_source: BdSeqSource | None = None,
         counters: Callable[[], Awaitable[dict[str, dict[str, int | float]]]] | None = None,
         clock: Callable[[], float] = time.time,
+        status: MqttStatus | None = None,
+        owner: tuple[str, int] | None = None,
     ) -> None:
+        """``status``: one the caller keeps across links (under [ha] a link per activation,
+        health and metrics read the same object); ``owner``: the [ha] ``(instance, epoch)``
+        the NBIRTH names."""
         self.config = config
         self.fleet = fleet
         self.runner = runner
@@ -99,7 +104,10 @@ class MqttLink:
         #: Names this process among instances sharing the node's identity (active/standby).
         self.instance = f"{socket.gethostname()}/{os.getpid()}/{unique}"
         self.client_id = f"{config.group_id}.{config.edge_node_id}.{unique}"
-        self.status = MqttStatus(broker=f"{config.host}:{config.port}", format=config.format)
+        if status is None:
+            status = MqttStatus(broker=f"{config.host}:{config.port}", format=config.format)
+        self.status = status
+        self.status.state = MqttLinkState.CONNECTING
         self.status.since = clock()
         self._bd_seq_source = bd_seq_source
         self._local_bd_seq = -1
@@ -116,6 +124,7 @@ class MqttLink:
             primary_host_id=config.primary_host_id,
             device_death_s=config.device_death_s,
             rebirth_min_interval_s=config.rebirth_min_interval_s,
+            owner=owner,
         )
         self.json = JsonNode(
             group_id=config.group_id,

@@ -56,6 +56,12 @@ _NODE_METRICS: tuple[tuple[str, DataType], ...] = (
     ("Properties/Devices", DataType.INT32),
     ("Properties/CommandsEnabled", DataType.BOOLEAN),
 )
+#: Under [ha], who publishes as the cell's edge node: the lease holder and its epoch (a
+#: host tells a takeover from a restart by them). Appended so the other aliases keep theirs.
+_OWNER_METRICS: tuple[tuple[str, DataType], ...] = (
+    ("Owner/Instance", DataType.STRING),
+    ("Owner/Epoch", DataType.INT64),
+)
 #: A device's aliases start at (its index + 1) * this; node metrics stay below it.
 _ALIAS_BLOCK = 1000
 
@@ -143,8 +149,11 @@ class EdgeNodeSession:
         primary_host_id: str | None = None,
         device_death_s: float = 10.0,
         rebirth_min_interval_s: float = 5.0,
+        owner: tuple[str, int] | None = None,
     ) -> None:
         self.group_id = group_id
+        #: ``(instance, epoch)`` of the [ha] lease this node publishes under (None: no [ha]).
+        self.owner = owner
         self.edge_node_id = edge_node_id
         self.version = version
         self.instance = instance
@@ -161,7 +170,9 @@ class EdgeNodeSession:
             self._devices[machine_id] = _Device(
                 aliases, {alias: name for name, alias in aliases.items()}
             )
-        self._node_aliases = {name: i + 1 for i, (name, _type) in enumerate(_NODE_METRICS)}
+        node_metrics = _NODE_METRICS + (_OWNER_METRICS if owner is not None else ())
+        self._node_metrics = node_metrics
+        self._node_aliases = {name: i + 1 for i, (name, _type) in enumerate(node_metrics)}
         self._host_online = primary_host_id is None
         self._host_timestamp: int | None = None
         self._last_birth: float | None = None
@@ -433,10 +444,12 @@ class EdgeNodeSession:
             "Properties/Devices": len(self._devices),
             "Properties/CommandsEnabled": self.commands_enabled,
         }
+        if self.owner is not None:
+            node_values["Owner/Instance"], node_values["Owner/Epoch"] = self.owner
         metrics = [Metric(BD_SEQ, None, DataType.INT64, self.bd_seq, at)]
         metrics += [
             Metric(name, self._node_aliases[name], datatype, node_values[name], at)
-            for name, datatype in _NODE_METRICS
+            for name, datatype in self._node_metrics
         ]
         actions: list[Action] = [
             Publish(

@@ -13,6 +13,7 @@ class MqttLinkState(StrEnum):
     WAITING_FOR_HOST = "waiting_for_host"  # connected; the primary host is not online
     ONLINE = "online"  # connected, births published (or JSON: online status published)
     DISCONNECTED = "disconnected"  # stopped
+    STANDBY = "standby"  # [ha]: this instance is not the cell's active; the active publishes
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 
 from carousel_gateway.client import CarouselClient
 from carousel_gateway.sim.carousel import Fault
-from tests.integration.conftest import gateway_config, wait_until
+from tests.integration.conftest import FAST_MACHINE, gateway_config, wait_until
 from tests.integration.test_serve_process import free_port
 
 pytestmark = pytest.mark.asyncio
@@ -100,7 +100,18 @@ async def test_moves_faults_and_refusals_are_journalled_with_who(gateway_factory
 
 
 async def test_counters_survive_a_restart(gateway_factory, journal_target):
-    config = gateway_config(journal=journal_table(journal_target))
+    # Counted disconnections are asserted: a request timeout far beyond any stall of a
+    # loaded CI machine (at 0.5 s, one stall dropped a link and failed this test once).
+    machines = [
+        {
+            **FAST_MACHINE,
+            "id": f"machine_{i}",
+            "name": f"Carrusel {i}",
+            "request_timeout_s": 10.0,
+        }
+        for i in (1, 2)
+    ]
+    config = gateway_config(machines, journal=journal_table(journal_target))
     first = await gateway_factory(config)
     async with CarouselClient(url(first)) as client:
         await client.move("machine_2", 11, wait=True, arrival_timeout=5)

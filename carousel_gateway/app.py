@@ -297,13 +297,6 @@ class Gateway:
         if self.config.opcua.enabled:
             # Before polling begins: asyncua's init stalls the loop for a while.
             await self._start_opcua(runner)
-        if self.ha is None:
-            self.fleet.start()
-            log.info("fleet started: %s", ", ".join(self.fleet.ids))
-        else:
-            # A standby never opens port 3200 (a probe would take the active's session).
-            log.info("standby of %s: the fleet starts when this instance holds the lease",
-                     self.config.ha.cell)
         if self.config.workstations:
             await self._start_jobs(runner)
         self.metrics = metrics = GatewayMetrics(self.fleet, guard=guard)  # the one set
@@ -380,6 +373,16 @@ class Gateway:
         )
         # A page served by this gateway may use both APIs: its own ports count as same-origin.
         guard.origins.ports.update((self.websocket.port, self.http.port))
+        # The PLC links open last: the synchronous set-up above (the REST application, the
+        # job store, the servers) would otherwise hold the loop while the first requests
+        # are on the wire, and a loaded host could stretch that past their timeout.
+        if self.ha is None:
+            self.fleet.start()
+            log.info("fleet started: %s", ", ".join(self.fleet.ids))
+        else:
+            # A standby never opens port 3200 (a probe would take the active's session).
+            log.info("standby of %s: the fleet starts when this instance holds the lease",
+                     self.config.ha.cell)
         if self.ha is not None:
             ha = self.config.ha
             scheme = "https" if context is not None else "http"
@@ -414,6 +417,7 @@ class Gateway:
             )
             self.fleet.bus.publish(lost)  # the WebSocket, the journal and MQTT see it
         await self._jobs_take_over(epoch, orphans)
+        self.fleet.expect_refusals(self.config.ha.takeover_connect_s)
         self.fleet.start()
         log.warning("ha: active (epoch %d): fleet started: %s", epoch, ", ".join(self.fleet.ids))
         if self.config.mqtt.enabled and self.mqtt is None:

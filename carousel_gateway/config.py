@@ -380,6 +380,12 @@ class HaConfig(_Strict):
     ttl_s: Annotated[float, Field(gt=0, le=600)] = 5.0
     renew_s: Annotated[float, Field(gt=0, le=600)] = 1.0
     margin_s: Annotated[float, Field(gt=0, le=600)] = 0.5
+    #: After a takeover, how long a PLC may still refuse this instance: the previous
+    #: active's session must end (at once after a crash; after the PLC's idle drop for a
+    #: frozen or cut-off one) and the PLC then refuses new sessions for its release time
+    #: (~2-6 s). Meanwhile refused connections are retried every ``backoff_initial_s`` and
+    #: never open the circuit breaker, which would add its cooldown to the takeover.
+    takeover_connect_s: Annotated[float, Field(ge=0, le=600)] = 10.0
 
     @model_validator(mode="after")
     def _check(self) -> HaConfig:

@@ -358,6 +358,12 @@ class _LiveCollector(Collector):
             "PLC links dropped for bytes no request explains (stray, doubled or junk bytes)",
             labels=labels,
         )
+        breaker_opened = CounterMetricFamily(
+            "carousel_plc_breaker_opened",
+            "Times repeated connection failures opened the PLC link's circuit breaker "
+            "(reconnects then wait out breaker_cooldown_s)",
+            labels=labels,
+        )
         unknown = GaugeMetricFamily(
             "carousel_move_outcome_unknown",
             "1 while a MOVE was sent with no trustworthy reply and no reading has settled it",
@@ -385,9 +391,10 @@ class _LiveCollector(Collector):
             reconnects.add_metric(key, report.link.reconnects)
             bad_replies.add_metric(key, report.link.bad_replies)
             out_of_step.add_metric(key, report.link.out_of_step_faults)
+            breaker_opened.add_metric(key, report.link.breaker_opened)
             unknown.add_metric(key, float(report.move_outcome_unknown))
         yield from (connected, state, position, status_byte, ready, remote, moving, fault, busy)
-        yield from (reconnects, bad_replies, out_of_step, unknown)
+        yield from (reconnects, bad_replies, out_of_step, breaker_opened, unknown)
 
     @staticmethod
     def _sessions(websocket: SessionStats) -> Iterator[Metric]:

@@ -62,6 +62,7 @@ class LinkReport:
     latency_p99_s: float | None
     bad_replies: int  # readings the machine ignored plus replies the link refused
     out_of_step_faults: int  # link drops for bytes no request explains
+    breaker_opened: int  # times repeated failures opened the link's circuit breaker
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +157,7 @@ def _link(machine: Machine) -> LinkReport:
         latency_p99_s=percentile(ordered, 0.99),
         bad_replies=machine.bad_replies + connection.bad_replies,
         out_of_step_faults=connection.out_of_step_faults,
+        breaker_opened=connection.breaker.times_opened,
     )
 
 

@@ -105,6 +105,12 @@ class Fleet:
     async def stop(self) -> None:
         await asyncio.gather(*(machine.stop() for machine in self))
 
+    def expect_refusals(self, window_s: float) -> None:
+        """The PLCs may refuse us for ``window_s`` (a takeover: another instance's
+        sessions are still ending); see :meth:`LinkSupervisor.expect_refusals`."""
+        for machine in self:
+            machine.connection.supervisor.expect_refusals(window_s)
+
     def abort_links(self, reason: str) -> None:
         """Close every PLC socket now, synchronously (a fenced gateway must stop driving
         its carousels at once, not after a graceful wait); ``stop()`` then ends the tasks."""

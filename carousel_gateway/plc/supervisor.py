@@ -120,6 +120,8 @@ class LinkSupervisor(Generic[L]):
         self._state_changed = asyncio.Event()
         self._worked = False  # the current link completed an exchange
         self._failure_counted = False  # the current link's failure reached the breaker
+        #: Until this clock value, a failed connect is expected (:meth:`expect_refusals`).
+        self._refusals_expected_until = float("-inf")
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -149,6 +151,15 @@ class LinkSupervisor(Generic[L]):
             link.failed = True  # not a PLC fault: not counted by the breaker
             link.abort(reason)
             self._set_state(ConnectionState.DISCONNECTED, reason)
+
+    def expect_refusals(self, window_s: float) -> None:
+        """For the next ``window_s`` seconds a refused connect is expected, not a fault:
+        a single-session PLC refuses a new session until the previous one (another
+        gateway's, before a takeover) has ended and its release time has passed. Retry
+        at the first backoff step meanwhile and keep the breaker out of it, so its
+        cooldown is not added to the takeover; failures of an earlier spell are forgotten."""
+        self.breaker.record_success()
+        self._refusals_expected_until = self._clock() + window_s
 
     async def wait_state_change(self) -> ConnectionState:
         """Wait until the connection state changes (no polling)."""
@@ -193,7 +204,7 @@ class LinkSupervisor(Generic[L]):
             return  # already counted (e.g. an out-of-step fault, then its request's error)
         link.failed = True
         self.last_error = reason
-        self.breaker.record_failure(self._clock())
+        self._count_failure()
         link.abort(reason)
         if link is self._link:
             self._failure_counted = True
@@ -212,8 +223,12 @@ class LinkSupervisor(Generic[L]):
             try:
                 link = await self._open_link()
             except ConnectFailed as exc:
-                attempt += 1
                 self.last_error = str(exc)
+                if self._refusals_expected():
+                    self._set_state(ConnectionState.DISCONNECTED, self.last_error)
+                    await asyncio.sleep(self._backoff.delay(1))
+                    continue
+                attempt += 1
                 self.breaker.record_failure(self._clock())
                 tripped = self.breaker.remaining(self._clock()) > 0
                 state = ConnectionState.ERROR if tripped else ConnectionState.DISCONNECTED
@@ -226,12 +241,26 @@ class LinkSupervisor(Generic[L]):
             if self._worked:
                 attempt = 0  # a link that worked: try again at once
                 continue
+            if self._refusals_expected():
+                # A PLC that accepts and at once closes (or a proxy before a refusing one)
+                # while its previous session is still ending: as refused, the first step.
+                await asyncio.sleep(self._backoff.delay(1))
+                continue
             # A link that never worked (accepts then closes, or never answers): back off,
             # or a flapping PLC would be hammered in a tight loop.
             attempt += 1
             if not self._failure_counted:
                 self.breaker.record_failure(self._clock())
             await asyncio.sleep(self._backoff.delay(attempt))
+
+    def _refusals_expected(self) -> bool:
+        return self._clock() < self._refusals_expected_until
+
+    def _count_failure(self) -> None:
+        """An exchange failed: the breaker counts it, unless refusals are expected (a
+        link a PLC closes at once while its previous session is still ending)."""
+        if not self._refusals_expected():
+            self.breaker.record_failure(self._clock())
 
     async def _hold(self, link: L) -> str:
         """Make ``link`` the current one until it closes; returns why it closed."""

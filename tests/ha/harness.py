@@ -109,7 +109,6 @@ request_timeout_s = 1.0
 connect_timeout_s = 1.0
 backoff_initial_s = 0.1
 backoff_max_s = 0.5
-breaker_threshold = 1000
 """
             for n, proxy in enumerate(self.plc_proxies)
         )
@@ -209,6 +208,12 @@ margin_s = {settings.margin_s}
         self._signal(signal.SIGKILL)
         assert self.process is not None
         await asyncio.to_thread(self.process.wait, 30)
+
+    async def terminate(self) -> None:
+        """A graceful stop (SIGTERM: links closed, lease released), then reap it."""
+        self._signal(signal.SIGTERM)
+        assert self.process is not None
+        await asyncio.to_thread(self.process.wait, 60)
 
     def freeze(self) -> None:
         self._signal(signal.SIGSTOP)

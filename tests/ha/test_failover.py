@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import pytest
 
 pytest.importorskip(
@@ -211,6 +212,33 @@ async def test_postgresql_stopped_at_once_the_active_fences_and_nothing_moves_un
     facts.assert_every_move_had_an_intent(addresses(a, b))
     moves = [e for e in facts.events if e["event"] == "move" and e["at"] >= stopped_at]
     assert moves and all(e["at"] >= back_at for e in moves)
+
+
+async def test_a_planned_handover_waits_out_the_plc_release_without_opening_the_breaker(
+    cell_factory,
+) -> None:
+    """A graceful stop hands the lease over at once, while each PLC still refuses new
+    sessions for its release time (3 s here, the machine default breaker: 5 failures):
+    the new active keeps retrying at its first backoff step and its circuit breaker never
+    opens (its cooldown would be added to the takeover)."""
+    cell: Cell = await cell_factory(release_time_s=3.0)
+    a, b, epoch = await cell.start_pair()
+
+    await a.terminate()
+    ha = await b.wait_role("active")
+    assert int(ha["epoch"]) == epoch + 1
+    await cell.wait_connected(b)
+
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        metrics = (await http.get(f"{b.url}/metrics")).text
+    opened = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("carousel_plc_breaker_opened_total")
+    ]
+    assert len(opened) == cell.settings.machines, metrics
+    assert all(line.endswith(" 0.0") for line in opened), opened
+    assert (await b.move("m1", 4)).status_code == 200
 
 
 async def _role_not_active(gateway: GatewayProcess) -> str | None:

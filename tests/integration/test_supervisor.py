@@ -221,6 +221,35 @@ async def test_the_breaker_opens_on_repeated_failures_and_closes_on_a_good_excha
     assert link.connection.breaker.failures == 0
 
 
+async def test_expected_refusals_after_a_takeover_neither_back_off_nor_open_the_breaker(
+    make_link,
+):
+    """A takeover: the PLC refuses until the old session is gone; the attempts stay at
+    the first backoff step and the breaker stays shut, so it connects at the next step."""
+    link = await make_link(up=False, breaker_threshold=2, breaker_cooldown_s=60.0)
+    link.connection.supervisor.breaker.record_failure(0.0)  # an earlier spell's failure
+    link.connection.supervisor.expect_refusals(60.0)
+    link.connection.start()
+    await link.backoff.wait_attempts(5)
+
+    assert set(link.backoff.attempts) == {1}
+    assert link.connection.state is ConnectionState.DISCONNECTED
+    assert link.connection.breaker.times_opened == 0
+    await link.go_up()
+    await link.wait_state(ConnectionState.CONNECTED)
+    await link.exchange()
+    assert ConnectionState.ERROR not in [state for state, _ in link.states]
+
+
+async def test_once_the_expected_refusals_are_over_the_breaker_counts_again(make_link):
+    link = await make_link(up=False, breaker_threshold=2, breaker_cooldown_s=60.0)
+    link.connection.supervisor.expect_refusals(0.0)
+    link.connection.start()
+    await link.wait_state(ConnectionState.ERROR)
+
+    assert link.connection.breaker.times_opened == 1
+
+
 async def test_a_timed_out_exchange_reports_the_link_down_at_once(make_link):
     link = await make_link()
     link.connection.start()

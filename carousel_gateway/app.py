@@ -455,7 +455,10 @@ class Gateway:
 
     def _fence_now(self, why: str) -> None:
         """Fenced: every PLC socket aborted in this very callback (commands are refused by
-        the runner already: the role is no longer active)."""
+        the runner already: the role is no longer active). MQTT first: the links' own
+        disconnection must not go out as the cell's data either."""
+        if self.mqtt is not None:
+            self.mqtt.fence()
         if self.fleet is not None:
             self.fleet.abort_links(f"fenced: {why}")
 

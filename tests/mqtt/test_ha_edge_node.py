@@ -7,6 +7,8 @@ active's NBIRTH with the next bdSeq from the shared sequence, ``Owner/Instance``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,6 +18,7 @@ from playwright.async_api import Browser, expect
 from prometheus_client.parser import text_string_to_metric_families
 
 from carousel_gateway.app import Gateway
+from carousel_gateway.fleet.events import StatusChanged
 from carousel_gateway.sim.carousel import CarouselModel
 from carousel_gateway.sim.server import SimulatorServer, SimulatorSettings
 from tests.e2e.test_dashboard import browser, open_page, untranslated
@@ -172,6 +175,34 @@ async def test_a_fenced_active_leaves_with_its_own_bdseq_before_the_next_is_born
     assert health is not None and health["state"] == "standby"
     assert health["bd_seq"] == bd_seq_a
     assert samples["carousel_mqtt_link_state{state=standby}"] == 1.0
+    assert consumer.problems() == []
+
+
+async def test_after_the_fence_nothing_but_the_ndeath_leaves_the_old_active(
+    ha_cell, consumer
+) -> None:
+    """A frozen active that wakes up runs its fence callback first, but readings waiting
+    on its sockets are applied right after: none of them, nor the links' own disconnection,
+    may reach the host as the cell's data (the next active is about to be born)."""
+    a = await ha_cell("gw-a")
+    await until_active(a)
+    assert a.ha is not None and a.fleet is not None
+    bd_seq_a = metrics_of(await consumer.wait_for(kind("NBIRTH")))["bdSeq"]
+    await consumer.wait_for(kind("DBIRTH", "m1"))
+    machine = a.fleet.get("m1")
+    assert machine.snapshot.position is not None
+
+    start = consumer.mark()
+    a.ha._fence("the lease deadline passed (test)")  # what the deadline timer runs
+    # A reading the woken instance applies after its fence (a reply that was waiting):
+    previous = machine.snapshot
+    moved = dataclasses.replace(previous, position=previous.position % 30 + 1)
+    a.fleet.bus.publish(StatusChanged("m1", time.time(), snapshot=moved, previous=previous))
+    ndeath = await consumer.wait_for(kind("NDEATH"), start=start)
+
+    assert metrics_of(ndeath)["bdSeq"] == bd_seq_a
+    after = [m["kind"] for m in consumer.messages[start:] if "kind" in m]
+    assert after == ["NDEATH"], after
     assert consumer.problems() == []
 
 

@@ -136,6 +136,7 @@ class MqttLink:
         self._queue: asyncio.Queue[Publish | _End] = asyncio.Queue()
         self._connected = False
         self._stopping = False
+        self._fenced = False  # [ha]: the lease is lost, only the goodbye may leave
         self._timer = asyncio.Event()
         self._state_changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -186,11 +187,29 @@ class MqttLink:
             self.status.broker,
         )
 
+    def fence(self) -> None:
+        """The lease is lost ([ha]): publish nothing more but the goodbye :meth:`stop`
+        sends. Synchronous, from the fence callback: a reading the instance applies after
+        it (a frozen active that wakes up has replies waiting) must not reach the host as
+        the cell's data once the new active is born, nor anything already queued."""
+        self._fenced = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        kept = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, _End):
+                kept.append(item)
+        for item in kept:
+            self._queue.put_nowait(item)
+
     async def stop(self) -> None:
         """Graceful: the NDEATH (JSON: offline status) first, then DISCONNECT."""
         self._stopping = True
         if self._unsubscribe is not None:
             self._unsubscribe()
+            self._unsubscribe = None
         for move in tuple(self._moves):
             move.cancel()
         task = self._task
@@ -391,7 +410,7 @@ class MqttLink:
     def _enqueue(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Publish):
-                if self._connected:
+                if self._connected and (not self._fenced or self._stopping):
                     self._queue.put_nowait(action)
             elif isinstance(action, MoveRequest):
                 self._start_move(action)

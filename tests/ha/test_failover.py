@@ -27,7 +27,8 @@ from .processes import wait_for_events
 
 pytestmark = pytest.mark.timeout(180)
 
-#: A move long enough (20 buckets at 0.05 s) to kill its sender mid-way.
+#: A move long enough (20 buckets at 0.05 s; 0.15 s where a test freezes or cuts off the
+#: sender, one step later than a kill) to stop its sender mid-way.
 FAR = 21
 
 
@@ -52,6 +53,22 @@ async def moving_from(cell: Cell, gateway: GatewayProcess, machine: int) -> None
             for e in events
         ),
         what=f"a MOVE from {gateway.instance}",
+    )
+
+
+async def moving_to(cell: Cell, gateway: GatewayProcess, machine: int, target: int) -> None:
+    """Until the PLC ``machine`` has read a MOVE to ``target`` (API numbering) from
+    ``gateway``: the move is under way."""
+    await wait_for_events(
+        cell.move_log,
+        lambda events: any(
+            e["event"] == "move"
+            and e["machine"] == machine
+            and e["argument"] + 1 == target
+            and str(e["peer"]).startswith(f"{gateway.address}:")
+            for e in events
+        ),
+        what=f"a MOVE to {target} from {gateway.instance}",
     )
 
 
@@ -82,12 +99,16 @@ async def test_kill_9_of_the_active_the_standby_takes_over_and_moves(cell_factor
 async def test_a_frozen_active_is_replaced_and_once_woken_refuses_and_opens_no_plc(
     cell_factory,
 ) -> None:
-    cell: Cell = await cell_factory(idle_drop_s=1.0)
+    cell: Cell = await cell_factory(idle_drop_s=1.0, seconds_per_position=0.15)
     a, b, epoch = await cell.start_pair()
     assert (await a.move("m1", 4)).status_code == 200
 
+    # Frozen with a MOVE under way: its intent has no outcome when B takes over.
+    sending = asyncio.ensure_future(a.move("m1", FAR))
+    await moving_to(cell, a, 1, FAR)
     a.freeze()
     frozen_at = time.time()
+    sending.cancel()
     ha = await b.wait_role("active")
     assert ha["epoch"] == epoch + 1
     # The PLCs dropped the frozen session (idle drop), released, and took B's.
@@ -104,6 +125,8 @@ async def test_a_frozen_active_is_replaced_and_once_woken_refuses_and_opens_no_p
     facts = await cell.invariants()
     facts.assert_one_session_at_a_time()
     facts.assert_every_move_had_an_intent(addresses(a, b))
+    # Lost once, and the woken A's late outcome for it was refused by the fence.
+    assert facts.assert_orphans_lost_once(epoch) == 1
     assert facts.sessions_from(a.address, after=thawed_at) == []
     assert facts.moves_from(a.address, after=frozen_at) == []
     assert (
@@ -149,10 +172,13 @@ async def test_without_idle_drop_a_frozen_active_keeps_the_plcs_and_nothing_unsa
 
 
 async def test_an_active_cut_off_from_postgresql_and_the_plcs_is_replaced(cell_factory) -> None:
-    cell: Cell = await cell_factory(idle_drop_s=1.0)
+    cell: Cell = await cell_factory(idle_drop_s=1.0, seconds_per_position=0.15)
     a, b, epoch = await cell.start_pair()
     assert (await a.move("m1", 4)).status_code == 200
 
+    # Cut off with a MOVE under way: its outcome cannot reach the database.
+    sending = asyncio.ensure_future(a.move("m1", FAR))
+    await moving_to(cell, a, 1, FAR)
     a.partition()
     cut_at = time.time()
     # Cut off, A fences itself at its own deadline, then stands by (its health still
@@ -170,9 +196,13 @@ async def test_an_active_cut_off_from_postgresql_and_the_plcs_is_replaced(cell_f
     await refuses_not_active(a)
     assert (await b.move("m1", 10)).status_code == 200
 
+    reply = await sending  # A answered its client: the move's outcome is not known
+    assert reply.status_code != 200, reply.text
     facts = await cell.invariants()
     facts.assert_one_session_at_a_time()
     facts.assert_every_move_had_an_intent(addresses(a, b))
+    # Lost once, and A's outcome written after the heal was refused by the fence.
+    assert facts.assert_orphans_lost_once(epoch) == 1
     assert facts.sessions_from(a.address, after=healed_at) == []
     assert facts.moves_from(a.address, after=cut_at) == []
 

@@ -6,3 +6,11 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 /usr/bin/mbpoll:
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mbpoll
+
+# Prometheus' promtool (Debian's prometheus package; the tests never start its service)
+# lints the /metrics exposition (tests/integration/promtool.py).
+TEST_DEPS += /usr/bin/promtool
+
+/usr/bin/promtool:
+	$(SUDO) apt-get -o DPkg::Lock::Timeout=600 update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends prometheus

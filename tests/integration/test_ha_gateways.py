@@ -23,6 +23,7 @@ from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.store import FencedWrite
 
 from .conftest import EventRecorder, gateway_config, wait_until
+from .promtool import assert_promtool_accepts
 from .wsclient import TestClient
 
 CELL = "cell_t"
@@ -160,7 +161,7 @@ async def test_the_standby_refuses_commands_naming_the_active(cell) -> None:
         metrics = (await http.get("/metrics")).text
     assert health["role"] == "active" and health["epoch"] == 1
     assert 0 < health["lease_deadline_s"] <= LEASE["ttl_s"]
-    # promtool is not installed here: the client library's own parser reads it instead.
+    await assert_promtool_accepts(metrics)
     families = {f.name: f for f in text_string_to_metric_families(metrics)}
     assert {"carousel_ha_role", "carousel_ha_takeovers", "carousel_ha_fenced_writes"} <= set(
         families

@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.promtool import assert_promtool_accepts
 from tests.integration.wsclient import TestClient
 
 DELAY_COUNT = "carousel_ws_broadcast_delay_seconds_count"
@@ -45,3 +46,18 @@ async def test_a_broadcast_delay_reaches_the_metrics_endpoint(gateway):
         await ws.close()
     assert after[DELAY_COUNT] > before[DELAY_COUNT]
     assert after["carousel_ws_sessions"] == 1.0
+
+
+async def test_promtool_accepts_the_metrics_of_a_gateway_that_moved(gateway):
+    """Every family after real traffic (a session, a MOVE, its histogram buckets), as
+    Prometheus' own linter reads the exposition: names, types, help, units, counters."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as http:
+        ws = await TestClient.open(f"ws://127.0.0.1:{gateway.websocket.port}")
+        await ws.next()  # welcome
+        moved = await http.post("/v1/machines/machine_1/move?wait=arrival", json={"position": 6})
+        assert moved.status_code == 200
+        exposition = (await http.get("/metrics")).text
+        await ws.close()
+    assert "carousel_plc_breaker_opened_total" in exposition
+    assert "carousel_ws_sessions 1.0" in exposition
+    await assert_promtool_accepts(exposition)

@@ -116,6 +116,8 @@ class JobEngine:
         self._following: asyncio.Task[None] | None = None
         #: The last history line of the store a standby has seen (None: none read yet).
         self._history_seen: int | None = None
+        #: Set (and replaced) each time a standby's read of the store ends.
+        self._follow_ended = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -152,16 +154,23 @@ class JobEngine:
             return
         if self._following is not None and not self._following.done():
             return
-        self._following = asyncio.get_running_loop().create_task(
-            self._follow(), name="jobs-follow"
-        )
+        self._following = asyncio.get_running_loop().create_task(self._follow(), name="jobs-follow")
+
+    async def wait_followed(self) -> None:
+        """Until a standby's next read of the store has ended (tests, tools)."""
+        await self._follow_ended.wait()
 
     async def _follow(self) -> None:
+        try:
+            await self._read_committed()
+        finally:
+            ended, self._follow_ended = self._follow_ended, asyncio.Event()
+            ended.set()
+
+    async def _read_committed(self) -> None:
         now = self.clock()
         try:
-            committed = await self.store.committed(
-                now - FINISHED_JOBS_KEPT_S, self._history_seen
-            )
+            committed = await self.store.committed(now - FINISHED_JOBS_KEPT_S, self._history_seen)
         except Exception as exc:  # the next tick reads again
             log.warning("pick jobs: the standby could not read the job store: %s", exc)
             return

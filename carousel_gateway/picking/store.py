@@ -398,8 +398,7 @@ class _ThreadedJobStore:
             for index, line in enumerate(job.lines)
         ]
         history = [
-            (*scope, c.job_id, c.at, c.what, c.by, c.line_id, c.quantity, c.reason)
-            for c in changes
+            (*scope, c.job_id, c.at, c.what, c.by, c.line_id, c.quantity, c.reason) for c in changes
         ]
         await self._run(self._write, rows, lines, history)
 

@@ -77,11 +77,15 @@ async def pair(postgres_server, simulator_factory, gateway_factory):
     return sim, url, start
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Until ``check()`` holds (a standby follows the database once per lease tick)."""
+async def eventually(
+    standby: Gateway, check: Callable[[], Awaitable[bool]], timeout: float = 10.0
+) -> None:
+    """Until ``check()`` holds, tried again after each of the standby's reads of the
+    database (one per lease tick)."""
+    assert standby._engine is not None
     async with asyncio.timeout(timeout):
         while not await check():
-            await asyncio.sleep(0.05)
+            await standby._engine.wait_followed()
 
 
 def http(gateway: Gateway) -> httpx.AsyncClient:
@@ -108,7 +112,7 @@ async def test_the_standby_shows_the_active_jobs_and_follows_their_changes(pair)
             current = reply.json()["data"]["current"]
             return current is not None and current["position"] == 5
 
-        await eventually(shows_the_first_stop)
+        await eventually(b, shows_the_first_stop)
         jobs = (await rest.get("/v1/jobs")).json()["data"]
         assert [job["job_id"] for job in jobs] == ["V1"]
         assert jobs[0]["state"] == "active"
@@ -126,7 +130,7 @@ async def test_the_standby_shows_the_active_jobs_and_follows_their_changes(pair)
             page = (await rest.get("/v1/machines/m1/history")).json()["data"]["entries"]
             return any(entry["kind"] == "move_completed" for entry in page)
 
-        await eventually(has_the_move)
+        await eventually(b, has_the_move)
         events = (await rest.get("/v1/events", params={"kinds": "move_completed"})).json()
         assert events["data"]["entries"]
         counters = (await rest.get("/v1/machines/m1/diagnostics")).json()["data"]
@@ -147,15 +151,17 @@ async def test_the_standby_shows_the_active_jobs_and_follows_their_changes(pair)
                 job = (await rest.get("/v1/jobs/V1")).json()["data"]
                 return [line["state"] for line in job["lines"]][:2] == ["picked", "picked"]
 
-            await eventually(confirmed)
+            await eventually(b, confirmed)
             pushed = await ws.wait_for(
                 lambda m: m["type"] == "job_event" and m["event"] == "line_confirmed"
             )
             assert pushed["job"]["job_id"] == "V1" and pushed["workstation_id"] == "station_1"
             arrived = await events_b.wait_for(
-                lambda e: e.event is JobEventKind.STOP_PRESENTED
-                and e.stop is not None
-                and e.stop.position == 9
+                lambda e: (
+                    e.event is JobEventKind.STOP_PRESENTED
+                    and e.stop is not None
+                    and e.stop.position == 9
+                )
             )
             assert arrived.job.lines[2].state is JobLineState.PRESENTED
             await ws.send({"type": "get_jobs", "job_id": "V1", "request_id": "j"})
@@ -234,9 +240,7 @@ async def test_every_write_on_the_standby_is_not_active_naming_the_active(pair) 
     assert a.jobs.job("W1").state is JobState.ACTIVE
 
 
-async def test_two_cells_on_one_database_keep_their_jobs_apart(
-    pair, simulator_factory
-) -> None:
+async def test_two_cells_on_one_database_keep_their_jobs_apart(pair, simulator_factory) -> None:
     sim_x, url, start = pair
     sim_y = await simulator_factory(release_time_s=0.3, idle_drop_s=1.0)
     x = await start("gw-x", cell="cell_x", port=sim_x.port)
@@ -245,8 +249,8 @@ async def test_two_cells_on_one_database_keep_their_jobs_apart(
     await until_active(y)
     assert x.jobs is not None and y.jobs is not None
     # The same job id in each cell, different content: two jobs, no conflict.
-    view_x, created_x = await x.jobs.submit(submission("J1", [5]), "wms-x")
-    view_y, created_y = await y.jobs.submit(submission("J1", [11, 12]), "wms-y")
+    _, created_x = await x.jobs.submit(submission("J1", [5]), "wms-x")
+    _, created_y = await y.jobs.submit(submission("J1", [11, 12]), "wms-y")
     assert created_x and created_y
     assert [job.job_id for job in x.jobs.jobs()] == ["J1"]
     assert [line.position for line in x.jobs.job("J1").lines] == [5]
@@ -260,7 +264,7 @@ async def test_two_cells_on_one_database_keep_their_jobs_apart(
         assert y2.jobs is not None
         return [job.job_id for job in y2.jobs.jobs()] == ["J1"]
 
-    await eventually(y2_shows_its_cell)
+    await eventually(y2, y2_shows_its_cell)
     assert [line.position for line in y2.jobs.job("J1").lines] == [11, 12]
     await y.stop()
     await until_active(y2)

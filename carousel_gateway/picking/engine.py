@@ -139,10 +139,12 @@ class JobEngine:
             log.info("pick jobs: %d unfinished job(s) taken back (active ones paused)", restored)
 
     async def open_standby(self) -> None:
-        """Two gateways per cell, as the standby: open the shared store, take back nothing
-        and plan nothing (the active instance drives); :meth:`take_over` follows."""
+        """Two gateways per cell, as the standby: open the shared store and plan nothing
+        (the active instance drives); :meth:`take_over` follows. From the start the jobs
+        are shown read-only, as the active last committed them (:meth:`follow_store`)."""
         self._standby = True
         await self.store.open()
+        await self._read_committed()
 
     def follow_store(self) -> None:
         """A standby, on each tick of the lease: show the jobs as the active last committed

@@ -583,6 +583,7 @@ class PostgresJobStore(_ThreadedJobStore):
         await self._run(self._apply_epoch)
 
     def _apply_epoch(self) -> None:
+        self._followed = {}  # what a standby read: of no more use to an active one
         if self.fence_cell is None:
             return
         db = self._conn()

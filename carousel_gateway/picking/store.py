@@ -330,6 +330,8 @@ BEGIN
 END
 $migrate$;
 CREATE INDEX IF NOT EXISTS pick_history_cell_job ON pick_history (cell, job_id, id);
+-- What a load reads (a standby, every renew_s): the cell's open and recently ended jobs.
+CREATE INDEX IF NOT EXISTS pick_jobs_cell_finished ON pick_jobs (cell, finished_at);
 """
 #: The job tables a cell's lease fences.
 FENCED_TABLES = ("pick_jobs", "pick_lines", "pick_history")

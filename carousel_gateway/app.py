@@ -444,7 +444,8 @@ class Gateway:
             await self.mqtt.start()
 
     def _mirror(self, rows: list[dict[str, Any]]) -> None:
-        """A standby shows each machine as the active last read it (read-only)."""
+        """A standby shows each machine as the active last read it, and the jobs as the
+        active last committed them (read-only, from the database, on each lease tick)."""
         if self.fleet is None:
             return
         for row in rows:
@@ -452,6 +453,8 @@ class Gateway:
                 self.fleet.get(row["machine_id"]).mirror(
                     row["position"], row["raw_status"], row["updated_at"]
                 )
+        if self._engine is not None:
+            self._engine.follow_store()
 
     def _fence_now(self, why: str) -> None:
         """Fenced: every PLC socket aborted in this very callback (commands are refused by
@@ -506,6 +509,9 @@ class Gateway:
         self._engine = JobEngine(self.config, machines, runner, store)
         if self.ha is not None:
             self._engine.refusal = self.ha.refusal  # a standby changes no job
+            if isinstance(store, PostgresJobStore):  # its refused writes count in health
+                job_store = store
+                self.ha.fenced_sources = (lambda: job_store.fenced_writes,)
             await self._engine.open_standby()
         else:
             await self._engine.start()

@@ -181,9 +181,14 @@ class HaCoordinator:
         holder = self.holder
         return holder.http_url if holder is not None and holder.valid else None
 
+    #: Other writers of this instance's fenced tables (the job store): their writes the
+    #: database refused count too.
+    fenced_sources: tuple[Callable[[], int], ...] = ()
+
     @property
     def fenced_writes(self) -> int:
-        return self.journal.fenced_writes
+        """Writes the database's fence refused: the journal's and the job store's."""
+        return self.journal.fenced_writes + sum(count() for count in self.fenced_sources)
 
     @property
     def role(self) -> Role:

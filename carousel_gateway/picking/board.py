@@ -82,6 +82,14 @@ class JobBoard:
         self._station_of[job.job_id] = station
         station.restore(job, reason, at)
 
+    def mirror(self, job: Job, at: float) -> None:
+        """A standby's read-only copy of a stored job, as the active committed it."""
+        station = self.stations.get(job.workstation_id)
+        if station is None:
+            return
+        self._station_of[job.job_id] = station
+        station.mirror(job, at)
+
     def forget_finished(self, before: float) -> int:
         """Drop jobs that ended before ``before`` from memory; returns how many."""
         count = 0

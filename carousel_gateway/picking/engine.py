@@ -33,10 +33,11 @@ from carousel_gateway.fleet.machine import ExecutedCommand, Machine, MoveOutcome
 from carousel_gateway.picking.board import JobBoard
 from carousel_gateway.picking.service import JobEventListener, Unsubscribe
 from carousel_gateway.picking.store import JobStore, JobWriteFenced
-from carousel_gateway.picking.workstation import MoveOrder, Workstation
+from carousel_gateway.picking.workstation import Change, MoveOrder, Stop, Workstation
 from carousel_gateway.plc.protocol import Command
 from carousel_gateway.wire.clock import utc_timestamp
 from carousel_gateway.wire.jobs import (
+    JobEventKind,
     JobEventMessage,
     JobState,
     JobSubmission,
@@ -111,6 +112,12 @@ class JobEngine:
         self.refusal: Callable[[], GatewayError | None] | None = None
         #: A standby plans no move (set by :meth:`open_standby`, cleared by :meth:`take_over`).
         self._standby = False
+        #: A standby's read of the store under way (:meth:`follow_store`).
+        self._following: asyncio.Task[None] | None = None
+        #: The last history line of the store a standby has seen (None: none read yet).
+        self._history_seen: int | None = None
+        #: Set (and replaced) each time a standby's read of the store ends.
+        self._follow_ended = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -132,10 +139,101 @@ class JobEngine:
             log.info("pick jobs: %d unfinished job(s) taken back (active ones paused)", restored)
 
     async def open_standby(self) -> None:
-        """Two gateways per cell, as the standby: open the shared store, take back nothing
-        and plan nothing (the active instance drives); :meth:`take_over` follows."""
+        """Two gateways per cell, as the standby: open the shared store and plan nothing
+        (the active instance drives); :meth:`take_over` follows. From the start the jobs
+        are shown read-only, as the active last committed them (:meth:`follow_store`)."""
         self._standby = True
         await self.store.open()
+        await self._read_committed()
+
+    def follow_store(self) -> None:
+        """A standby, on each tick of the lease: show the jobs as the active last committed
+        them. The store is read in a task (one at a time: a tick that finds one under way
+        adds none) into a board that plans nothing, moves nothing and writes nothing; the
+        history lines written since the last read go to the listeners as job events, and
+        so do the stops newly presented."""
+        if not self._standby or self._stopping:
+            return
+        if self._following is not None and not self._following.done():
+            return
+        self._following = asyncio.get_running_loop().create_task(self._follow(), name="jobs-follow")
+
+    async def wait_followed(self) -> None:
+        """Until a standby's next read of the store has ended (tests, tools)."""
+        await self._follow_ended.wait()
+
+    async def _follow(self) -> None:
+        try:
+            await self._read_committed()
+        finally:
+            ended, self._follow_ended = self._follow_ended, asyncio.Event()
+            ended.set()
+
+    async def _read_committed(self) -> None:
+        now = self.clock()
+        try:
+            committed = await self.store.committed(now - FINISHED_JOBS_KEPT_S, self._history_seen)
+        except Exception as exc:  # the next tick reads again
+            log.warning("pick jobs: the standby could not read the job store: %s", exc)
+            return
+        async with self._lock:
+            if not self._standby or self._stopping:
+                return  # taken over meanwhile: the board is this instance's own now
+            old, board = self.board, JobBoard(self.board.configs.values(), self.board.machines)
+            for job in committed.jobs:
+                board.mirror(job, now)
+            for station in board.stations.values():
+                shown = old.stations[station.id].presented
+                for machine_id, stop in station.presented.items():
+                    before = shown.get(machine_id)
+                    if before is not None and before.position == stop.position:
+                        stop.presented_at = before.presented_at
+                for machine_id in station.machine_ids:
+                    machine = self.machines.get(machine_id)
+                    if machine is not None:  # the readings the standby mirrors
+                        station.positions[machine_id] = machine.snapshot.position
+            self.board = board
+            first, self._history_seen = self._history_seen is None, committed.last
+            if not first:
+                self._publish_committed(old, committed.changes)
+
+    def _publish_committed(self, old: JobBoard, changes: list[Change]) -> None:
+        """A standby's job events: the history lines the active wrote, then each stop
+        presented since the previous read (each with the job as it is now)."""
+        events: list[tuple[JobEventKind, str, Stop | None]] = []
+        for change in changes:
+            with contextlib.suppress(ValueError):
+                events.append((JobEventKind(change.what), change.job_id, None))
+        for station in self.board.stations.values():
+            before = old.stations[station.id].presented
+            for machine_id, stop in station.presented.items():
+                earlier = before.get(machine_id)
+                lines = {(job.job_id, line.line_id) for job, line in stop.lines}
+                if earlier is not None and earlier.position == stop.position:
+                    lines -= {(job.job_id, line.line_id) for job, line in earlier.lines}
+                for job_id in dict.fromkeys(job_id for job_id, _ in sorted(lines)):
+                    events.append((JobEventKind.STOP_PRESENTED, job_id, stop))
+        for kind, job_id, at in events:
+            try:
+                station, job = self.board.find(job_id)
+            except GatewayError:
+                continue  # of a workstation this instance does not have
+            self._publish(
+                JobEventMessage(
+                    event=kind,
+                    workstation_id=station.id,
+                    job=station.job_view(job),
+                    stop=at.view() if at is not None else None,
+                    timestamp=utc_timestamp(self.clock()),
+                )
+            )
+
+    def _publish(self, message: JobEventMessage) -> None:
+        for listener in tuple(self._listeners):
+            try:
+                listener(message)
+            except Exception:
+                log.exception("job event listener %r failed", listener)
 
     async def take_over(self, lost_moves: Mapping[str, str]) -> None:
         """This instance took the cell's lease: load the jobs the previous active left in
@@ -167,6 +265,7 @@ class JobEngine:
                 await self.store.write(dirty, changes)
                 self._reserve(station)
             self._standby = False
+            self._history_seen = None  # a standby again later: no replay of its own lines
 
     async def plan(self) -> None:
         """Plan and start the moves every workstation asks for now (after a takeover)."""
@@ -197,6 +296,11 @@ class JobEngine:
         if self._stopping:
             return
         self._stopping = True
+        following, self._following = self._following, None
+        if following is not None:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
         for task in list(self._moves):
             task.cancel()
         for task in list(self._moves):

@@ -295,6 +295,24 @@ class Workstation:
                 line.state = JobLineState.PENDING
                 self.dirty.add(job.job_id)
 
+    def mirror(self, job: Job, at: float) -> None:
+        """A standby's copy of a stored job, exactly as the active committed it: nothing
+        changes, nothing is recorded, nothing is planned. Its presented lines make the
+        stops shown (presented at ``at``, unless the caller knows better)."""
+        self.jobs[job.job_id] = job
+        if job.state is JobState.QUEUED:
+            self._enqueue(job)
+        elif not job.final:
+            self._held[job.job_id] = job
+        for line in job.lines:
+            if line.state is JobLineState.PRESENTED:
+                stop = self.presented.get(line.machine_id)
+                if stop is None:
+                    stop = self.presented[line.machine_id] = Stop(
+                        line.machine_id, line.position, at
+                    )
+                stop.lines.append((job, line))
+
     def add(self, job: Job, at: float) -> None:
         """Queue a validated job; it starts at once when the workstation has room."""
         self.jobs[job.job_id] = job

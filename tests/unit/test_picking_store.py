@@ -98,3 +98,35 @@ async def test_jobs_round_trip_and_a_restart_loads_unfinished_and_recent_ones(
                 MIGRATIONS
             )
             assert db.execute("SELECT COUNT(*) FROM pick_schema").fetchone()[0] == len(MIGRATIONS)
+
+
+async def test_committed_reads_the_jobs_and_the_history_written_since(
+    journal_target: str | Path,
+) -> None:
+    """What a standby reads each tick: the jobs as committed, the history lines since the
+    last read (none on the first: it only learns where the history stands)."""
+    store = open_store(journal_target)
+    await store.open()
+    try:
+        first, second = (
+            make_job("a", 1, JobState.QUEUED, None),
+            make_job("b", 2, JobState.QUEUED, None),
+        )
+        await store.write([first, second], [Change("a", 1.0, "job_queued", "wms")])
+        start = await store.committed(0.0, None)
+        assert [job.job_id for job in start.jobs] == ["a", "b"] and start.changes == []
+        second.state = JobState.ACTIVE
+        second.lines[0].state = JobLineState.PRESENTED
+        await store.write([second], [Change("b", 2.0, "job_started")])
+        later = await store.committed(0.0, start.last)
+        assert [(c.job_id, c.what) for c in later.changes] == [("b", "job_started")]
+        assert later.last > start.last
+        by_id = {job.job_id: job for job in later.jobs}
+        assert by_id["b"].state is JobState.ACTIVE
+        assert by_id["b"].lines[0].state is JobLineState.PRESENTED
+        assert by_id["a"].state is JobState.QUEUED
+        same = await store.committed(0.0, later.last)
+        assert same.changes == [] and same.last == later.last
+        assert [job.job_id for job in same.jobs] == ["a", "b"]
+    finally:
+        await store.close()

@@ -138,4 +138,8 @@ class RestApi:
                 f"{machine.id} is not a simulator embedded in this gateway",
                 machine_id=machine.id,
             )
+        # A standby of the cell drives nothing, its simulators included: NOT_ACTIVE.
+        if self.runner.refusal is not None and (refused := self.runner.refusal()) is not None:
+            refused.machine_id = machine.id
+            raise refused
         return machine, server

@@ -106,6 +106,12 @@ async def main() -> None:
     parser.add_argument("--idle-drop", type=float, default=1.0, help="the PLCs' idle_drop_s")
     parser.add_argument("--release-time", type=float, default=2.0, help="PLC release cooldown")
     parser.add_argument("--machines", type=int, default=2)
+    parser.add_argument(
+        "--takeover-connect",
+        type=float,
+        default=None,
+        help="[ha] takeover_connect_s (default: the gateway's; 0: refusals count at once)",
+    )
     args = parser.parse_args()
     settings = CellSettings(
         machines=args.machines,
@@ -114,12 +120,14 @@ async def main() -> None:
         ttl_s=args.ttl,
         renew_s=args.renew,
         margin_s=args.margin,
+        takeover_connect_s=args.takeover_connect,
     )
     print(machine_line())
     print(
         f"# ttl {args.ttl} s, renew {args.renew} s, margin {args.margin} s, idle drop "
         f"{args.idle_drop} s, release {args.release_time} s, {args.machines} PLCs, "
-        f"{args.runs} runs per fault"
+        f"{args.runs} runs per fault, takeover_connect_s "
+        f"{'default' if args.takeover_connect is None else args.takeover_connect}"
     )
     postgres = PostgresServer()
     await asyncio.to_thread(postgres.start)

@@ -51,6 +51,8 @@ class CellSettings:
     ttl_s: float = 1.5
     renew_s: float = 0.3
     margin_s: float = 0.3
+    #: [ha] takeover_connect_s (None: the gateway's default).
+    takeover_connect_s: float | None = None
 
 
 def spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -112,6 +114,11 @@ backoff_max_s = 0.5
 """
             for n, proxy in enumerate(self.plc_proxies)
         )
+        takeover = (
+            ""
+            if settings.takeover_connect_s is None
+            else f"takeover_connect_s = {settings.takeover_connect_s}\n"
+        )
         text = f"""log_level = "INFO"
 [websocket]
 host = "{self.address}"
@@ -130,7 +137,7 @@ advertise_ws_url = "ws://{self.address}:{self.ws_port}"
 ttl_s = {settings.ttl_s}
 renew_s = {settings.renew_s}
 margin_s = {settings.margin_s}
-{machines}"""
+{takeover}{machines}"""
         path = self.directory / f"{self.instance}.toml"
         path.write_text(text, encoding="utf-8")
         return path

@@ -3,6 +3,8 @@
 // journal (REST). No build step, no external assets. The wire keeps the spec's keys and
 // labels; every word on the page comes from a catalogue (static/i18n/<lang>.json).
 
+import { Failover } from "./failover.js";
+
 // The status byte (docs/plc-protocol.md): bit, key, blocking value (null: never), fault?
 const FLAGS = [
   [0, "READY", 0, false],
@@ -26,6 +28,7 @@ const state = {
   token: params.get("token") || sessionStorage.getItem("carousel-token") || "",
   config: null, pending: new Map(), outcomes: new Map(), moves: new Map(), nextId: 1,
   link: "connecting", welcomed: false, feed: new Map(),
+  failover: null,  // two gateways per cell ([ha]): see failover.js
 };
 const catalogues = {};
 let lang = "en";
@@ -98,6 +101,7 @@ function setLang(code, remember = false) {
   translate();
   renderLink();
   renderMqtt();
+  if (state.failover) state.failover.render();
   for (const id of state.cards.keys()) render(id);
   renderFeed();
 }
@@ -130,6 +134,7 @@ function connect() {
   ws.onclose = () => {
     if (state.ws !== ws) return;
     setLink("offline");
+    if (state.failover) state.failover.check();  // gone, or no longer the active one?
     const delay = Math.min(5000, 250 * 2 ** state.attempts++) * (0.5 + Math.random() / 2);
     setTimeout(connect, delay);
   };
@@ -602,8 +607,10 @@ function render(id) {
   interlocks.dataset.keys = safety.map((b) => b.key).join(",");
 
   const waiting = [...state.pending.values()].some((request) => request.id === id);
+  const standby = state.failover ? state.failover.blockReason() : "";
   let why = "";
   if (!online) why = t("why.offline");
+  else if (standby) why = standby;
   else if (state.role !== "operator") why = t("why.viewer");
   else if (!live || connection !== "connected") why = t("why.plc", { link: tOr("conn", connection, "conn.unknown") });
   else if (safety.length) why = reasonsText(safety.map((b) => b.key));
@@ -612,7 +619,7 @@ function render(id) {
   $(".go", card).disabled = Boolean(why);
   $(".target", card).disabled = Boolean(why);
   $(".why", card).textContent = why;
-  const controlsOff = !online || state.role !== "operator";
+  const controlsOff = !online || state.role !== "operator" || Boolean(standby);
   for (const button of card.querySelectorAll(".sim button")) button.disabled = controlsOff;
 
   const outcome = state.outcomes.get(id);
@@ -655,3 +662,10 @@ setLang(initialLang());
 connect();
 loadJournal();
 if (config.mqtt_enabled) pollMqtt();
+if (config.ha_enabled) {
+  state.failover = new Failover({
+    t, lang: () => lang, linkDown: () => state.link !== "online",
+    changed: () => { for (const id of state.cards.keys()) render(id); },
+  });
+  state.failover.start();
+}

@@ -51,6 +51,8 @@ class CellSettings:
     ttl_s: float = 1.5
     renew_s: float = 0.3
     margin_s: float = 0.3
+    #: A workstation "station_1" ("Puesto 1") on every machine: pick jobs on PostgreSQL.
+    workstation: bool = False
 
 
 def spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -113,6 +115,14 @@ breaker_threshold = 1000
 """
             for n, proxy in enumerate(self.plc_proxies)
         )
+        if settings.workstation:
+            every = ", ".join(f'"m{n + 1}"' for n in range(len(self.plc_proxies)))
+            machines += f"""
+[[workstations]]
+id = "station_1"
+name = "Puesto 1"
+machines = [{every}]
+"""
         text = f"""log_level = "INFO"
 [websocket]
 host = "{self.address}"

@@ -51,7 +51,9 @@ def test_every_key_the_page_names_exists() -> None:
     html = "".join(
         (WEB / name).read_text(encoding="utf-8") for name in ("index.html", "station.html")
     )
-    script = "".join((WEB / name).read_text(encoding="utf-8") for name in ("app.js", "station.js"))
+    script = "".join(
+        (WEB / name).read_text(encoding="utf-8") for name in ("app.js", "station.js", "failover.js")
+    )
     named = set(re.findall(r'data-i18n(?:-[a-z-]+)?="([^"]+)"', html))
     named |= set(re.findall(r'\bt\("([a-z_.A-Z]+)"', script))
     named |= set(re.findall(r'"([a-z]+\.[a-z_]+)"', script)) & set(catalogue("en"))

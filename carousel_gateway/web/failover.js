@@ -88,8 +88,10 @@ export class Failover {
       if (ha.role === "active") {
         this.wasActive = true;
         this.switching = false;
-      } else if (this.wasActive && ha.active_instance && ha.active_instance !== ha.instance) {
-        this.switching = true;  // fenced or stood down: another instance drives now
+      } else if (this.wasActive) {
+        // Fenced or stood down (cut off from the database, even: then it may not know
+        // who took over): ask the others.
+        this.switching = true;
       }
     } else {
       this.reachable = false;

@@ -16,7 +16,10 @@ import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from tests.e2e.test_dashboard import browser  # noqa: F401  (the fixture)
+from tests.e2e.test_dashboard import (
+    browser,  # noqa: F401  (the fixture)
+    untranslated,
+)
 
 from .harness import Cell, GatewayProcess, poll_until_async
 from .processes import wait_for_events
@@ -24,7 +27,9 @@ from .processes import wait_for_events
 pytestmark = pytest.mark.timeout(240)
 
 I18N = Path(__file__).resolve().parents[2] / "carousel_gateway" / "web" / "i18n"
-EN: dict[str, str] = json.loads((I18N / "en.json").read_text(encoding="utf-8"))
+WORDS: dict[str, dict[str, str]] = {
+    lang: json.loads((I18N / f"{lang}.json").read_text(encoding="utf-8")) for lang in ("en", "es")
+}
 #: Long enough (0.2 s a bucket) to kill the active while its carousel moves for the job.
 SLOW = 0.2
 #: Generous: a takeover here is the TTL (1.5 s) plus a first reading of every PLC.
@@ -40,14 +45,14 @@ JOB = {
 }  # fmt: skip
 
 
-def text(key: str, **values: str) -> str:
-    """The English catalogue's words for ``key`` with ``values`` filled in."""
-    return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], EN[key])
+def text(key: str, lang: str = "en", **values: str) -> str:
+    """The catalogue's words for ``key`` with ``values`` filled in."""
+    return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], WORDS[lang][key])
 
 
-def pattern(key: str, **values: str) -> re.Pattern[str]:
+def pattern(key: str, lang: str = "en", **values: str) -> re.Pattern[str]:
     """The catalogue's words for ``key`` as a regex: given values literally, others any."""
-    parts = re.split(r"(\{\w+\})", EN[key])
+    parts = re.split(r"(\{\w+\})", WORDS[lang][key])
     regex = "".join(
         (re.escape(values[p[1:-1]]) if p[1:-1] in values else ".+?")
         if re.fullmatch(r"\{\w+\}", p)
@@ -58,6 +63,7 @@ def pattern(key: str, **values: str) -> re.Pattern[str]:
 
 
 async def open_at(context: BrowserContext, url: str) -> Page:
+    """``url`` in a new tab of ``context``."""
     page = await context.new_page()
     await page.goto(url)
     return page
@@ -90,9 +96,12 @@ async def test_the_operator_follows_a_kill_9_to_the_new_active(
 ) -> None:
     cell: Cell = await cell_factory(seconds_per_position=SLOW, workstation=True)
     a, b, _ = await cell.start_pair()
-    context = await browser.new_context(viewport={"width": 1400, "height": 900}, locale="en-GB")
     errors: list[str] = []
-    context.on("page", lambda page: page.on("pageerror", lambda exc: errors.append(str(exc))))
+    contexts = {}
+    for lang, locale in (("en", "en-GB"), ("es", "es-ES")):  # the plant floor reads Spanish
+        context = await browser.new_context(viewport={"width": 1400, "height": 900}, locale=locale)
+        context.on("page", lambda page: page.on("pageerror", lambda exc: errors.append(str(exc))))
+        contexts[lang] = context
 
     # Health names every instance of the cell (B registered after A started), and answers
     # a GET from their pages only.
@@ -112,9 +121,9 @@ async def test_the_operator_follows_a_kill_9_to_the_new_active(
         submitted = await http.post(f"{a.url}/v1/jobs", json=JOB)
         assert submitted.status_code == 201, submitted.text
 
-    dashboard = await open_at(context, f"{a.url}/")
-    station = await open_at(context, f"{a.url}/station/station_1")
-    standby = await open_at(context, f"{b.url}/")
+    dashboard = await open_at(contexts["en"], f"{a.url}/")
+    station = await open_at(contexts["es"], f"{a.url}/station/station_1")
+    standby = await open_at(contexts["en"], f"{b.url}/")
     for page in (dashboard, station, standby):
         await expect(page.get_by_test_id("link-state")).to_have_attribute("data-state", "online")
     await expect(dashboard.get_by_test_id("ha-banner")).to_be_hidden()
@@ -134,20 +143,19 @@ async def test_the_operator_follows_a_kill_9_to_the_new_active(
     # kill -9 of the active while its carousel moves for the job.
     await moving_for_the_job(cell, a)
     await a.kill9()
-    for page in (dashboard, station):
+    for page, lang in ((dashboard, "en"), (station, "es")):
         switching = page.get_by_test_id("ha-banner")
         await expect(switching).to_have_attribute("data-state", "switching", timeout=SWITCH_MS)
-        await expect(switching).to_have_text(text("ha.switching"))
+        await expect(switching).to_have_text(text("ha.switching", lang))
 
     # ...then the same pages on B, which says who took over, when, and in how long.
     await b.wait_role("active")
-    took_over = pattern("ha.took_over", instance="gw-b")
     await expect(dashboard).to_have_url(f"{b.url}/", timeout=SWITCH_MS)
     await expect(station).to_have_url(f"{b.url}/station/station_1", timeout=SWITCH_MS)
-    for page in (dashboard, station, standby):
+    for page, lang in ((dashboard, "en"), (station, "es"), (standby, "en")):
         news = page.get_by_test_id("ha-takeover")
         await expect(news).to_be_visible(timeout=SWITCH_MS)
-        await expect(news).to_have_text(took_over)
+        await expect(news).to_have_text(pattern("ha.took_over", lang, instance="gw-b"))
         await expect(news).to_have_attribute("data-instance", "gw-b")
         await expect(page.get_by_test_id("ha-banner")).to_be_hidden()
     assert standby.url == f"{b.url}/"  # the standby's own page took over in place
@@ -165,8 +173,10 @@ async def test_the_operator_follows_a_kill_9_to_the_new_active(
     paused = station.get_by_test_id("paused")
     await expect(paused).to_be_visible(timeout=SWITCH_MS)
     await expect(paused.get_by_test_id("failover-lost")).to_have_text(
-        pattern("station.failover_lost_at", instance="gw-b")
+        pattern("station.failover_lost_at", "es", instance="gw-b")
     )
+    for page in (dashboard, station, standby):
+        assert await untranslated(page) == []
     resume = paused.get_by_test_id("resume")
     await expect(resume).to_be_enabled()
     await station.bring_to_front()  # a background tab gets no animation frames to click in
@@ -178,4 +188,5 @@ async def test_the_operator_follows_a_kill_9_to_the_new_active(
     await dashboard.get_by_test_id("ha-dismiss").click()
     await expect(dashboard.get_by_test_id("ha-takeover")).to_be_hidden()
     assert errors == []
-    await context.close()
+    for context in contexts.values():
+        await context.close()

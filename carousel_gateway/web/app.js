@@ -666,6 +666,7 @@ if (config.ha_enabled) {
   state.failover = new Failover({
     t, lang: () => lang, linkDown: () => state.link !== "online",
     changed: () => { for (const id of state.cards.keys()) render(id); },
+    idle: () => state.pending.size === 0,
   });
   state.failover.start();
 }

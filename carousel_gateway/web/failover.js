@@ -41,12 +41,17 @@ export class Failover {
    * @param {() => string} options.lang the page's language (for times and numbers)
    * @param {() => boolean} options.linkDown true while the page's WebSocket is closed
    * @param {() => void} options.changed re-render what depends on ``blockReason()``
+   * @param {() => boolean} [options.idle] true when reloading the page loses nothing
    */
-  constructor({ t, lang, linkDown, changed }) {
+  constructor({ t, lang, linkDown, changed, idle = () => true }) {
     this.t = t;
     this.lang = lang;
     this.linkDown = linkDown;
     this.changed = changed;
+    this.idle = idle;
+    // The page may fetch only from the instances its CSP named when it was served (the
+    // ones known then): one registered later means a reload, while nothing is lost by it.
+    this.servedWith = null;
     this.ha = null;           // this gateway's health (data.ha), as last read
     this.reachable = true;
     this.wasActive = false;   // this page has seen its gateway active
@@ -84,6 +89,12 @@ export class Failover {
       this.ha = ha;
       for (const item of ha.instances || []) {
         if (item.http_url) this.instances.set(item.instance, item.http_url.replace(/\/+$/, ""));
+      }
+      const urls = [...this.instances.values()];
+      if (this.servedWith === null) this.servedWith = new Set(urls);
+      else if (urls.some((url) => !this.servedWith.has(url)) && this.idle()) {
+        location.reload();  // a new instance of the cell: a CSP that names it
+        return;
       }
       if (ha.role === "active") {
         this.wasActive = true;

@@ -506,6 +506,7 @@ setLang(initialLang());
 if (config.ha_enabled) {
   state.failover = new Failover({
     t, lang: () => lang, linkDown: () => state.link !== "online", changed: render,
+    idle: () => !state.busy && $("#short-form").hidden && !$("#scan").value,
   });
   state.failover.start();
 }

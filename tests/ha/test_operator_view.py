@@ -95,7 +95,6 @@ async def test_the_operator_follows_a_kill_9_to_the_new_active(
     browser: Browser,  # noqa: F811
 ) -> None:
     cell: Cell = await cell_factory(seconds_per_position=SLOW, workstation=True)
-    a, b, _ = await cell.start_pair()
     errors: list[str] = []
     contexts = {}
     for lang, locale in (("en", "en-GB"), ("es", "es-ES")):  # the plant floor reads Spanish
@@ -103,10 +102,23 @@ async def test_the_operator_follows_a_kill_9_to_the_new_active(
         context.on("page", lambda page: page.on("pageerror", lambda exc: errors.append(str(exc))))
         contexts[lang] = context
 
+    # A's dashboard is open before B exists: it learns of B (and reloads for a CSP that
+    # lets it ask B) on its own.
+    a = await cell.gateway("gw-a", "127.0.0.2")
+    await a.wait_role("active")
+    await cell.wait_connected(a)
+    dashboard = await open_at(contexts["en"], f"{a.url}/")
+    await expect(dashboard.get_by_test_id("link-state")).to_have_attribute("data-state", "online")
+    await dashboard.evaluate("() => { window.servedBeforeB = true; }")
+    b = await cell.gateway("gw-b", "127.0.0.3")
+    await b.wait_role("standby")
+
     # Health names every instance of the cell (B registered after A started), and answers
     # a GET from their pages only.
     both = {"gw-a": a.url, "gw-b": b.url}
     await poll_until_async(lambda: _lists(a, both), 30, "gw-a listing both instances")
+    await poll_until_async(lambda: _lists(b, both), 30, "gw-b listing both instances")
+    await dashboard.wait_for_function("() => !window.servedBeforeB", timeout=SWITCH_MS)
     async with httpx.AsyncClient(timeout=5) as http:
         cross = await http.get(f"{b.url}/v1/health", headers={"Origin": a.url})
         assert cross.status_code == 200
@@ -121,7 +133,6 @@ async def test_the_operator_follows_a_kill_9_to_the_new_active(
         submitted = await http.post(f"{a.url}/v1/jobs", json=JOB)
         assert submitted.status_code == 201, submitted.text
 
-    dashboard = await open_at(contexts["en"], f"{a.url}/")
     station = await open_at(contexts["es"], f"{a.url}/station/station_1")
     standby = await open_at(contexts["en"], f"{b.url}/")
     for page in (dashboard, station, standby):

@@ -161,7 +161,9 @@ function renderLink() {
   link.textContent = t(`link.${state.link}`);
   link.dataset.state = state.link;
   link.className = `link ${state.link === "online" ? "online" : "offline"}`;
-  $("#offline-banner").hidden = state.link !== "offline";
+  // While a takeover is followed, "Switching gateway…" says it better (failover.js).
+  $("#offline-banner").hidden = state.link !== "offline"
+    || Boolean(state.failover && state.failover.searching);
   // Everything the page shows is stale while the link is down: greyed, controls disabled.
   document.body.classList.toggle("offline", state.link !== "online");
 }
@@ -665,7 +667,7 @@ if (config.mqtt_enabled) pollMqtt();
 if (config.ha_enabled) {
   state.failover = new Failover({
     t, lang: () => lang, linkDown: () => state.link !== "online",
-    changed: () => { for (const id of state.cards.keys()) render(id); },
+    changed: () => { renderLink(); for (const id of state.cards.keys()) render(id); },
     idle: () => state.pending.size === 0,
   });
   state.failover.start();

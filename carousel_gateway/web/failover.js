@@ -88,7 +88,9 @@ export class Failover {
       this.reachable = true;
       this.ha = ha;
       for (const item of ha.instances || []) {
-        if (item.http_url) this.instances.set(item.instance, item.http_url.replace(/\/+$/, ""));
+        if (item.http_url && /^https?:\/\//i.test(item.http_url)) {
+          this.instances.set(item.instance, item.http_url.replace(/\/+$/, ""));
+        }
       }
       const urls = [...this.instances.values()];
       if (this.servedWith === null) this.servedWith = new Set(urls);
@@ -172,7 +174,7 @@ export class Failover {
       banner.textContent = this.t("ha.switching");
     } else if (kind === "standby") {
       banner.append(this.t("ha.standby", { active: ha.active_instance }), " ");
-      const url = this.instances.get(ha.active_instance) || ha.active_url;
+      const url = this.instances.get(ha.active_instance);
       if (url) {
         const link = document.createElement("a");
         link.href = `${url.replace(/\/+$/, "")}${location.pathname}${location.search}`;
@@ -206,6 +208,11 @@ export class Failover {
     });
     this.news.dataset.instance = takeover.instance;
     this.news.dataset.seconds = String(takeover.seconds);
+  }
+
+  /** True while the page looks for the gateway that took over. */
+  get searching() {
+    return this.switching;
   }
 
   /** The takeover record, when one is recent (for the station's "what happened"). */

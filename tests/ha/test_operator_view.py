@@ -158,6 +158,7 @@ async def test_the_operator_follows_a_kill_9_to_the_new_active(
         switching = page.get_by_test_id("ha-banner")
         await expect(switching).to_have_attribute("data-state", "switching", timeout=SWITCH_MS)
         await expect(switching).to_have_text(text("ha.switching", lang))
+    await expect(dashboard.locator("#offline-banner")).to_be_hidden()  # one message, not two
 
     # ...then the same pages on B, which says who took over, when, and in how long.
     await b.wait_role("active")

@@ -202,3 +202,26 @@ async def test_the_operator_follows_a_kill_9_to_the_new_active(
     assert errors == []
     for context in contexts.values():
         await context.close()
+
+
+async def test_a_page_on_an_active_cut_off_from_the_cell_follows_the_takeover(
+    cell_factory: Any,
+    browser: Browser,  # noqa: F811
+) -> None:
+    """The old active still serves its page but is fenced (no database, no PLC): its page
+    does not wait for it to die, it asks the other instance and goes there."""
+    cell: Cell = await cell_factory()
+    a, b, _ = await cell.start_pair()
+    both = {"gw-a": a.url, "gw-b": b.url}
+    await poll_until_async(lambda: _lists(a, both), 30, "gw-a listing both instances")
+    context = await browser.new_context(viewport={"width": 1400, "height": 900}, locale="en-GB")
+    dashboard = await open_at(context, f"{a.url}/")
+    await expect(dashboard.get_by_test_id("link-state")).to_have_attribute("data-state", "online")
+
+    a.partition()
+    await b.wait_role("active")
+    await expect(dashboard).to_have_url(f"{b.url}/", timeout=SWITCH_MS)
+    news = dashboard.get_by_test_id("ha-takeover")
+    await expect(news).to_have_text(pattern("ha.took_over", instance="gw-b"), timeout=SWITCH_MS)
+    assert await untranslated(dashboard) == []
+    await context.close()

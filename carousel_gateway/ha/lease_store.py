@@ -25,6 +25,7 @@ __all__ = [
     "FENCED_SQLSTATE",
     "FENCE_FUNCTION",
     "INSTANCES_SCHEMA",
+    "LEASE_COLUMNS",
     "LEASE_SCHEMA",
     "Holder",
     "Instance",
@@ -52,12 +53,15 @@ CREATE TABLE IF NOT EXISTS ha_lease (
     expires_at    TIMESTAMPTZ NOT NULL,
     taken_at      TIMESTAMPTZ NOT NULL
 );
-ALTER TABLE ha_lease
-    ADD COLUMN IF NOT EXISTS renewed_at TIMESTAMPTZ,
-    ADD COLUMN IF NOT EXISTS previous_owner TEXT,
-    ADD COLUMN IF NOT EXISTS previous_renewed_at TIMESTAMPTZ,
-    ADD COLUMN IF NOT EXISTS ready_at TIMESTAMPTZ;
 """
+
+#: Columns added to the lease table since it was first made (by :func:`ensure_schema`).
+LEASE_COLUMNS = {
+    "renewed_at": "TIMESTAMPTZ",
+    "previous_owner": "TEXT",
+    "previous_renewed_at": "TIMESTAMPTZ",
+    "ready_at": "TIMESTAMPTZ",
+}
 """The lease row also keeps the takeover's record, by the database's clock: ``renewed_at``
 (the holder's last sign of life: its take, latest renewal or release), and from the take
 on, who held the row before (``previous_owner``) and that holder's ``renewed_at``
@@ -142,6 +146,21 @@ def ensure_schema(db: Database) -> None:
     with db.transaction():
         db.execute("SELECT pg_advisory_xact_lock(7412804)")
         db.execute(LEASE_SCHEMA)
+        # ALTER TABLE locks the table against everything, the active's renewals included,
+        # even when there is nothing to add: only when a column is missing.
+        present = db.query(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'ha_lease'::regclass"
+            " AND attnum > 0 AND NOT attisdropped"
+        )
+        missing = set(LEASE_COLUMNS) - {row["attname"] for row in present}
+        if missing:
+            db.execute(
+                "ALTER TABLE ha_lease "
+                + ", ".join(
+                    f"ADD COLUMN IF NOT EXISTS {name} {LEASE_COLUMNS[name]}"
+                    for name in sorted(missing)
+                )
+            )
         db.execute(INSTANCES_SCHEMA)
         db.execute(FENCE_FUNCTION)
 

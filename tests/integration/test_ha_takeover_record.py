@@ -39,8 +39,13 @@ def wait_expired(db: Database, limit_s: float = 30.0) -> None:
 
 
 @pytest.fixture
-def pair(postgres_server):
-    url = postgres_server.url_for_new_schema()
+def url(postgres_server) -> str:
+    schema_url: str = postgres_server.url_for_new_schema()
+    return schema_url
+
+
+@pytest.fixture
+def pair(url: str):
     a, b = connect(url), connect(url)
     yield a, b
     a.close()
@@ -103,7 +108,7 @@ def test_an_older_lease_row_gains_the_columns_and_both_instances_may_start_at_on
 ) -> None:
     url = postgres_server.url_for_new_schema()
     old = open_database(url, sqlite_schema="", postgres_schema="SELECT 1")
-    old.execute(LEASE_SCHEMA.split("ALTER TABLE")[0])  # the table as older gateways made it
+    old.execute(LEASE_SCHEMA)  # the table as older gateways made it
     old.execute(
         "INSERT INTO ha_lease (cell, owner, advertise_url, epoch, expires_at, taken_at)"
         " VALUES (?, 'A', '', 4, now() - interval '1 second', now() - interval '9 seconds')",
@@ -133,3 +138,20 @@ def test_every_instance_registers_its_urls(pair) -> None:
     again = {i.instance: i for i in instances(b, CELL)}
     assert again["A"].advertise_url == '{"http":"http://a2:1","ws":"ws://a2:2"}'
     assert again["A"].seen_at >= first["A"].seen_at
+
+
+def test_ensuring_the_schema_again_does_not_wait_for_the_actives_transactions(
+    pair, url: str
+) -> None:
+    """A standby (re)connecting must not queue an ALTER TABLE between the active and its
+    lease row: with every column there, ensure_schema takes no table lock at all, so it
+    passes while a fenced write holds the row FOR SHARE."""
+    a, _ = pair
+    assert take(a, CELL, "A", "", ttl_s=30) == 1
+    bounded = open_database(url, sqlite_schema="", postgres_schema="SELECT 1", timeout_s=1.0)
+    try:
+        with a.transaction():
+            a.query("SELECT epoch FROM ha_lease WHERE cell = ? FOR SHARE", (CELL,))
+            ensure_schema(bounded)  # would be cancelled at 1 s if it waited for A's lock
+    finally:
+        bounded.close()

@@ -549,9 +549,15 @@ function render(id) {
   card.classList.toggle("stale", !online);
   $(".kind", card).textContent = `${info.id} · ${tOr("type", info.type === "Simulator" ? "simulator" : "plc", "type.plc")}`;
   const conn = $(".conn", card);
-  const connection = live ? live.connection_status : "unknown";
-  conn.textContent = online ? tOr("conn", connection, "conn.unknown") : t("conn.stale");
-  conn.className = `conn ${online ? connection : "stale"}`;
+  const linked = live ? live.connection_status : "unknown";
+  // A standby ([ha]) keeps its PLC links closed on purpose and shows what the active last
+  // read (from the database): not a fault, so no red "PLC disconnected".
+  const standby = state.failover ? state.failover.blockReason() : "";
+  const mirrored = Boolean(standby) && live && linked !== "connected";
+  const connection = mirrored ? "connected" : linked;
+  conn.textContent = !online ? t("conn.stale") : mirrored ? t("conn.standby")
+    : tOr("conn", connection, "conn.unknown");
+  conn.className = `conn ${!online ? "stale" : mirrored ? "standby" : connection}`;
   $(".pos", card).textContent = live && live.position != null ? live.position : "–";
 
   const decoded = live && live.raw_status != null ? decode(live.raw_status) : null;
@@ -609,7 +615,6 @@ function render(id) {
   interlocks.dataset.keys = safety.map((b) => b.key).join(",");
 
   const waiting = [...state.pending.values()].some((request) => request.id === id);
-  const standby = state.failover ? state.failover.blockReason() : "";
   let why = "";
   if (!online) why = t("why.offline");
   else if (standby) why = standby;

@@ -18,6 +18,7 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from tests.e2e.test_dashboard import (
     browser,  # noqa: F401  (the fixture)
+    screenshot,
     untranslated,
 )
 
@@ -150,6 +151,11 @@ async def test_the_operator_follows_a_kill_9_to_the_new_active(
     await expect(standby.locator('article.machine[data-machine="m1"] .why')).to_have_text(
         text("why.standby", active="gw-a")
     )
+    # Its PLC links are closed on purpose: what the active last read, not a red fault.
+    await expect(standby.locator('article.machine[data-machine="m1"] .conn')).to_have_text(
+        text("conn.standby")
+    )
+    await screenshot(standby, "ha-standby-en.png")
 
     # kill -9 of the active while its carousel moves for the job.
     await moving_for_the_job(cell, a)
@@ -189,6 +195,8 @@ async def test_the_operator_follows_a_kill_9_to_the_new_active(
     )
     for page in (dashboard, station, standby):
         assert await untranslated(page) == []
+    await screenshot(dashboard, "ha-took-over-en.png")
+    await screenshot(station, "ha-station-failover-es.png")
     resume = paused.get_by_test_id("resume")
     await expect(resume).to_be_enabled()
     await station.bring_to_front()  # a background tab gets no animation frames to click in

@@ -186,6 +186,10 @@ async def test_the_operator_follows_a_kill_9_to_the_new_active(
     shown = await dashboard.get_by_test_id("ha-takeover").get_attribute("data-seconds")
     assert shown is not None and float(shown) == record["seconds"]
 
+    # The dashboard's feed says why the interrupted MOVE did not arrive.
+    lost = dashboard.locator('#feed li[data-kind="move_failed"]')
+    await expect(lost.first).to_contain_text(text("reason.failover_lost"), timeout=SWITCH_MS)
+
     # The station keeps its station and says what the switch did to the job.
     await expect(station.locator("#station-name")).to_have_text("Puesto 1")
     paused = station.get_by_test_id("paused")

@@ -58,6 +58,7 @@ export class Failover {
     this.switching = false;
     this.instances = new Map();  // instance -> REST base URL
     this.timer = null;
+    this.seen = null;         // what the page last showed (see look())
     this.checking = false;
     this.probing = false;
     this.banner = document.querySelector("#ha-banner");
@@ -110,8 +111,16 @@ export class Failover {
       this.reachable = false;
       if (this.linkDown()) this.switching = true;
     }
-    this.render();
-    this.changed();
+    // Re-rendered only when something changed: the station's buttons stay the same
+    // elements between polls (a click is never lost to a re-render).
+    const now = this.ha || {};
+    const seen = JSON.stringify([now.role, now.active_instance, now.takeover, now.instances,
+      this.reachable, this.switching, Math.floor(Date.now() / 60000)]);
+    if (seen !== this.seen) {
+      this.seen = seen;
+      this.render();
+      this.changed();
+    }
     if (this.switching) await this.probe();
   }
 

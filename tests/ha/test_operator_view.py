@@ -221,7 +221,8 @@ async def test_a_page_on_an_active_cut_off_from_the_cell_follows_the_takeover(
     browser: Browser,  # noqa: F811
 ) -> None:
     """The old active still serves its page but is fenced (no database, no PLC): its page
-    does not wait for it to die, it asks the other instance and goes there."""
+    does not wait for it to die, it asks the other instance and goes there. Healed, the
+    old active stays the standby and its page names the new active."""
     cell: Cell = await cell_factory()
     a, b, _ = await cell.start_pair()
     both = {"gw-a": a.url, "gw-b": b.url}
@@ -236,4 +237,13 @@ async def test_a_page_on_an_active_cut_off_from_the_cell_follows_the_takeover(
     news = dashboard.get_by_test_id("ha-takeover")
     await expect(news).to_have_text(pattern("ha.took_over", instance="gw-b"), timeout=SWITCH_MS)
     assert await untranslated(dashboard) == []
+
+    # No failback: A, reachable again, is the standby, and its page says who is active.
+    a.heal()
+    again = await open_at(context, f"{a.url}/")
+    banner = again.get_by_test_id("ha-banner")
+    await expect(banner).to_have_attribute("data-state", "standby", timeout=SWITCH_MS)
+    await expect(banner).to_contain_text(text("ha.standby", active="gw-b"))
+    await expect(again.get_by_test_id("ha-active-link")).to_have_attribute("href", f"{b.url}/")
+    assert (await b.health() or {}).get("ha", {}).get("role") == "active"
     await context.close()

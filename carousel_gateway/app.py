@@ -36,7 +36,7 @@ from carousel_gateway.fleet.events import (
     OriginChannel,
 )
 from carousel_gateway.fleet.fleet import Fleet
-from carousel_gateway.ha.coordinator import HaCoordinator, Transitions
+from carousel_gateway.ha.coordinator import READY_LIMIT_S, HaCoordinator, Transitions
 from carousel_gateway.picking.engine import JobEngine
 from carousel_gateway.picking.service import JobService
 from carousel_gateway.picking.store import JobStore, PostgresJobStore, SqliteJobStore
@@ -230,6 +230,8 @@ class Gateway:
         self.ha: HaCoordinator | None = None
         #: After a takeover: plans the jobs' moves once the carousels are read.
         self._jobs_plan: asyncio.Task[None] | None = None
+        #: Wall-clock time the fleet was last started by a takeover (its first readings).
+        self._driving_since: float | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -392,7 +394,13 @@ class Gateway:
                 or f"{'wss' if context else 'ws'}://{ws.host}:{self.websocket.port}",
             )
             await self.ha.start(
-                Transitions(self._activate, self._fence_now, self._stand_down, self._mirror)
+                Transitions(
+                    self._activate,
+                    self._fence_now,
+                    self._stand_down,
+                    self._mirror,
+                    ready=self._first_readings,
+                )
             )
             metrics.follow_ha(self.ha)
 
@@ -418,6 +426,7 @@ class Gateway:
             self.fleet.bus.publish(lost)  # the WebSocket, the journal and MQTT see it
         await self._jobs_take_over(epoch, orphans)
         self.fleet.expect_refusals(self.config.ha.takeover_connect_s)
+        self._driving_since = time.time()
         self.fleet.start()
         log.warning("ha: active (epoch %d): fleet started: %s", epoch, ", ".join(self.fleet.ids))
         if self.config.mqtt.enabled and self.mqtt is None:
@@ -442,6 +451,31 @@ class Gateway:
                 owner=(self.config.ha.instance, epoch),
             )
             await self.mqtt.start()
+
+    async def _first_readings(self) -> None:
+        """After a takeover: until every machine has been read since its link opened (a
+        mirrored reading does not count), or ``READY_LIMIT_S`` at most."""
+        assert self.fleet is not None and self._driving_since is not None
+        since = self._driving_since
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_LIMIT_S
+        while True:
+            unread = [
+                m.id
+                for m in self.fleet
+                if m.snapshot.connection is not ConnectionState.CONNECTED
+                or (m.snapshot.updated_at or 0.0) < since
+            ]
+            if not unread:
+                return
+            if loop.time() >= deadline:
+                log.warning(
+                    "ha: ready without a first reading of %s (no answer in %.0f s)",
+                    ", ".join(unread),
+                    READY_LIMIT_S,
+                )
+                return
+            await asyncio.sleep(0.05)
 
     def _mirror(self, rows: list[dict[str, Any]]) -> None:
         """A standby shows each machine as the active last read it, and the jobs as the

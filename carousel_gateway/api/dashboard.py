@@ -72,6 +72,8 @@ async def dashboard_config(request: Request) -> JSONResponse:
                 "journal_enabled": api.journal is not None,
                 # The page shows the MQTT link's state (from GET /v1/health) only with one.
                 "mqtt_enabled": api.mqtt is not None,
+                # Two gateways per cell: the page follows a takeover (GET /v1/health's ha).
+                "ha_enabled": api.ha is not None,
             },
             "error": None,
             "code": None,

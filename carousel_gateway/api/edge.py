@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from secure import (
@@ -174,22 +174,64 @@ class HeadAsGet:
 
 class SecurityHeaders:
     """``secure``'s middleware with the docs pages' policy on their paths, the gateway's
-    elsewhere (one fixed set per middleware, so one middleware per policy)."""
+    elsewhere (one fixed set per middleware, so one middleware per policy).
 
-    def __init__(self, app: ASGIApp, *, docs_paths: Iterable[str], docs: Secure) -> None:
+    ``connect_origins``: web origins the gateway's own pages may also fetch from (the
+    other instances of a two-gateway cell, whose health the page reads after its own
+    gateway died), added to ``connect-src`` when there are any."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        docs_paths: Iterable[str],
+        docs: Secure,
+        connect_origins: Callable[[], Iterable[str]] | None = None,
+    ) -> None:
         self.docs_paths = frozenset(docs_paths)
+        self.connect_origins = connect_origins
         # multi_ok=(): each policy replaces any CSP below it rather than adding a second one.
         self.gateway = SecureASGIMiddleware(app, secure=gateway_headers(), multi_ok=())
         self.docs = SecureASGIMiddleware(app, secure=docs, multi_ok=())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         docs = scope["type"] == "http" and scope["path"] in self.docs_paths
+        if not docs and scope["type"] == "http" and self.connect_origins is not None:
+            extra = sorted(self.connect_origins())
+            if extra:
+                send = _connect_also(send, extra)
         # `secure` annotates ``send`` as taking ``object``; Starlette's takes a message
         # mapping. The call is right at run time; the cast only reconciles the two stubs.
         await (self.docs if docs else self.gateway)(scope, receive, cast("Any", send))
 
 
-async def wrap(app: ASGIApp, *, docs_paths: Iterable[str]) -> ASGIApp:
+_CSP = b"content-security-policy"
+
+
+def _connect_also(send: Send, origins: list[str]) -> Send:
+    """A ``send`` whose CSP lets the page fetch from ``origins`` too."""
+    sources = " ".join(o for o in origins if re.fullmatch(r"https?://[\w.\-\[\]:]+", o))
+    also = b" " + sources.encode()
+
+    async def widened(message: Message) -> None:
+        if message["type"] == "http.response.start" and sources:
+            headers = []
+            for name, value in message.get("headers", []):
+                if name.lower() == _CSP:
+                    value = re.sub(rb"(connect-src [^;]*)", lambda m: m.group(1) + also, value)
+                headers.append((name, value))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return widened
+
+
+async def wrap(
+    app: ASGIApp,
+    *,
+    docs_paths: Iterable[str],
+    connect_origins: Callable[[], Iterable[str]] | None = None,
+) -> ASGIApp:
     """The app as served: security headers and ``Server`` on every reply, HEAD as GET.
 
     Outside the app's own error handling, so its last-resort 500 replies carry them too.
@@ -198,4 +240,9 @@ async def wrap(app: ASGIApp, *, docs_paths: Iterable[str]) -> ASGIApp:
     hashes: list[str] = []
     for path in docs_paths:
         hashes += inline_script_hashes(await get_page(app, path))
-    return SecurityHeaders(HeadAsGet(app), docs_paths=docs_paths, docs=docs_headers(hashes))
+    return SecurityHeaders(
+        HeadAsGet(app),
+        docs_paths=docs_paths,
+        docs=docs_headers(hashes),
+        connect_origins=connect_origins,
+    )

@@ -33,10 +33,26 @@ from carousel_gateway.ha import lease_store
 from carousel_gateway.ha.lease import LeaseKeeper, LeaseSettings, Role
 from carousel_gateway.store import FencedWrite, Journal
 
-__all__ = ["ActiveHolder", "HaCoordinator", "Transitions", "advertised", "parse_advertised"]
+__all__ = [
+    "READY_LIMIT_S",
+    "ActiveHolder",
+    "CellInstance",
+    "HaCoordinator",
+    "Takeover",
+    "Transitions",
+    "advertised",
+    "parse_advertised",
+]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+#: How often an instance refreshes its own row in ``ha_instances`` and reads the others'
+#: (an instance started later is known to the pages of the others this long after).
+INSTANCES_REFRESH_S = 5.0
+#: After a takeover, the longest wait for every machine's first reading before the new
+#: active notes itself ready anyway (a PLC that never answers does not hold it up).
+READY_LIMIT_S = 15.0
 
 
 def advertised(http_url: str, ws_url: str) -> str:
@@ -69,6 +85,43 @@ class ActiveHolder:
     valid: bool
 
 
+@dataclass(frozen=True, slots=True)
+class CellInstance:
+    """An instance of the cell as it registered itself (its REST and WebSocket URLs)."""
+
+    instance: str
+    http_url: str | None
+    ws_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    """The latest take of the cell's lease, by the database's clock (wall-clock seconds)."""
+
+    instance: str
+    epoch: int
+    at: float
+    previous_instance: str | None
+    #: When the new holder had read every machine (None while it has not).
+    ready_at: float | None
+    #: From the previous holder's last renewal to ``ready_at`` (None while not ready, or
+    #: when the previous holder's last renewal is unknown).
+    seconds: float | None
+
+    @classmethod
+    def of(cls, row: lease_store.Holder) -> Takeover | None:
+        if row.taken_at is None:
+            return None
+        return cls(
+            row.owner,
+            row.epoch,
+            row.taken_at.timestamp(),
+            row.previous_owner,
+            None if row.ready_at is None else row.ready_at.timestamp(),
+            row.takeover_s,
+        )
+
+
 @dataclass(slots=True)
 class Transitions:
     """What the gateway does when the role changes (wired by ``app.py``)."""
@@ -78,6 +131,9 @@ class Transitions:
     stand_down: Callable[[], Awaitable[None]]  # then stop the rest (fleet tasks, MQTT)
     #: A standby shows the active's latest readings (rows of ``Journal.snapshots``).
     mirror: Callable[[list[dict[str, Any]]], None] | None = None
+    #: After ``activate``: returns once every machine has been read (bounded by the
+    #: caller); the takeover is then noted ready in the lease row.
+    ready: Callable[[], Awaitable[None]] | None = None
 
 
 class HaCoordinator:
@@ -95,6 +151,12 @@ class HaCoordinator:
         self.takeovers = 0
         #: Wall-clock time of the last takeover (health).
         self.active_since: float | None = None
+        #: The latest take of the lease as last read (this instance's own, when active).
+        self.takeover: Takeover | None = None
+        #: Every instance of the cell (``ha_instances``), as last read.
+        self.instances: tuple[CellInstance, ...] = ()
+        self._instances_read_at: float | None = None
+        self._readiness: asyncio.Task[None] | None = None
         self._advertise = advertised(config.advertise_url, config.advertise_ws_url)
         self._own_urls = (config.advertise_url or None, config.advertise_ws_url or None)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ha-lease")
@@ -126,12 +188,12 @@ class HaCoordinator:
     async def halt(self) -> None:
         """Take and renew no more (a graceful stop begins). The deadline stays armed: an
         active instance still fences itself if stopping outlasts its grant."""
-        for task in (self._task, self._activation):
+        for task in (self._task, self._activation, self._readiness):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._task = self._activation = None
+        self._task = self._activation = self._readiness = None
 
     async def stop(self) -> None:
         """Stop renewing; an active instance releases the lease (the standby need not wait
@@ -279,6 +341,7 @@ class HaCoordinator:
                 continue
             else:
                 await self._try_take(loop)
+            await self._refresh_instances(loop)
             await asyncio.sleep(self.config.renew_s)  # the renewal period itself
 
     async def _renew(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -351,6 +414,9 @@ class HaCoordinator:
         self.active_since = time.time()
         self._became_standby.clear()
         self._became_active.set()
+        self._readiness = asyncio.get_running_loop().create_task(
+            self._note_ready(epoch), name="ha-ready"
+        )
 
     async def _mirror(self) -> None:
         """Show the active's latest readings (a standby's reads come from the database)."""
@@ -365,7 +431,66 @@ class HaCoordinator:
             return
         http, ws = parse_advertised(current.advertise_url)
         self.holder = ActiveHolder(current.owner, current.epoch, http, ws, current.valid)
+        self.takeover = Takeover.of(current)
         self._holder_read.set()
+
+    async def _refresh_instances(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Now and then: this instance's row in ``ha_instances`` again, and the others'."""
+        now = loop.time()
+        read_at = self._instances_read_at
+        if read_at is not None and now - read_at < INSTANCES_REFRESH_S:
+            return
+        self._instances_read_at = now
+        try:
+            await self._run(self._on_db, self._register)
+        except Exception as exc:  # the next refresh tries again
+            log.warning("ha: could not refresh the cell's instances (%s)", exc)
+
+    def _register(self, db: Database) -> None:
+        """On the lease thread: register this instance, read every instance of the cell."""
+        cell = self.config.cell
+        lease_store.register_instance(db, cell, self.config.instance, self._advertise)
+        self.instances = tuple(
+            CellInstance(row.instance, *parse_advertised(row.advertise_url))
+            for row in lease_store.instances(db, cell)
+        )
+
+    async def _note_ready(self, epoch: int) -> None:
+        """After a takeover: the take's record, then (every machine read) ``ready_at``."""
+        with contextlib.suppress(Exception):
+            await self._read_own_row(epoch)
+        assert self.transitions is not None
+        if self.transitions.ready is not None:
+            await self.transitions.ready()
+        for _ in range(5):
+            try:
+                await self._run(
+                    self._on_db,
+                    lease_store.mark_ready,
+                    self.config.cell,
+                    self.config.instance,
+                    epoch,
+                )
+                await self._read_own_row(epoch)
+            except Exception as exc:
+                log.warning("ha: could not note the takeover ready (%s)", exc)
+                await asyncio.sleep(self.config.renew_s)
+                continue
+            takeover = self.takeover
+            if takeover is not None and takeover.seconds is not None:
+                log.warning(
+                    "ha: %s ready (epoch %d), %.1f s after %s's last renewal",
+                    self.config.instance,
+                    epoch,
+                    takeover.seconds,
+                    takeover.previous_instance,
+                )
+            return
+
+    async def _read_own_row(self, epoch: int) -> None:
+        row = await self._run(self._on_db, lease_store.holder, self.config.cell)
+        if row is not None and row.owner == self.config.instance and row.epoch == epoch:
+            self.takeover = Takeover.of(row)
 
     # -- fencing --------------------------------------------------------------------------
 
@@ -388,6 +513,9 @@ class HaCoordinator:
         if self._activation is not None:
             self._activation.cancel()  # it never starts the fleet after this
             self._activation = None
+        if self._readiness is not None:
+            self._readiness.cancel()
+            self._readiness = None
         epoch = self.keeper.epoch
         self.keeper.refused()
         self.keeper.tick(asyncio.get_running_loop().time())
@@ -436,6 +564,9 @@ class HaCoordinator:
             self.url, sqlite_schema="", postgres_schema="SELECT 1", timeout_s=self._io_timeout_s
         )
         lease_store.ensure_schema(self._db)
+        # Each time the lease connection opens: the other instances find this one.
+        with contextlib.suppress(Exception):
+            self._register(self._db)
 
     def _close(self) -> None:
         if self._db is not None:

@@ -24,11 +24,17 @@ from carousel_gateway.database import Database
 __all__ = [
     "FENCED_SQLSTATE",
     "FENCE_FUNCTION",
+    "INSTANCES_SCHEMA",
+    "LEASE_COLUMNS",
     "LEASE_SCHEMA",
     "Holder",
+    "Instance",
     "ensure_schema",
     "fence_table",
     "holder",
+    "instances",
+    "mark_ready",
+    "register_instance",
     "release",
     "renew",
     "take",
@@ -46,6 +52,31 @@ CREATE TABLE IF NOT EXISTS ha_lease (
     epoch         BIGINT NOT NULL,
     expires_at    TIMESTAMPTZ NOT NULL,
     taken_at      TIMESTAMPTZ NOT NULL
+);
+"""
+
+#: Columns added to the lease table since it was first made (by :func:`ensure_schema`).
+LEASE_COLUMNS = {
+    "renewed_at": "TIMESTAMPTZ",
+    "previous_owner": "TEXT",
+    "previous_renewed_at": "TIMESTAMPTZ",
+    "ready_at": "TIMESTAMPTZ",
+}
+"""The lease row also keeps the takeover's record, by the database's clock: ``renewed_at``
+(the holder's last sign of life: its take, latest renewal or release), and from the take
+on, who held the row before (``previous_owner``) and that holder's ``renewed_at``
+(``previous_renewed_at``); ``ready_at`` is set by the new holder once it has read every
+machine of the cell. (Added columns: a cell created by an older gateway keeps its row.)"""
+
+#: Every instance of each cell and its URLs, whatever the lease says: a page served by one
+#: instance finds the others there after its own dies. Not fenced (a standby writes it).
+INSTANCES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ha_instances (
+    cell          TEXT NOT NULL,
+    instance      TEXT NOT NULL,
+    advertise_url TEXT NOT NULL DEFAULT '',
+    seen_at       TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (cell, instance)
 );
 """
 
@@ -86,6 +117,28 @@ class Holder:
     epoch: int
     expires_at: datetime
     valid: bool  # not yet expired by the database's clock
+    taken_at: datetime | None = None
+    #: The takeover record (None where unknown: a first take, a row of an older gateway).
+    previous_owner: str | None = None
+    previous_renewed_at: datetime | None = None
+    ready_at: datetime | None = None
+
+    @property
+    def takeover_s(self) -> float | None:
+        """From the previous holder's last sign of life to this holder being ready (by the
+        database's clock, one decimal); None until ready or without a previous holder."""
+        if self.ready_at is None or self.previous_renewed_at is None:
+            return None
+        return round((self.ready_at - self.previous_renewed_at).total_seconds(), 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One instance of a cell as it registered itself (``ha_instances``)."""
+
+    instance: str
+    advertise_url: str
+    seen_at: datetime
 
 
 def ensure_schema(db: Database) -> None:
@@ -93,6 +146,22 @@ def ensure_schema(db: Database) -> None:
     with db.transaction():
         db.execute("SELECT pg_advisory_xact_lock(7412804)")
         db.execute(LEASE_SCHEMA)
+        # ALTER TABLE locks the table against everything, the active's renewals included,
+        # even when there is nothing to add: only when a column is missing.
+        present = db.query(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'ha_lease'::regclass"
+            " AND attnum > 0 AND NOT attisdropped"
+        )
+        missing = set(LEASE_COLUMNS) - {row["attname"] for row in present}
+        if missing:
+            db.execute(
+                "ALTER TABLE ha_lease "
+                + ", ".join(
+                    f"ADD COLUMN IF NOT EXISTS {name} {LEASE_COLUMNS[name]}"
+                    for name in sorted(missing)
+                )
+            )
+        db.execute(INSTANCES_SCHEMA)
         db.execute(FENCE_FUNCTION)
 
 
@@ -131,11 +200,15 @@ def take(db: Database, cell: str, owner: str, advertise_url: str, ttl_s: float) 
     """Take the cell's lease if it is free (never held, or expired): the new epoch, or
     None while another instance's grant is still valid."""
     rows = db.query(
-        "INSERT INTO ha_lease (cell, owner, advertise_url, epoch, expires_at, taken_at)"
-        " VALUES (?, ?, ?, 1, now() + make_interval(secs => ?), now())"
+        "INSERT INTO ha_lease (cell, owner, advertise_url, epoch, expires_at, taken_at,"
+        " renewed_at)"
+        " VALUES (?, ?, ?, 1, now() + make_interval(secs => ?), now(), now())"
+        # In SET, ha_lease.* is the row as it was: the previous holder's.
         " ON CONFLICT (cell) DO UPDATE SET owner = excluded.owner,"
         " advertise_url = excluded.advertise_url, epoch = ha_lease.epoch + 1,"
-        " expires_at = excluded.expires_at, taken_at = now()"
+        " expires_at = excluded.expires_at, taken_at = now(), renewed_at = now(),"
+        " previous_owner = ha_lease.owner, previous_renewed_at = ha_lease.renewed_at,"
+        " ready_at = NULL"
         " WHERE ha_lease.expires_at < now()"
         " RETURNING epoch",
         (cell, owner, advertise_url, ttl_s),
@@ -146,7 +219,7 @@ def take(db: Database, cell: str, owner: str, advertise_url: str, ttl_s: float) 
 def renew(db: Database, cell: str, owner: str, epoch: int, ttl_s: float) -> bool:
     """Extend the grant; False when this owner and epoch no longer hold an unexpired one."""
     changed = db.execute(
-        "UPDATE ha_lease SET expires_at = now() + make_interval(secs => ?)"
+        "UPDATE ha_lease SET expires_at = now() + make_interval(secs => ?), renewed_at = now()"
         " WHERE cell = ? AND owner = ? AND epoch = ? AND expires_at > now()",
         (ttl_s, cell, owner, epoch),
     )
@@ -156,7 +229,19 @@ def renew(db: Database, cell: str, owner: str, epoch: int, ttl_s: float) -> bool
 def release(db: Database, cell: str, owner: str, epoch: int) -> bool:
     """End the grant now (a planned stop), so the standby need not wait for the TTL."""
     changed = db.execute(
-        "UPDATE ha_lease SET expires_at = now() WHERE cell = ? AND owner = ? AND epoch = ?",
+        "UPDATE ha_lease SET expires_at = now(), renewed_at = now()"
+        " WHERE cell = ? AND owner = ? AND epoch = ?",
+        (cell, owner, epoch),
+    )
+    return changed == 1
+
+
+def mark_ready(db: Database, cell: str, owner: str, epoch: int) -> bool:
+    """The holder of ``epoch`` has read every machine: ``ready_at`` is now (once; False
+    when this owner and epoch no longer hold the row)."""
+    changed = db.execute(
+        "UPDATE ha_lease SET ready_at = now()"
+        " WHERE cell = ? AND owner = ? AND epoch = ? AND ready_at IS NULL",
         (cell, owner, epoch),
     )
     return changed == 1
@@ -165,7 +250,8 @@ def release(db: Database, cell: str, owner: str, epoch: int) -> bool:
 def holder(db: Database, cell: str) -> Holder | None:
     """The cell's lease row, if it was ever taken."""
     rows = db.query(
-        "SELECT owner, advertise_url, epoch, expires_at, expires_at > now() AS valid"
+        "SELECT owner, advertise_url, epoch, expires_at, expires_at > now() AS valid,"
+        " taken_at, previous_owner, previous_renewed_at, ready_at"
         " FROM ha_lease WHERE cell = ?",
         (cell,),
     )
@@ -173,5 +259,33 @@ def holder(db: Database, cell: str) -> Holder | None:
         return None
     row = rows[0]
     return Holder(
-        row["owner"], row["advertise_url"], int(row["epoch"]), row["expires_at"], row["valid"]
+        row["owner"],
+        row["advertise_url"],
+        int(row["epoch"]),
+        row["expires_at"],
+        row["valid"],
+        taken_at=row["taken_at"],
+        previous_owner=row["previous_owner"],
+        previous_renewed_at=row["previous_renewed_at"],
+        ready_at=row["ready_at"],
     )
+
+
+def register_instance(db: Database, cell: str, instance: str, advertise_url: str) -> None:
+    """This instance of ``cell`` and its URLs (now, by the database's clock)."""
+    db.execute(
+        "INSERT INTO ha_instances (cell, instance, advertise_url, seen_at) VALUES (?, ?, ?, now())"
+        " ON CONFLICT (cell, instance) DO UPDATE SET advertise_url = excluded.advertise_url,"
+        " seen_at = now()",
+        (cell, instance, advertise_url),
+    )
+
+
+def instances(db: Database, cell: str) -> list[Instance]:
+    """Every instance that registered for ``cell``, by name."""
+    rows = db.query(
+        "SELECT instance, advertise_url, seen_at FROM ha_instances WHERE cell = ?"
+        " ORDER BY instance",
+        (cell,),
+    )
+    return [Instance(row["instance"], row["advertise_url"], row["seen_at"]) for row in rows]

@@ -3,6 +3,8 @@
 // journal (REST). No build step, no external assets. The wire keeps the spec's keys and
 // labels; every word on the page comes from a catalogue (static/i18n/<lang>.json).
 
+import { Failover } from "./failover.js";
+
 // The status byte (docs/plc-protocol.md): bit, key, blocking value (null: never), fault?
 const FLAGS = [
   [0, "READY", 0, false],
@@ -26,6 +28,7 @@ const state = {
   token: params.get("token") || sessionStorage.getItem("carousel-token") || "",
   config: null, pending: new Map(), outcomes: new Map(), moves: new Map(), nextId: 1,
   link: "connecting", welcomed: false, feed: new Map(),
+  failover: null,  // two gateways per cell ([ha]): see failover.js
 };
 const catalogues = {};
 let lang = "en";
@@ -98,6 +101,7 @@ function setLang(code, remember = false) {
   translate();
   renderLink();
   renderMqtt();
+  if (state.failover) state.failover.render();
   for (const id of state.cards.keys()) render(id);
   renderFeed();
 }
@@ -130,6 +134,7 @@ function connect() {
   ws.onclose = () => {
     if (state.ws !== ws) return;
     setLink("offline");
+    if (state.failover) state.failover.check();  // gone, or no longer the active one?
     const delay = Math.min(5000, 250 * 2 ** state.attempts++) * (0.5 + Math.random() / 2);
     setTimeout(connect, delay);
   };
@@ -156,7 +161,9 @@ function renderLink() {
   link.textContent = t(`link.${state.link}`);
   link.dataset.state = state.link;
   link.className = `link ${state.link === "online" ? "online" : "offline"}`;
-  $("#offline-banner").hidden = state.link !== "offline";
+  // While a takeover is followed, "Switching gateway…" says it better (failover.js).
+  $("#offline-banner").hidden = state.link !== "offline"
+    || Boolean(state.failover && state.failover.searching);
   // Everything the page shows is stale while the link is down: greyed, controls disabled.
   document.body.classList.toggle("offline", state.link !== "online");
 }
@@ -542,9 +549,15 @@ function render(id) {
   card.classList.toggle("stale", !online);
   $(".kind", card).textContent = `${info.id} · ${tOr("type", info.type === "Simulator" ? "simulator" : "plc", "type.plc")}`;
   const conn = $(".conn", card);
-  const connection = live ? live.connection_status : "unknown";
-  conn.textContent = online ? tOr("conn", connection, "conn.unknown") : t("conn.stale");
-  conn.className = `conn ${online ? connection : "stale"}`;
+  const linked = live ? live.connection_status : "unknown";
+  // A standby ([ha]) keeps its PLC links closed on purpose and shows what the active last
+  // read (from the database): not a fault, so no red "PLC disconnected".
+  const standby = state.failover ? state.failover.blockReason() : "";
+  const mirrored = Boolean(standby) && live && linked !== "connected";
+  const connection = mirrored ? "connected" : linked;
+  conn.textContent = !online ? t("conn.stale") : mirrored ? t("conn.standby")
+    : tOr("conn", connection, "conn.unknown");
+  conn.className = `conn ${!online ? "stale" : mirrored ? "standby" : connection}`;
   $(".pos", card).textContent = live && live.position != null ? live.position : "–";
 
   const decoded = live && live.raw_status != null ? decode(live.raw_status) : null;
@@ -604,6 +617,7 @@ function render(id) {
   const waiting = [...state.pending.values()].some((request) => request.id === id);
   let why = "";
   if (!online) why = t("why.offline");
+  else if (standby) why = standby;
   else if (state.role !== "operator") why = t("why.viewer");
   else if (!live || connection !== "connected") why = t("why.plc", { link: tOr("conn", connection, "conn.unknown") });
   else if (safety.length) why = reasonsText(safety.map((b) => b.key));
@@ -612,7 +626,7 @@ function render(id) {
   $(".go", card).disabled = Boolean(why);
   $(".target", card).disabled = Boolean(why);
   $(".why", card).textContent = why;
-  const controlsOff = !online || state.role !== "operator";
+  const controlsOff = !online || state.role !== "operator" || Boolean(standby);
   for (const button of card.querySelectorAll(".sim button")) button.disabled = controlsOff;
 
   const outcome = state.outcomes.get(id);
@@ -655,3 +669,11 @@ setLang(initialLang());
 connect();
 loadJournal();
 if (config.mqtt_enabled) pollMqtt();
+if (config.ha_enabled) {
+  state.failover = new Failover({
+    t, lang: () => lang, linkDown: () => state.link !== "online",
+    changed: () => { renderLink(); for (const id of state.cards.keys()) render(id); },
+    idle: () => state.pending.size === 0,
+  });
+  state.failover.start();
+}

@@ -4,6 +4,8 @@
 // the REST API (docs/picking.md); a WebSocket job_events subscription says when to read
 // again. Every word comes from the dashboard's catalogues (static/i18n/<lang>.json).
 
+import { Failover } from "./failover.js";
+
 const LANGS = ["es", "en"];
 const LANG_KEY = "carousel-lang";
 const TOKEN_KEY = "carousel-token";
@@ -15,6 +17,7 @@ const state = {
   config: null, ws: null, attempts: 0, link: "connecting",
   workstation: null, jobs: new Map(), names: new Map(),
   problem: null, message: null, busy: false, poll: null,
+  failover: null,  // two gateways per cell ([ha]): see failover.js
 };
 const catalogues = {};
 let lang = "en";
@@ -187,6 +190,7 @@ function connect() {
   ws.onclose = () => {
     if (state.ws !== ws) return;
     setLink("offline");
+    if (state.failover) state.failover.check();  // gone, or no longer the active one?
     startPolling();
     const delay = Math.min(5000, 250 * 2 ** state.attempts++) * (0.5 + Math.random() / 2);
     setTimeout(connect, delay);
@@ -242,9 +246,19 @@ const carouselName = (id) => {
   return name && name !== id ? `${name} (${id})` : id;
 };
 
+/** ``title`` says why a control is off (no empty title when it is not). */
+function titled(el, why) {
+  if (why) el.title = why;
+  else el.removeAttribute("title");
+}
+
+/** Why the station's commands are off as far as [ha] goes ("": they are not). */
+const standbyReason = () => (state.failover ? state.failover.blockReason() : "");
+
 function render() {
   if (!Object.keys(catalogues).length) return;
   renderLink();
+  if (state.failover) state.failover.render();
   const workstation = state.workstation;
   const name = workstation ? workstation.name : STATION;
   $("#station-name").textContent = workstation ? name : `${t("station.title")} ${STATION}`;
@@ -271,7 +285,11 @@ function render() {
     const others = open.slice(1);
     $("#stop-lines").textContent = others.length
       ? t("station.more_here", { count: others.length }) : "";
-    for (const button of current.querySelectorAll("button")) button.disabled = state.busy;
+    const standby = standbyReason();
+    for (const button of current.querySelectorAll("button")) {
+      button.disabled = state.busy || Boolean(standby);
+      titled(button, standby);
+    }
   } else {
     delete current.dataset.line;
     $("#short-form").hidden = true;
@@ -314,11 +332,26 @@ function renderPaused() {
     resume.type = "button";
     resume.dataset.testid = "resume";
     resume.textContent = t("station.resume");
-    resume.disabled = state.busy;
+    resume.disabled = state.busy || Boolean(standbyReason());
+    titled(resume, standbyReason());
     resume.addEventListener("click", () => control(job.job_id, "resume"));
     row.append(text, " ", resume);
+    if (job.paused_reason === "failover_move_lost") row.append(failoverLost());
     banner.append(row);
   }
+}
+
+/** A job paused by a takeover: what happened, in words, and what to do before Resume. */
+function failoverLost() {
+  const what = document.createElement("p");
+  what.className = "what";
+  what.dataset.testid = "failover-lost";
+  const takeover = state.failover ? state.failover.recentTakeover() : null;
+  what.textContent = takeover
+    ? t("station.failover_lost_at", {
+      instance: takeover.instance, time: new Date(takeover.at).toLocaleTimeString(lang) })
+    : t("station.failover_lost");
+  return what;
 }
 
 function renderNext() {
@@ -470,6 +503,13 @@ $("#lang").addEventListener("click", (event) => {
 const [config] = await Promise.all([loadConfig(), loadCatalogues()]);
 state.config = config;
 setLang(initialLang());
+if (config.ha_enabled) {
+  state.failover = new Failover({
+    t, lang: () => lang, linkDown: () => state.link !== "online", changed: render,
+    idle: () => !state.busy && $("#short-form").hidden && !$("#scan").value,
+  });
+  state.failover.start();
+}
 await loadNames();
 await refresh();
 connect();

@@ -53,6 +53,8 @@ class CellSettings:
     margin_s: float = 0.3
     #: [ha] takeover_connect_s (None: the gateway's default).
     takeover_connect_s: float | None = None
+    #: A workstation "station_1" ("Puesto 1") on every machine: pick jobs on PostgreSQL.
+    workstation: bool = False
 
 
 def spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -119,6 +121,14 @@ backoff_max_s = 0.5
             if settings.takeover_connect_s is None
             else f"takeover_connect_s = {settings.takeover_connect_s}\n"
         )
+        if settings.workstation:
+            every = ", ".join(f'"m{n + 1}"' for n in range(len(self.plc_proxies)))
+            machines += f"""
+[[workstations]]
+id = "station_1"
+name = "Puesto 1"
+machines = [{every}]
+"""
         text = f"""log_level = "INFO"
 [websocket]
 host = "{self.address}"

@@ -12,8 +12,9 @@ import pytest
 WEB = Path(__file__).resolve().parents[2] / "carousel_gateway" / "web"
 I18N = WEB / "i18n"
 LANGS = ("es", "en")
-#: What a move_failed carries besides fault keys (fleet/lifecycle.py FailReason).
-MOVE_FAILED = ("timeout", "connection_lost", "not_started", "stopped_off_target")
+#: What a move_failed carries besides fault keys (fleet/lifecycle.py FailReason; and
+#: ``failover_lost``: a MOVE of the previous active of an [ha] cell, left without outcome).
+MOVE_FAILED = ("timeout", "connection_lost", "not_started", "stopped_off_target", "failover_lost")
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
@@ -51,7 +52,9 @@ def test_every_key_the_page_names_exists() -> None:
     html = "".join(
         (WEB / name).read_text(encoding="utf-8") for name in ("index.html", "station.html")
     )
-    script = "".join((WEB / name).read_text(encoding="utf-8") for name in ("app.js", "station.js"))
+    script = "".join(
+        (WEB / name).read_text(encoding="utf-8") for name in ("app.js", "station.js", "failover.js")
+    )
     named = set(re.findall(r'data-i18n(?:-[a-z-]+)?="([^"]+)"', html))
     named |= set(re.findall(r'\bt\("([a-z_.A-Z]+)"', script))
     named |= set(re.findall(r'"([a-z]+\.[a-z_]+)"', script)) & set(catalogue("en"))

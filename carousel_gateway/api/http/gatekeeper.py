@@ -15,7 +15,7 @@ from carousel_gateway.api import dashboard
 from carousel_gateway.api.auth import Identity, token_from
 from carousel_gateway.api.guard import HTTP
 from carousel_gateway.api.http.errors import error_response
-from carousel_gateway.api.http.state import RestApi
+from carousel_gateway.api.http.state import RestApi, instance_origins
 from carousel_gateway.errors import ErrorCode, GatewayError
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "DRAIN_LIMIT_BYTES",
     "OPEN_PATHS",
     "OPEN_PREFIXES",
+    "PEER_READ_PATH",
     "READ_METHODS",
     "Gatekeeper",
 ]
@@ -43,6 +44,11 @@ OPEN_PATHS = frozenset({"/v1/health", "/v1/ready", "/metrics", "/openapi.json", 
 
 OPEN_PREFIXES = (DOCS_ASSETS + "/",)
 
+#: Two gateways per cell: a page served by one instance reads another's health (to find
+#: the active one after its own gateway died); that path alone, read-only, and only from
+#: the cell's own instances' origins.
+PEER_READ_PATH = "/v1/health"
+
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _WWW_AUTHENTICATE = 'Bearer realm="carousel-gateway"'
@@ -53,6 +59,7 @@ _CORS_PREFLIGHT = {
     "Access-Control-Allow-Headers": "Authorization, Content-Type",
     "Access-Control-Max-Age": "600",
 }
+_PEER_PREFLIGHT = {"Access-Control-Allow-Methods": "GET", "Access-Control-Max-Age": "600"}
 
 
 class Gatekeeper:
@@ -73,8 +80,17 @@ class Gatekeeper:
         client = scope.get("client")
         peer = str(client[0]) if client else "unknown"
         origin = headers.get("origin")
+        peer_read = (
+            origin is not None
+            and path == PEER_READ_PATH
+            and method in READ_METHODS
+            and origin in instance_origins(api.ha)
+        )
         try:
-            api.guard.admit(HTTP, host=headers.get("host"), origin=origin)
+            if peer_read:
+                api.guard.check_host(HTTP, headers.get("host"))
+            else:
+                api.guard.admit(HTTP, host=headers.get("host"), origin=origin)
         except GatewayError as exc:
             refused_by = (
                 f"Host {headers.get('host')!r}"
@@ -87,7 +103,8 @@ class Gatekeeper:
         if origin is not None:
             send = _with_cors(send, origin)
             if method == "OPTIONS" and "access-control-request-method" in headers:
-                await Response(status_code=204, headers=_CORS_PREFLIGHT)(scope, receive, send)
+                preflight = _PEER_PREFLIGHT if peer_read else _CORS_PREFLIGHT
+                await Response(status_code=204, headers=preflight)(scope, receive, send)
                 return
         query = scope.get("query_string", b"").decode("latin-1")
         target = f"{path}?{query}" if query else path

@@ -33,6 +33,8 @@ __all__ = [
     "FaultRequest",
     "FaultResponse",
     "HaHealth",
+    "HaInstance",
+    "HaTakeover",
     "HealthData",
     "HealthResponse",
     "HistoryData",
@@ -235,6 +237,33 @@ class MqttHealth(_Reply):
     last_error: str | None
 
 
+class HaTakeover(_Reply):
+    """The latest take of the cell's lease, by the database's clock."""
+
+    instance: str = Field(description="The instance that took the lease")
+    epoch: int = Field(description="The epoch it took")
+    at: str = Field(description="When it took the lease (UTC, ISO 8601)")
+    ready_at: str | None = Field(
+        description="When it had read every machine of the cell and drove them (null while "
+        "it has not yet)"
+    )
+    previous_instance: str | None = Field(
+        description="Who held the lease before (null for the cell's first take)"
+    )
+    seconds: float | None = Field(
+        description="From the previous holder's last renewal to ready_at, one decimal: how "
+        "long the cell was not driven (null while not ready, or when unknown)"
+    )
+
+
+class HaInstance(_Reply):
+    """An instance of the cell, as it registered itself in the database."""
+
+    instance: str
+    http_url: str | None = Field(description="Its REST base URL (where its pages are)")
+    ws_url: str | None = Field(description="Its WebSocket API URL")
+
+
 class HaHealth(_Reply):
     """This instance's part in its cell (two gateways per cell, ``[ha]``)."""
 
@@ -249,6 +278,14 @@ class HaHealth(_Reply):
     active_url: str | None = Field(description="That instance's REST base URL")
     takeovers: int
     fenced_writes: int
+    takeover: HaTakeover | None = Field(
+        default=None, description="The latest takeover of the cell (null: none read yet)"
+    )
+    instances: list[HaInstance] = Field(
+        default_factory=list,
+        description="Every instance of the cell, this one included: a page served by one "
+        "finds the others here (their /v1/health answers the cell's own origins)",
+    )
 
 
 class HealthData(_Reply):

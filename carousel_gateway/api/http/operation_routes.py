@@ -14,6 +14,8 @@ from carousel_gateway.api.http.errors import documented_errors, error_response
 from carousel_gateway.api.http.models import (
     ErrorResponse,
     HaHealth,
+    HaInstance,
+    HaTakeover,
     HealthData,
     HealthResponse,
     JournalHealth,
@@ -21,6 +23,7 @@ from carousel_gateway.api.http.models import (
     ReadyData,
     ReadyResponse,
 )
+from carousel_gateway.api.http.state import TakeoverState
 from carousel_gateway.errors import ErrorCode, GatewayError
 from carousel_gateway.plc.connection import ConnectionState
 from carousel_gateway.wire import utc_timestamp
@@ -95,6 +98,11 @@ async def health(api: ApiDep) -> HealthResponse:
             active_url=ha.active_url,
             takeovers=ha.takeovers,
             fenced_writes=ha.fenced_writes,
+            takeover=_takeover(ha.takeover),
+            instances=[
+                HaInstance(instance=i.instance, http_url=i.http_url, ws_url=i.ws_url)
+                for i in ha.instances
+            ],
         )
     )
     return HealthResponse(
@@ -106,6 +114,19 @@ async def health(api: ApiDep) -> HealthResponse:
             mqtt=mqtt_health,
             ha=ha_health,
         )
+    )
+
+
+def _takeover(takeover: TakeoverState | None) -> HaTakeover | None:
+    if takeover is None:
+        return None
+    return HaTakeover(
+        instance=takeover.instance,
+        epoch=takeover.epoch,
+        at=utc_timestamp(takeover.at),
+        ready_at=None if takeover.ready_at is None else utc_timestamp(takeover.ready_at),
+        previous_instance=takeover.previous_instance,
+        seconds=takeover.seconds,
     )
 
 

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from carousel_gateway.api import edge
 from carousel_gateway.api.http.gatekeeper import DOCS_PAGES
-from carousel_gateway.api.http.state import RestApi
+from carousel_gateway.api.http.state import RestApi, instance_origins
 from carousel_gateway.api.http.uvicorn_embedding import EmbeddedServer
 
 __all__ = [
@@ -49,7 +49,10 @@ class HttpServer:
 
     async def start(self) -> None:
         # Binding here makes a busy port an OSError for the caller (uvicorn would exit).
-        served = await edge.wrap(self.app, docs_paths=DOCS_PAGES)
+        api = self.api
+        served = await edge.wrap(
+            self.app, docs_paths=DOCS_PAGES, connect_origins=lambda: instance_origins(api.ha)
+        )
         sock = _listening_socket(self.host, self._requested_port)
         config = uvicorn.Config(
             served,

@@ -3,8 +3,9 @@ command runner, metrics and readiness."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from carousel_gateway.api.auth import Authenticator
 from carousel_gateway.api.commands import CommandRunner
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_JOB_BODY_BYTES",
     "RestApi",
+    "instance_origins",
 ]
 
 #: Largest request body accepted (every valid body is a few dozen bytes)...
@@ -30,6 +32,34 @@ MAX_BODY_BYTES = 64 * 1024
 #: ... but a submitted pick job (up to 500 lines, each with a SKU and a description).
 MAX_JOB_BODY_BYTES = 1024 * 1024
 JOBS_PATH = "/v1/jobs"
+
+
+class TakeoverState(Protocol):
+    """The latest take of the lease (``ha.coordinator.Takeover`` is one)."""
+
+    @property
+    def instance(self) -> str: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def at(self) -> float: ...
+    @property
+    def previous_instance(self) -> str | None: ...
+    @property
+    def ready_at(self) -> float | None: ...
+    @property
+    def seconds(self) -> float | None: ...
+
+
+class InstanceState(Protocol):
+    """An instance of the cell (``ha.coordinator.CellInstance`` is one)."""
+
+    @property
+    def instance(self) -> str: ...
+    @property
+    def http_url(self) -> str | None: ...
+    @property
+    def ws_url(self) -> str | None: ...
 
 
 class HaState(Protocol):
@@ -52,6 +82,34 @@ class HaState(Protocol):
     @property
     def fenced_writes(self) -> int: ...
     def deadline_in(self) -> float | None: ...
+    @property
+    def takeover(self) -> TakeoverState | None: ...
+    @property
+    def instances(self) -> Sequence[InstanceState]: ...
+
+
+def instance_origins(ha: HaState | None) -> frozenset[str]:
+    """The web origins (``scheme://host:port``) of the cell's instances' pages."""
+    if ha is None:
+        return frozenset()
+    found = set()
+    for instance in ha.instances:
+        if not instance.http_url:
+            continue
+        try:
+            parts = urlsplit(instance.http_url)
+            port = parts.port
+        except ValueError:
+            continue
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            continue
+        host = parts.hostname.lower()
+        if ":" in host:
+            host = f"[{host}]"
+        default = 443 if scheme == "https" else 80
+        found.add(f"{scheme}://{host}" + ("" if port in (None, default) else f":{port}"))
+    return frozenset(found)
 
 
 class RestApi:

@@ -253,12 +253,23 @@ class JobEngine:
         return station.job_view(job)
 
     async def confirm(
-        self, job_id: str, line_id: str, quantity_picked: int, reason: str | None, by: str
+        self,
+        job_id: str,
+        line_id: str,
+        quantity_picked: int,
+        reason: str | None,
+        by: str,
+        *,
+        confirmation_id: str | None = None,
     ) -> JobView:
         self._check_active()
         async with self._lock:
             station, _ = self.board.find(job_id)
-            job = station.confirm(job_id, line_id, quantity_picked, reason, by, self.clock())
+            job = station.confirm(
+                job_id, line_id, quantity_picked, reason, by, self.clock(), confirmation_id
+            )
+            # Also for a repeat: a change whose write failed is written now, before the
+            # answer (an acknowledged confirmation is a committed one).
             await self._settle(station)
             return station.job_view(job)
 

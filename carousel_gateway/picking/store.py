@@ -108,6 +108,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX pick_history_job ON pick_history (job_id, id);
     """,
+    # A confirmation's id as its client gave it: a retry is answered from the store.
+    """
+    ALTER TABLE pick_lines ADD COLUMN confirmation_id TEXT;
+    ALTER TABLE pick_history ADD COLUMN confirmation_id TEXT;
+    """,
 )
 
 #: Shared by both engines (an SQLite upsert is the same statement since 3.24): the job
@@ -126,22 +131,26 @@ _UPSERT_JOB = (
 )
 _UPSERT_LINE = (
     "INSERT INTO pick_lines (job_id, line_id, idx, machine_id, position, quantity, sku, "
-    "description, order_id, state, quantity_picked, reason, confirmed_by, confirmed_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, line_id) DO UPDATE SET "
+    "description, order_id, state, quantity_picked, reason, confirmed_by, confirmed_at, "
+    "confirmation_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (job_id, line_id) DO UPDATE SET "
     "idx = excluded.idx, machine_id = excluded.machine_id, position = excluded.position, "
     "quantity = excluded.quantity, sku = excluded.sku, description = excluded.description, "
     "order_id = excluded.order_id, state = excluded.state, "
     "quantity_picked = excluded.quantity_picked, reason = excluded.reason, "
-    "confirmed_by = excluded.confirmed_by, confirmed_at = excluded.confirmed_at"
+    "confirmed_by = excluded.confirmed_by, confirmed_at = excluded.confirmed_at, "
+    "confirmation_id = excluded.confirmation_id"
 )
 _INSERT_HISTORY = (
-    "INSERT INTO pick_history (job_id, at, what, by, line_id, quantity, reason) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO pick_history (job_id, at, what, by, line_id, quantity, reason, "
+    "confirmation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # Literals (bandit: no SQL built from strings); the values are bound.
 _SELECT_LINES = (
     "SELECT job_id, line_id, idx, machine_id, position, quantity, sku, description, order_id, "
-    "state, quantity_picked, reason, confirmed_by, confirmed_at FROM pick_lines WHERE job_id IN "
+    "state, quantity_picked, reason, confirmed_by, confirmed_at, confirmation_id "
+    "FROM pick_lines WHERE job_id IN "
     "(SELECT job_id FROM pick_jobs WHERE finished_at IS NULL OR finished_at > ?) "
     "ORDER BY job_id, idx"
 )
@@ -192,6 +201,7 @@ CREATE TABLE IF NOT EXISTS pick_lines (
     confirmed_at    DOUBLE PRECISION,
     cell            TEXT,
     epoch           BIGINT,
+    confirmation_id TEXT,
     PRIMARY KEY (job_id, line_id)
 );
 CREATE TABLE IF NOT EXISTS pick_history (
@@ -204,9 +214,20 @@ CREATE TABLE IF NOT EXISTS pick_history (
     quantity  INTEGER,
     reason    TEXT,
     cell      TEXT,
-    epoch     BIGINT
+    epoch     BIGINT,
+    confirmation_id TEXT
 );
 CREATE INDEX IF NOT EXISTS pick_history_job ON pick_history (job_id, id);
+DO $$
+BEGIN
+    -- Tables made before confirmation ids: the column added once (no lock taken after).
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema =
+            current_schema() AND table_name = 'pick_lines' AND column_name = 'confirmation_id')
+    THEN
+        ALTER TABLE pick_lines ADD COLUMN confirmation_id TEXT;
+        ALTER TABLE pick_history ADD COLUMN confirmation_id TEXT;
+    END IF;
+END $$;
 """
 #: The job tables a cell's lease fences.
 FENCED_TABLES = ("pick_jobs", "pick_lines", "pick_history")
@@ -246,7 +267,10 @@ class _ThreadedJobStore:
         lines = [
             _line_row(job, index, line) for job in jobs for index, line in enumerate(job.lines)
         ]
-        history = [(c.job_id, c.at, c.what, c.by, c.line_id, c.quantity, c.reason) for c in changes]
+        history = [
+            (c.job_id, c.at, c.what, c.by, c.line_id, c.quantity, c.reason, c.confirmation_id)
+            for c in changes
+        ]
         await self._run(self._write, rows, lines, history)
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -462,6 +486,7 @@ def _line(row: Any) -> Line:
         reason=row["reason"],
         confirmed_by=row["confirmed_by"],
         confirmed_at=row["confirmed_at"],
+        confirmation_id=row["confirmation_id"],
     )
 
 
@@ -520,4 +545,5 @@ def _line_row(job: Job, index: int, line: Line) -> tuple[Any, ...]:
         line.reason,
         line.confirmed_by,
         line.confirmed_at,
+        line.confirmation_id,
     )

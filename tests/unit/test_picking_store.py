@@ -29,6 +29,7 @@ def make_job(job_id: str, seq: int, state: JobState, finished_at: float | None) 
                 reason="empty",
                 confirmed_by="ana",
                 confirmed_at=12.5,
+                confirmation_id="c-2",
             ),
         ],
         content=json.dumps({"job_id": job_id}),
@@ -60,7 +61,9 @@ async def test_jobs_round_trip_and_a_restart_loads_unfinished_and_recent_ones(
     ]
     await store.write(jobs, [])
     jobs[2].state = JobState.ACTIVE  # written again whole: an update of the same rows
-    await store.write(jobs[2:], [Change("open", 11.0, "line_confirmed", "ana", "L2", 0, "empty")])
+    await store.write(
+        jobs[2:], [Change("open", 11.0, "line_confirmed", "ana", "L2", 0, "empty", "c-2")]
+    )
     await store.close()
 
     again = open_store(journal_target)  # opening again applies no migration twice
@@ -70,9 +73,12 @@ async def test_jobs_round_trip_and_a_restart_loads_unfinished_and_recent_ones(
         assert [job.job_id for job in loaded] == ["recent", "open"]
         assert await again.known("old") and not await again.known("never")
         history = [
-            (row["job_id"], row["what"], row["by"], row["quantity"], row["reason"])
+            (row["job_id"], row["what"], row["by"], row["quantity"], row["reason"], row["cid"])
             for row in await again._run(
-                again._query, "SELECT job_id, what, by, quantity, reason FROM pick_history", ()
+                again._query,
+                "SELECT job_id, what, by, quantity, reason, confirmation_id AS cid "
+                "FROM pick_history",
+                (),
             )
         ]
     finally:
@@ -85,16 +91,62 @@ async def test_jobs_round_trip_and_a_restart_loads_unfinished_and_recent_ones(
         1.5,
     )
     short = restored.by_id["L2"]
-    assert (short.state, short.quantity_picked, short.reason, short.confirmed_by) == (
-        JobLineState.SHORT,
-        0,
-        "empty",
-        "ana",
-    )
-    assert history == [("open", "line_confirmed", "ana", 0, "empty")]
+    assert (
+        short.state,
+        short.quantity_picked,
+        short.reason,
+        short.confirmed_by,
+        short.confirmation_id,
+    ) == (JobLineState.SHORT, 0, "empty", "ana", "c-2")
+    assert restored.by_id["L1"].confirmation_id is None
+    assert history == [("open", "line_confirmed", "ana", 0, "empty", "c-2")]
     if isinstance(journal_target, Path):
         with sqlite3.connect(journal_target) as db:
             assert db.execute("SELECT MAX(version) FROM pick_schema").fetchone()[0] == len(
                 MIGRATIONS
             )
             assert db.execute("SELECT COUNT(*) FROM pick_schema").fetchone()[0] == len(MIGRATIONS)
+
+
+async def test_tables_made_before_confirmation_ids_get_the_column(
+    journal_target: str | Path,
+) -> None:
+    """A database of the first job schema: opening adds ``confirmation_id``, rows kept."""
+    from carousel_gateway.database import open_database
+
+    legacy = MIGRATIONS[0].replace("REAL", "DOUBLE PRECISION").replace(
+        "INTEGER PRIMARY KEY AUTOINCREMENT", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+    )
+    if isinstance(journal_target, Path):
+        with sqlite3.connect(journal_target) as db:
+            db.executescript(MIGRATIONS[0])
+            db.execute("CREATE TABLE pick_schema (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO pick_schema (version) VALUES (1)")
+    else:
+        open_database(journal_target, sqlite_schema="", postgres_schema=legacy).close()
+    old = make_job("old", 1, JobState.QUEUED, None)
+    db = open_database(journal_target, sqlite_schema="", postgres_schema="SELECT 1")
+    try:
+        db.execute(
+            "INSERT INTO pick_jobs (job_id, workstation_id, priority, state, content, seq, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (old.job_id, "s1", 0, "queued", old.content, 1, 1.0),
+        )
+        db.execute(
+            "INSERT INTO pick_lines (job_id, line_id, idx, machine_id, position, quantity, state) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ("old", "L1", 0, "m1", 4, 2, "pending"),
+        )
+    finally:
+        db.close()
+    store = open_store(journal_target)
+    await store.open()
+    try:
+        (loaded,) = await store.load(finished_after=0.0)
+        assert loaded.lines[0].confirmation_id is None
+        loaded.lines[0].confirmation_id = "c-1"
+        await store.write([loaded], [Change("old", 2.0, "line_confirmed", line_id="L1")])
+        (again,) = await store.load(finished_after=0.0)
+        assert again.lines[0].confirmation_id == "c-1"
+    finally:
+        await store.close()

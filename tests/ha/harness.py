@@ -51,6 +51,8 @@ class CellSettings:
     ttl_s: float = 1.5
     renew_s: float = 0.3
     margin_s: float = 0.3
+    #: TOML appended to both gateways' configs (``[[workstations]]``, say).
+    extra_config: str = ""
 
 
 def spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -131,7 +133,7 @@ advertise_ws_url = "ws://{self.address}:{self.ws_port}"
 ttl_s = {settings.ttl_s}
 renew_s = {settings.renew_s}
 margin_s = {settings.margin_s}
-{machines}"""
+{machines}{settings.extra_config}"""
         path = self.directory / f"{self.instance}.toml"
         path.write_text(text, encoding="utf-8")
         return path

@@ -151,6 +151,9 @@ class RequestTimeout(CarouselError):
     """No reply within the client's timeout."""
 
 
+#: Answers after which a confirmation is sent again: a standby's refusal, and a gateway
+#: that could not commit it (its job store unreachable for a moment).
+_RETRIED_CODES = frozenset({"NOT_ACTIVE", "INTERNAL_ERROR"})
 #: A link that failed (or never came): a confirmation is sent again.
 _LINK_ERRORS = (OSError, TimeoutError, InvalidStatus, ConnectionClosed, CarouselError)
 
@@ -466,9 +469,10 @@ class CarouselClient:
 
         The confirmation carries ``confirmation_id`` (a new UUID when not given) and is sent
         again with that same id, across the client's URLs, while the link drops, no reply
-        comes within ``request_timeout`` or a standby answers ``NOT_ACTIVE``, until the
-        gateway answers or ``deadline_s`` (default ``confirm_deadline_s``) has passed; then
-        the last failure is raised. The gateway answers only once the confirmation is
+        comes within ``request_timeout``, a standby answers ``NOT_ACTIVE`` or the gateway
+        could not commit it (``INTERNAL_ERROR``), until another answer comes or
+        ``deadline_s`` (default ``confirm_deadline_s``) has passed; then the last failure
+        is raised. The gateway answers only once the confirmation is
         committed, and answers a retry of a stored one (also the other gateway of the cell,
         after a takeover) with the stored result: the line is confirmed once.
         """
@@ -489,8 +493,9 @@ class CarouselClient:
 
     async def _retried(self, message: dict[str, Any], deadline_s: float) -> BaseModel:
         """``_request`` again and again (the same message: an idempotent one) until a reply
-        that is not ``NOT_ACTIVE``, or ``deadline_s``. No reply in time moves the client to
-        the next URL (a frozen gateway keeps its connections open)."""
+        that is not ``NOT_ACTIVE`` or ``INTERNAL_ERROR``, or ``deadline_s``. No reply in
+        time moves the client to the next URL (a frozen gateway keeps its connections
+        open)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_s
         for attempt in itertools.count(1):
@@ -499,7 +504,7 @@ class CarouselClient:
             except AuthenticationFailed:
                 raise
             except ServerError as error:
-                if error.code != "NOT_ACTIVE":
+                if error.code not in _RETRIED_CODES:
                     raise
                 failure: Exception = error
             except RequestTimeout as error:

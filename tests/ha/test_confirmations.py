@@ -1,7 +1,8 @@
 """Pick-line confirmations across a failover of two gateway processes (issue 18): an
 operator confirms the presented lines of a long job one after another through the
 project's client given both gateways' URLs, each confirmation with an id of its own, while
-the active gateway is killed (kill -9) or frozen (SIGSTOP, later SIGCONT) in the middle.
+the active gateway is killed (kill -9), frozen (SIGSTOP, later SIGCONT) or cut off from
+PostgreSQL and its PLCs (its API ports still reachable) in the middle.
 
 The client sends a confirmation again, with the same id, across both URLs until it is
 answered; the gateways answer only once a confirmation is committed to PostgreSQL, and
@@ -305,3 +306,33 @@ async def _after(operator: Operator, running: asyncio.Future[None], count: int) 
 async def _not_active(gateway: GatewayProcess) -> bool | None:
     data = await gateway.health()
     return True if data is not None and data["ha"]["role"] != "active" else None
+
+
+async def test_confirmations_survive_an_active_cut_off_from_postgresql_and_the_plcs(
+    cell_factory,
+) -> None:
+    cell, a, b, epoch = await start(cell_factory)
+
+    async def cut() -> None:
+        a.partition()  # its WebSocket and REST ports still answer: the client reaches it
+
+    async with client_of(a, b) as client:
+        operator = Operator(client, (a, b), fault=cut, fault_at=7)
+        running = asyncio.ensure_future(operator.run())
+        try:
+            await poll_until_async(
+                lambda: _after(operator, running, 11), 120, "confirmations answered by gw-b"
+            )
+            a.heal()
+            await running
+        finally:
+            running.cancel()
+            a.heal()
+    print("sends", operator.sends, "refusals:", operator.refusals, "resumed:", operator.resumed)
+    ha = await b.wait_role("active")
+    assert ha["epoch"] == epoch + 1
+    await poll_until_async(lambda: _not_active(a), 30, "gw-a not active")
+    await assert_acknowledged_equals_stored(cell, operator, epoch)
+    facts = await cell.invariants()
+    facts.assert_one_session_at_a_time()
+    facts.assert_every_move_had_an_intent({g.address: g.epochs for g in (a, b)})

@@ -60,10 +60,10 @@ def confirmed(message: dict[str, Any]) -> str:
     ).model_dump_json()
 
 
-def not_active(message: dict[str, Any]) -> str:
+def not_active(message: dict[str, Any], code: ErrorCode = ErrorCode.NOT_ACTIVE) -> str:
     return ErrorMessage(
         error="gateway gw-b is the standby of cell_t",
-        code=ErrorCode.NOT_ACTIVE,
+        code=code,
         request_id=message["request_id"],
         timestamp=NOW,
     ).model_dump_json()
@@ -161,3 +161,13 @@ async def test_an_answer_that_is_not_not_active_is_not_retried(scripted) -> None
         with pytest.raises(ServerError) as refused:
             await client.confirm_pick("J", "L9", 2, confirmation_id="c-1")
     assert refused.value.code == "INVALID_COMMAND" and len(gateway.received) == 1
+
+
+async def test_a_confirmation_the_gateway_could_not_commit_is_sent_again(scripted) -> None:
+    gateway = await scripted(
+        lambda n, m: not_active(m, ErrorCode.INTERNAL_ERROR) if n < 3 else confirmed(m)
+    )
+    async with CarouselClient(gateway.url, backoff_initial=0.01, backoff_max=0.05) as client:
+        reply = await client.confirm_pick("J", "L1", 2, confirmation_id="c-2")
+    assert reply.job.lines[0].confirmation_id == "c-2"
+    assert [m["confirmation_id"] for m in gateway.received] == ["c-2"] * 3

@@ -112,6 +112,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE pick_lines ADD COLUMN confirmation_id TEXT;
     ALTER TABLE pick_history ADD COLUMN confirmation_id TEXT;
+    CREATE UNIQUE INDEX pick_history_confirmation ON pick_history (job_id, confirmation_id)
+        WHERE confirmation_id IS NOT NULL;
     """,
 )
 
@@ -142,9 +144,12 @@ _UPSERT_LINE = (
     "confirmed_by = excluded.confirmed_by, confirmed_at = excluded.confirmed_at, "
     "confirmation_id = excluded.confirmation_id"
 )
+#: A confirmation's record is written once: a batch written again after a commit whose
+#: answer was lost (the engine keeps a failed batch for the next write) adds no second one.
 _INSERT_HISTORY = (
     "INSERT INTO pick_history (job_id, at, what, by, line_id, quantity, reason, "
-    "confirmation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "confirmation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, confirmation_id) "
+    "WHERE confirmation_id IS NOT NULL DO NOTHING"
 )
 # Literals (bandit: no SQL built from strings); the values are bound.
 _SELECT_LINES = (
@@ -228,6 +233,8 @@ BEGIN
         ALTER TABLE pick_history ADD COLUMN confirmation_id TEXT;
     END IF;
 END $$;
+CREATE UNIQUE INDEX IF NOT EXISTS pick_history_confirmation
+    ON pick_history (job_id, confirmation_id) WHERE confirmation_id IS NOT NULL;
 """
 #: The job tables a cell's lease fences.
 FENCED_TABLES = ("pick_jobs", "pick_lines", "pick_history")

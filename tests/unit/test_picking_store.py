@@ -150,3 +150,26 @@ async def test_tables_made_before_confirmation_ids_get_the_column(
         assert again.lines[0].confirmation_id == "c-1"
     finally:
         await store.close()
+
+
+async def test_a_confirmation_is_recorded_once_when_its_batch_is_written_again(
+    journal_target: str | Path,
+) -> None:
+    """A commit whose answer was lost: the engine writes the same batch again."""
+    store = open_store(journal_target)
+    await store.open()
+    try:
+        job = make_job("J", 1, JobState.ACTIVE, None)
+        batch = [
+            Change("J", 11.0, "line_confirmed", "ana", "L2", 0, "empty", "c-2"),
+            Change("J", 11.0, "job_paused", "ana", reason="tote missing"),
+        ]
+        await store.write([job], batch)
+        await store.write([job], batch)
+        rows = await store._run(
+            store._query, "SELECT what, confirmation_id FROM pick_history ORDER BY id", ()
+        )
+    finally:
+        await store.close()
+    confirmed = [row["confirmation_id"] for row in rows if row["what"] == "line_confirmed"]
+    assert confirmed == ["c-2"]

@@ -472,9 +472,9 @@ class CarouselClient:
         comes within ``request_timeout``, a standby answers ``NOT_ACTIVE`` or the gateway
         could not commit it (``INTERNAL_ERROR``), until another answer comes or
         ``deadline_s`` (default ``confirm_deadline_s``) has passed; then the last failure
-        is raised. The gateway answers only once the confirmation is
-        committed, and answers a retry of a stored one (also the other gateway of the cell,
-        after a takeover) with the stored result: the line is confirmed once.
+        is raised. The gateway answers only once the confirmation is committed, and
+        answers a retry of a stored one (also the other gateway of the cell, after a
+        takeover) with the stored result: the line is confirmed once.
         """
         message: dict[str, Any] = {
             "type": "confirm_pick",
@@ -510,8 +510,7 @@ class CarouselClient:
             except RequestTimeout as error:
                 failure = error
                 if len(self.urls) > 1:
-                    with contextlib.suppress(*_LINK_ERRORS):
-                        await self._switch(self._next_url())
+                    await self._try_switch(self._next_url())
             except _LINK_ERRORS as error:
                 failure = error
             remaining = deadline - loop.time()
@@ -522,9 +521,17 @@ class CarouselClient:
             await asyncio.sleep(min(remaining, pause * (0.5 + random.random() / 2)))
             if self._reader is None or self._reader.done():
                 # A switch that found no gateway left no reader to reconnect: connect here.
-                with contextlib.suppress(*_LINK_ERRORS):
-                    await self._switch(self.url)
+                await self._try_switch(self.url)
         raise AssertionError("unreachable")
+
+    async def _try_switch(self, target: str) -> None:
+        """:meth:`_switch`, a gateway that does not answer ignored (tried again later)."""
+        try:
+            await self._switch(target)
+        except AuthenticationFailed:
+            raise
+        except _LINK_ERRORS as exc:
+            log.info("no gateway answered: %s", exc)
 
     async def pause_job(self, job_id: str, reason: str | None = None) -> JobUpdate:
         return await self._job_control("pause_job", job_id, reason)

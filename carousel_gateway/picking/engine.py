@@ -263,6 +263,13 @@ class JobEngine:
         confirmation_id: str | None = None,
     ) -> JobView:
         self._check_active()
+        if self._standby and self.refusal is not None:
+            # The lease is ours, the takeover has not loaded the jobs yet: NOT_ACTIVE (sent
+            # again by the client), not JOB_NOT_FOUND from the standby's empty board.
+            raise GatewayError(
+                ErrorCode.NOT_ACTIVE,
+                "this gateway is taking over its cell: the pick jobs are not loaded yet",
+            )
         async with self._lock:
             station, _ = self.board.find(job_id)
             job = station.confirm(

@@ -110,3 +110,19 @@ async def test_a_confirmation_whose_write_failed_is_acknowledged_only_once_commi
     assert (view.lines[0].state, view.lines[0].confirmation_id) == (JobLineState.SHORT, "w-1")
     stored = await asyncio.to_thread(history, url, "W1")
     assert [(line, qty, cid) for line, qty, cid, _ in stored] == [("L1", 1, "w-1")]
+
+
+async def test_while_a_takeover_loads_the_jobs_a_confirmation_is_not_active(cell) -> None:
+    """The lease is taken (the role is active) before the jobs are loaded: a confirmation
+    arriving meanwhile is NOT_ACTIVE (the client sends it again), not JOB_NOT_FOUND."""
+    _sim, _url, start = cell
+    a = await start("gw-a")
+    await until_active(a)
+    b = await start("gw-b")
+    assert b.jobs is not None and b._engine is not None and b.ha is not None
+    await b.ha.wait_holder("gw-a")
+    b._engine.refusal = lambda: None  # as between the grant and the end of the takeover
+    with pytest.raises(GatewayError) as refused:
+        await b.jobs.confirm("X1", "L1", 2, None, "op", confirmation_id="x-1")
+    assert refused.value.code is ErrorCode.NOT_ACTIVE
+    assert "not loaded yet" in refused.value.message

@@ -17,8 +17,9 @@ Pick jobs (when ``welcome`` lists the ``pick_jobs`` capability)::
 Requests are matched to replies by ``request_id``. If the link drops, the client reconnects
 with backoff, re-subscribes, and the server's fresh ``status_broadcast`` arrives on every
 open ``events()`` iterator; requests in flight at that moment fail with
-:class:`ConnectionLost` (a move is never re-sent). Results are the server's own message
-models from :mod:`carousel_gateway.wire`.
+:class:`ConnectionLost` (a move is never re-sent). A pick confirmation is the exception: it
+carries an id, so ``confirm_pick`` sends it again across the URLs until it is answered.
+Results are the server's own message models from :mod:`carousel_gateway.wire`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import itertools
 import json
 import logging
 import random
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
@@ -149,6 +151,13 @@ class RequestTimeout(CarouselError):
     """No reply within the client's timeout."""
 
 
+#: Answers after which a confirmation is sent again: a standby's refusal, and a gateway
+#: that could not commit it (its job store unreachable for a moment).
+_RETRIED_CODES = frozenset({"NOT_ACTIVE", "INTERNAL_ERROR"})
+#: A link that failed (or never came): a confirmation is sent again.
+_LINK_ERRORS = (OSError, TimeoutError, InvalidStatus, ConnectionClosed, CarouselError)
+
+
 def parse_server_message(data: str | bytes) -> BaseModel:
     """A server frame as its typed model (``machine_status`` has two shapes)."""
     raw = json.loads(data)
@@ -197,7 +206,10 @@ class CarouselClient:
         request_timeout: float = 10.0,
         backoff_initial: float = 0.2,
         backoff_max: float = 5.0,
+        confirm_deadline_s: float = 30.0,
     ) -> None:
+        #: How long ``confirm_pick`` goes on sending a confirmation that got no answer.
+        self.confirm_deadline_s = confirm_deadline_s
         urls = url.split(",") if isinstance(url, str) else list(url)
         self.urls = [u.strip() for u in urls if u.strip()]
         if not self.urls:
@@ -273,12 +285,23 @@ class CarouselClient:
     async def _open_one(self, url: str) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
-            connection = await connect(url, additional_headers=headers)
+            connection = await connect(
+                url,
+                additional_headers=headers,
+                open_timeout=self.request_timeout,
+                close_timeout=self.request_timeout,  # a frozen gateway does not answer a close
+            )
         except InvalidStatus as exc:
             if exc.response.status_code == 401:
                 raise AuthenticationFailed("the gateway refused the token") from None
             raise
-        welcome = parse_server_message(await connection.recv())
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                frame = await connection.recv()
+        except BaseException:
+            await connection.close()
+            raise
+        welcome = parse_server_message(frame)
         if not isinstance(welcome, Welcome):
             await connection.close()
             raise CarouselError("the gateway did not send a welcome")
@@ -433,20 +456,82 @@ class CarouselClient:
         return reply.jobs[0]
 
     async def confirm_pick(
-        self, job_id: str, line_id: str, quantity_picked: int, reason: str | None = None
+        self,
+        job_id: str,
+        line_id: str,
+        quantity_picked: int,
+        reason: str | None = None,
+        *,
+        confirmation_id: str | None = None,
+        deadline_s: float | None = None,
     ) -> PickConfirmed:
-        """Confirm a presented line (operator role); less than asked needs a ``reason``."""
+        """Confirm a presented line (operator role); less than asked needs a ``reason``.
+
+        The confirmation carries ``confirmation_id`` (a new UUID when not given) and is sent
+        again with that same id, across the client's URLs, while the link drops, no reply
+        comes within ``request_timeout``, a standby answers ``NOT_ACTIVE`` or the gateway
+        could not commit it (``INTERNAL_ERROR``), until another answer comes or
+        ``deadline_s`` (default ``confirm_deadline_s``) has passed; then the last failure
+        is raised. The gateway answers only once the confirmation is committed, and
+        answers a retry of a stored one (also the other gateway of the cell, after a
+        takeover) with the stored result: the line is confirmed once.
+        """
         message: dict[str, Any] = {
             "type": "confirm_pick",
             "job_id": job_id,
             "line_id": line_id,
             "quantity_picked": quantity_picked,
+            "confirmation_id": confirmation_id or str(uuid.uuid4()),
         }
         if reason is not None:
             message["reason"] = reason
-        reply = await self._request(message)
+        reply = await self._retried(
+            message, self.confirm_deadline_s if deadline_s is None else deadline_s
+        )
         assert isinstance(reply, PickConfirmed)
         return reply
+
+    async def _retried(self, message: dict[str, Any], deadline_s: float) -> BaseModel:
+        """``_request`` again and again (the same message: an idempotent one) until a reply
+        that is not ``NOT_ACTIVE`` or ``INTERNAL_ERROR``, or ``deadline_s``. No reply in
+        time moves the client to the next URL (a frozen gateway keeps its connections
+        open)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        for attempt in itertools.count(1):
+            try:
+                return await self._request(message)
+            except AuthenticationFailed:
+                raise
+            except ServerError as error:
+                if error.code not in _RETRIED_CODES:
+                    raise
+                failure: Exception = error
+            except RequestTimeout as error:
+                failure = error
+                if len(self.urls) > 1:
+                    await self._try_switch(self._next_url())
+            except _LINK_ERRORS as error:
+                failure = error
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise failure
+            log.info("confirmation not answered (%s): sending it again", failure)
+            pause = min(self.backoff_max, self.backoff_initial * 2 ** min(attempt - 1, 16))
+            await asyncio.sleep(min(remaining, pause * (0.5 + random.random() / 2)))
+            if self._reader is None or self._reader.done():
+                # A switch that found no gateway left no reader to reconnect: connect here.
+                await self._try_switch(self.url)
+        raise AssertionError("unreachable")
+
+    async def _try_switch(self, target: str) -> None:
+        """:meth:`_switch`, a gateway that does not answer ignored (tried again later)."""
+        try:
+            await self._switch(target)
+        except AuthenticationFailed:
+            raise
+        except _LINK_ERRORS as exc:
+            log.info("no gateway answered: %s", exc)
 
     async def pause_job(self, job_id: str, reason: str | None = None) -> JobUpdate:
         return await self._job_control("pause_job", job_id, reason)
@@ -539,15 +624,23 @@ class CarouselClient:
     async def _follow(self, refusal: ServerError) -> None:
         """Leave a standby for the active instance its refusal names (or, when it names
         none, the next URL); subscriptions are replayed there."""
+        target = refusal.active_url
+        if target is None:
+            target = self._next_url()
+        elif target not in self.urls:
+            self.urls.append(target)
+        await self._switch(target)
+
+    def _next_url(self) -> str:
+        return self.urls[(self.urls.index(self.url) + 1) % len(self.urls)]
+
+    async def _switch(self, target: str) -> None:
+        """Connect to ``target`` (else, in turn, to the other URLs) instead of the current
+        gateway; requests in flight there fail with :class:`ConnectionLost`."""
         async with self._switching:
-            target = refusal.active_url
-            if target is None:
-                target = self.urls[(self.urls.index(self.url) + 1) % len(self.urls)]
-            elif target not in self.urls:
-                self.urls.append(target)
             if target == self.url and self._connected.is_set():
                 return  # another request has already moved this client there
-            log.info("%s is not the active gateway: switching to %s", self.url, target)
+            log.info("leaving gateway %s for %s", self.url, target)
             reader, self._reader = self._reader, None
             if reader is not None:
                 reader.cancel()
@@ -556,7 +649,7 @@ class CarouselClient:
             self._connected.clear()
             if self._connection is not None:
                 await self._connection.close()
-            self._fail_pending(ConnectionLost("left a standby gateway for the active one"))
+            self._fail_pending(ConnectionLost(f"left gateway {self.url} for {target}"))
             self.url = target
             await self._open()
             self.reconnects += 1

@@ -564,6 +564,7 @@ class WebSocketApi:
                             message.quantity_picked,
                             message.reason,
                             by,
+                            confirmation_id=message.confirmation_id,
                         )
                     )
                     reply = PickConfirmed(

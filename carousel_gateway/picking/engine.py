@@ -357,12 +357,30 @@ class JobEngine:
         return station.job_view(job)
 
     async def confirm(
-        self, job_id: str, line_id: str, quantity_picked: int, reason: str | None, by: str
+        self,
+        job_id: str,
+        line_id: str,
+        quantity_picked: int,
+        reason: str | None,
+        by: str,
+        *,
+        confirmation_id: str | None = None,
     ) -> JobView:
         self._check_active()
+        if self._standby and self.refusal is not None:
+            # The lease is ours, the takeover has not loaded the jobs yet: NOT_ACTIVE (sent
+            # again by the client), not JOB_NOT_FOUND from the standby's empty board.
+            raise GatewayError(
+                ErrorCode.NOT_ACTIVE,
+                "this gateway is taking over its cell: the pick jobs are not loaded yet",
+            )
         async with self._lock:
             station, _ = self.board.find(job_id)
-            job = station.confirm(job_id, line_id, quantity_picked, reason, by, self.clock())
+            job = station.confirm(
+                job_id, line_id, quantity_picked, reason, by, self.clock(), confirmation_id
+            )
+            # Also for a repeat: a change whose write failed is written now, before the
+            # answer (an acknowledged confirmation is a committed one).
             await self._settle(station)
             return station.job_view(job)
 

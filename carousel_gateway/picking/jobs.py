@@ -32,6 +32,7 @@ __all__ = [
     "Job",
     "Line",
     "check_confirmation",
+    "confirmation_repeat",
     "job_view",
     "same_content",
     "submission_content",
@@ -60,6 +61,8 @@ class Line:
     reason: str | None = None
     confirmed_by: str | None = None
     confirmed_at: float | None = None
+    #: The id its client gave the confirmation (a retry with it is answered, not redone).
+    confirmation_id: str | None = None
 
     @property
     def open(self) -> bool:
@@ -79,6 +82,7 @@ class Line:
             reason=self.reason,
             confirmed_by=self.confirmed_by,
             confirmed_at=None if self.confirmed_at is None else utc_timestamp(self.confirmed_at),
+            confirmation_id=self.confirmation_id,
         )
 
 
@@ -245,3 +249,46 @@ def check_confirmation(job: Job, line_id: str, quantity_picked: int, reason: str
             f"a short pick ({quantity_picked} of {line.quantity}) needs a reason",
         )
     return line
+
+
+def confirmation_repeat(
+    job: Job,
+    line_id: str,
+    quantity_picked: int,
+    reason: str | None,
+    confirmation_id: str | None,
+) -> Line | None:
+    """The stored line when this confirmation was already applied (a client's retry: the
+    answer is the stored result), else None (judge it with :func:`check_confirmation`).
+
+    With ``confirmation_id`` the id decides: the line that carries it is a repeat when the
+    content matches, and ``JOB_CONFLICT`` when the same id came with another line, quantity
+    or reason. Without one, a confirmed line with the same quantity and reason is a repeat.
+    """
+    if confirmation_id is not None:
+        line = next((ln for ln in job.lines if ln.confirmation_id == confirmation_id), None)
+        if line is None:
+            return None
+        if line.line_id == line_id and _same_pick(line, quantity_picked, reason):
+            return line
+        raise GatewayError(
+            ErrorCode.JOB_CONFLICT,
+            f"confirmation_id {confirmation_id!r} of job {job.job_id!r} was used for line "
+            f"{line.line_id!r} with quantity_picked {line.quantity_picked}"
+            + (f" ({line.reason})" if line.reason else "")
+            + f"; this one is line {line_id!r} with {quantity_picked}: "
+            "a new confirmation needs a new id",
+        )
+    line = job.by_id.get(line_id)
+    if line is None or line.quantity_picked is None or line.open:
+        return None
+    return line if _same_pick(line, quantity_picked, reason) else None
+
+
+def _same_pick(line: Line, quantity_picked: int, reason: str | None) -> bool:
+    """The stored confirmation of ``line`` is this one (a full pick stores no reason)."""
+    if line.state not in (JobLineState.PICKED, JobLineState.SHORT):
+        return False
+    if line.quantity_picked != quantity_picked:
+        return False
+    return line.state is JobLineState.PICKED or (line.reason or None) == (reason or None)

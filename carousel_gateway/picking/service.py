@@ -49,10 +49,20 @@ class JobService(Protocol):
         ...
 
     async def confirm(
-        self, job_id: str, line_id: str, quantity_picked: int, reason: str | None, by: str
+        self,
+        job_id: str,
+        line_id: str,
+        quantity_picked: int,
+        reason: str | None,
+        by: str,
+        *,
+        confirmation_id: str | None = None,
     ) -> JobView:
         """Confirm a presented line: ``quantity_picked`` in 0..quantity, a ``reason`` when
-        less than asked (a short pick). The carousel moves on once its stop is done."""
+        less than asked (a short pick). The carousel moves on once its stop is done. A
+        retry of a stored confirmation (the same ``confirmation_id``; without one, the same
+        quantity and reason) returns the job with the stored result; the same id with
+        other content is ``JOB_CONFLICT``."""
         ...
 
     async def pause(self, job_id: str, by: str, reason: str | None = None) -> JobView:

@@ -115,6 +115,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX pick_history_job ON pick_history (job_id, id);
     """,
+    # A confirmation's id as its client gave it: a retry is answered from the store.
+    """
+    ALTER TABLE pick_lines ADD COLUMN confirmation_id TEXT;
+    ALTER TABLE pick_history ADD COLUMN confirmation_id TEXT;
+    CREATE UNIQUE INDEX pick_history_confirmation ON pick_history (job_id, confirmation_id)
+        WHERE confirmation_id IS NOT NULL;
+    """,
 )
 
 #: Shared by both engines (an SQLite upsert is the same statement since 3.24): the job
@@ -133,22 +140,29 @@ _UPSERT_JOB = (
 )
 _UPSERT_LINE = (
     "INSERT INTO pick_lines (job_id, line_id, idx, machine_id, position, quantity, sku, "
-    "description, order_id, state, quantity_picked, reason, confirmed_by, confirmed_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, line_id) DO UPDATE SET "
+    "description, order_id, state, quantity_picked, reason, confirmed_by, confirmed_at, "
+    "confirmation_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (job_id, line_id) DO UPDATE SET "
     "idx = excluded.idx, machine_id = excluded.machine_id, position = excluded.position, "
     "quantity = excluded.quantity, sku = excluded.sku, description = excluded.description, "
     "order_id = excluded.order_id, state = excluded.state, "
     "quantity_picked = excluded.quantity_picked, reason = excluded.reason, "
-    "confirmed_by = excluded.confirmed_by, confirmed_at = excluded.confirmed_at"
+    "confirmed_by = excluded.confirmed_by, confirmed_at = excluded.confirmed_at, "
+    "confirmation_id = excluded.confirmation_id"
 )
+#: A confirmation's record is written once: a batch written again after a commit whose
+#: answer was lost (the engine keeps a failed batch for the next write) adds no second one.
 _INSERT_HISTORY = (
-    "INSERT INTO pick_history (job_id, at, what, by, line_id, quantity, reason) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO pick_history (job_id, at, what, by, line_id, quantity, reason, "
+    "confirmation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, confirmation_id) "
+    "WHERE confirmation_id IS NOT NULL DO NOTHING"
 )
 # Literals (bandit: no SQL built from strings); the values are bound.
 _SELECT_LINES = (
     "SELECT job_id, line_id, idx, machine_id, position, quantity, sku, description, order_id, "
-    "state, quantity_picked, reason, confirmed_by, confirmed_at FROM pick_lines WHERE job_id IN "
+    "state, quantity_picked, reason, confirmed_by, confirmed_at, confirmation_id "
+    "FROM pick_lines WHERE job_id IN "
     "(SELECT job_id FROM pick_jobs WHERE finished_at IS NULL OR finished_at > ?) "
     "ORDER BY job_id, idx"
 )
@@ -180,22 +194,26 @@ _PG_UPSERT_JOB = (
 )
 _PG_UPSERT_LINE = (
     "INSERT INTO pick_lines (cell, job_id, line_id, idx, machine_id, position, quantity, sku, "
-    "description, order_id, state, quantity_picked, reason, confirmed_by, confirmed_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "description, order_id, state, quantity_picked, reason, confirmed_by, confirmed_at, "
+    "confirmation_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (cell, job_id, line_id) DO UPDATE SET "
     "idx = excluded.idx, machine_id = excluded.machine_id, position = excluded.position, "
     "quantity = excluded.quantity, sku = excluded.sku, description = excluded.description, "
     "order_id = excluded.order_id, state = excluded.state, "
     "quantity_picked = excluded.quantity_picked, reason = excluded.reason, "
-    "confirmed_by = excluded.confirmed_by, confirmed_at = excluded.confirmed_at"
+    "confirmed_by = excluded.confirmed_by, confirmed_at = excluded.confirmed_at, "
+    "confirmation_id = excluded.confirmation_id"
 )
 _PG_INSERT_HISTORY = (
-    "INSERT INTO pick_history (cell, job_id, at, what, by, line_id, quantity, reason) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO pick_history (cell, job_id, at, what, by, line_id, quantity, reason, "
+    "confirmation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (cell, job_id, confirmation_id) WHERE confirmation_id IS NOT NULL DO NOTHING"
 )
 _PG_SELECT_LINES = (
     "SELECT job_id, line_id, idx, machine_id, position, quantity, sku, description, order_id, "
-    "state, quantity_picked, reason, confirmed_by, confirmed_at FROM pick_lines "
+    "state, quantity_picked, reason, confirmed_by, confirmed_at, confirmation_id "
+    "FROM pick_lines "
     "WHERE cell = ? AND job_id IN (SELECT job_id FROM pick_jobs "
     "WHERE cell = ? AND (finished_at IS NULL OR finished_at > ?)) ORDER BY job_id, idx"
 )
@@ -219,7 +237,8 @@ _PG_JOB_VERSIONS = (
 )
 _PG_SELECT_SOME_LINES = (
     "SELECT job_id, line_id, idx, machine_id, position, quantity, sku, description, order_id, "
-    "state, quantity_picked, reason, confirmed_by, confirmed_at FROM pick_lines "
+    "state, quantity_picked, reason, confirmed_by, confirmed_at, confirmation_id "
+    "FROM pick_lines "
     "WHERE cell = ? AND job_id = ANY(?) ORDER BY job_id, idx"
 )
 _PG_SELECT_SOME_JOBS = (
@@ -269,6 +288,7 @@ CREATE TABLE IF NOT EXISTS pick_lines (
     confirmed_at    DOUBLE PRECISION,
     cell            TEXT NOT NULL DEFAULT '',
     epoch           BIGINT,
+    confirmation_id TEXT,
     PRIMARY KEY (cell, job_id, line_id),
     FOREIGN KEY (cell, job_id) REFERENCES pick_jobs (cell, job_id)
 );
@@ -282,7 +302,8 @@ CREATE TABLE IF NOT EXISTS pick_history (
     quantity  INTEGER,
     reason    TEXT,
     cell      TEXT NOT NULL DEFAULT '',
-    epoch     BIGINT
+    epoch     BIGINT,
+    confirmation_id TEXT
 );
 -- Before job ids were per cell (the key was job_id alone): bring the tables to the keys
 -- above. Rows written without a cell (no [ha]) belong to the cell ''. The fence's
@@ -332,10 +353,36 @@ $migrate$;
 CREATE INDEX IF NOT EXISTS pick_history_cell_job ON pick_history (cell, job_id, id);
 -- What a load reads (a standby, every renew_s): the cell's open and recently ended jobs.
 CREATE INDEX IF NOT EXISTS pick_jobs_cell_finished ON pick_jobs (cell, finished_at);
+DO $$
+BEGIN
+    -- Tables made before confirmation ids: the column added once (no lock taken after).
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema =
+            current_schema() AND table_name = 'pick_lines' AND column_name = 'confirmation_id')
+    THEN
+        ALTER TABLE pick_lines ADD COLUMN confirmation_id TEXT;
+        ALTER TABLE pick_history ADD COLUMN confirmation_id TEXT;
+    END IF;
+END $$;
+CREATE UNIQUE INDEX IF NOT EXISTS pick_history_cell_confirmation
+    ON pick_history (cell, job_id, confirmation_id) WHERE confirmation_id IS NOT NULL;
 """
 #: The job tables a cell's lease fences.
 FENCED_TABLES = ("pick_jobs", "pick_lines", "pick_history")
 
+
+
+def _change_row(change: Change) -> tuple[Any, ...]:
+    """A history line's columns after the scope (``cell`` on PostgreSQL)."""
+    return (
+        change.job_id,
+        change.at,
+        change.what,
+        change.by,
+        change.line_id,
+        change.quantity,
+        change.reason,
+        change.confirmation_id,
+    )
 
 class JobWriteFenced(Exception):
     """The database refused a job write: this instance's epoch does not hold the cell's
@@ -400,7 +447,7 @@ class _ThreadedJobStore:
             for index, line in enumerate(job.lines)
         ]
         history = [
-            (*scope, c.job_id, c.at, c.what, c.by, c.line_id, c.quantity, c.reason) for c in changes
+            (*scope, *_change_row(change)) for change in changes
         ]
         await self._run(self._write, rows, lines, history)
 
@@ -696,6 +743,7 @@ def _line(row: Any) -> Line:
         reason=row["reason"],
         confirmed_by=row["confirmed_by"],
         confirmed_at=row["confirmed_at"],
+        confirmation_id=row["confirmation_id"],
     )
 
 
@@ -754,4 +802,5 @@ def _line_row(job: Job, index: int, line: Line) -> tuple[Any, ...]:
         line.reason,
         line.confirmed_by,
         line.confirmed_at,
+        line.confirmation_id,
     )

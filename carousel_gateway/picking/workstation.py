@@ -32,7 +32,13 @@ from dataclasses import dataclass, field
 
 from carousel_gateway.config import MachineConfig, WorkstationConfig
 from carousel_gateway.errors import ErrorCode, GatewayError
-from carousel_gateway.picking.jobs import Job, Line, check_confirmation, job_view
+from carousel_gateway.picking.jobs import (
+    Job,
+    Line,
+    check_confirmation,
+    confirmation_repeat,
+    job_view,
+)
 from carousel_gateway.picking.planner import distance, optimal_route
 from carousel_gateway.wire.clock import utc_timestamp
 from carousel_gateway.wire.jobs import (
@@ -124,6 +130,7 @@ class Change:
     line_id: str | None = None
     quantity: int | None = None
     reason: str | None = None
+    confirmation_id: str | None = None  # a confirmation's, as its client gave it
 
 
 class Workstation:
@@ -330,9 +337,14 @@ class Workstation:
         reason: str | None,
         by: str,
         at: float,
+        confirmation_id: str | None = None,
     ) -> Job:
-        """Confirm a presented line (``INVALID_COMMAND`` when the rules say no)."""
+        """Confirm a presented line (``INVALID_COMMAND`` when the rules say no). A retry of
+        a confirmation already applied changes nothing and returns the job as it is
+        (:func:`~carousel_gateway.picking.jobs.confirmation_repeat`)."""
         job = self._job(job_id)
+        if confirmation_repeat(job, line_id, quantity_picked, reason, confirmation_id):
+            return job
         line = check_confirmation(job, line_id, quantity_picked, reason)
         stop = self.presented.get(line.machine_id)
         line.quantity_picked = quantity_picked
@@ -340,6 +352,7 @@ class Workstation:
         line.reason = reason if line.state is JobLineState.SHORT else None
         line.confirmed_by = by
         line.confirmed_at = at
+        line.confirmation_id = confirmation_id
         self._record(
             job,
             at,
@@ -348,6 +361,7 @@ class Workstation:
             line_id=line_id,
             quantity=quantity_picked,
             reason=line.reason,
+            confirmation_id=confirmation_id,
         )
         self._emit(JobEventKind.LINE_CONFIRMED, job, stop)
         self._prune_stops()
@@ -650,9 +664,12 @@ class Workstation:
         line_id: str | None = None,
         quantity: int | None = None,
         reason: str | None = None,
+        confirmation_id: str | None = None,
     ) -> None:
         self.dirty.add(job.job_id)
-        self.changes.append(Change(job.job_id, at, kind.value, by, line_id, quantity, reason))
+        self.changes.append(
+            Change(job.job_id, at, kind.value, by, line_id, quantity, reason, confirmation_id)
+        )
 
     def forget_finished(self, before: float) -> list[str]:
         """Drop jobs that ended before ``before`` from memory (the store keeps them)."""

@@ -141,6 +141,17 @@ class ConfirmPick(_JobRequest):
     line_id: Identifier
     quantity_picked: int  # 0..quantity; less than asked needs a reason (a short pick)
     reason: Text | None = None
+    confirmation_id: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=128,
+            description="The client's id for this confirmation (a UUID, say), sent again "
+            "unchanged with every retry: a retry of a confirmation already stored is answered "
+            "with the stored result (also by the other gateway of a cell after a takeover); "
+            "the same id with another line, quantity or reason is JOB_CONFLICT.",
+        ),
+    ] = None
 
 
 class PauseJob(_JobRequest):
@@ -176,6 +187,7 @@ class JobLineView(BaseModel):
     reason: str | None = None  # why a short pick (or a cancellation) happened
     confirmed_by: str | None = None  # token name or peer address of the operator
     confirmed_at: str | None = None  # ISO 8601 UTC
+    confirmation_id: str | None = None  # the id its client gave the confirmation, if any
 
 
 class RouteStop(BaseModel):

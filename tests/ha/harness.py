@@ -55,6 +55,8 @@ class CellSettings:
     takeover_connect_s: float | None = None
     #: A workstation "station_1" ("Puesto 1") on every machine: pick jobs on PostgreSQL.
     workstation: bool = False
+    #: TOML appended to both gateways' configs (``[[workstations]]``, say).
+    extra_config: str = ""
 
 
 def spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -147,7 +149,7 @@ advertise_ws_url = "ws://{self.address}:{self.ws_port}"
 ttl_s = {settings.ttl_s}
 renew_s = {settings.renew_s}
 margin_s = {settings.margin_s}
-{takeover}{machines}"""
+{takeover}{machines}{settings.extra_config}"""
         path = self.directory / f"{self.instance}.toml"
         path.write_text(text, encoding="utf-8")
         return path

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
 from carousel_gateway.picking.jobs import Job, Line
-from carousel_gateway.picking.store import MIGRATIONS, PostgresJobStore, SqliteJobStore
+from carousel_gateway.picking.store import (
+    MIGRATIONS,
+    POSTGRES_SCHEMA,
+    PostgresJobStore,
+    SqliteJobStore,
+)
 from carousel_gateway.picking.workstation import Change
 from carousel_gateway.wire.jobs import JobLineState, JobState
 
@@ -29,6 +35,7 @@ def make_job(job_id: str, seq: int, state: JobState, finished_at: float | None) 
                 reason="empty",
                 confirmed_by="ana",
                 confirmed_at=12.5,
+                confirmation_id="c-2",
             ),
         ],
         content=json.dumps({"job_id": job_id}),
@@ -60,7 +67,9 @@ async def test_jobs_round_trip_and_a_restart_loads_unfinished_and_recent_ones(
     ]
     await store.write(jobs, [])
     jobs[2].state = JobState.ACTIVE  # written again whole: an update of the same rows
-    await store.write(jobs[2:], [Change("open", 11.0, "line_confirmed", "ana", "L2", 0, "empty")])
+    await store.write(
+        jobs[2:], [Change("open", 11.0, "line_confirmed", "ana", "L2", 0, "empty", "c-2")]
+    )
     await store.close()
 
     again = open_store(journal_target)  # opening again applies no migration twice
@@ -70,9 +79,12 @@ async def test_jobs_round_trip_and_a_restart_loads_unfinished_and_recent_ones(
         assert [job.job_id for job in loaded] == ["recent", "open"]
         assert await again.known("old") and not await again.known("never")
         history = [
-            (row["job_id"], row["what"], row["by"], row["quantity"], row["reason"])
+            (row["job_id"], row["what"], row["by"], row["quantity"], row["reason"], row["cid"])
             for row in await again._run(
-                again._query, "SELECT job_id, what, by, quantity, reason FROM pick_history", ()
+                again._query,
+                "SELECT job_id, what, by, quantity, reason, confirmation_id AS cid "
+                "FROM pick_history",
+                (),
             )
         ]
     finally:
@@ -85,13 +97,15 @@ async def test_jobs_round_trip_and_a_restart_loads_unfinished_and_recent_ones(
         1.5,
     )
     short = restored.by_id["L2"]
-    assert (short.state, short.quantity_picked, short.reason, short.confirmed_by) == (
-        JobLineState.SHORT,
-        0,
-        "empty",
-        "ana",
-    )
-    assert history == [("open", "line_confirmed", "ana", 0, "empty")]
+    assert (
+        short.state,
+        short.quantity_picked,
+        short.reason,
+        short.confirmed_by,
+        short.confirmation_id,
+    ) == (JobLineState.SHORT, 0, "empty", "ana", "c-2")
+    assert restored.by_id["L1"].confirmation_id is None
+    assert history == [("open", "line_confirmed", "ana", 0, "empty", "c-2")]
     if isinstance(journal_target, Path):
         with sqlite3.connect(journal_target) as db:
             assert db.execute("SELECT MAX(version) FROM pick_schema").fetchone()[0] == len(
@@ -130,3 +144,73 @@ async def test_committed_reads_the_jobs_and_the_history_written_since(
         assert [job.job_id for job in same.jobs] == ["a", "b"]
     finally:
         await store.close()
+
+
+async def test_tables_made_before_confirmation_ids_get_the_column(
+    journal_target: str | Path,
+) -> None:
+    """A database of the first job schema: opening adds ``confirmation_id``, rows kept."""
+    from carousel_gateway.database import open_database
+
+    # PostgreSQL's tables as they were before confirmation ids (per-cell keys already).
+    legacy = re.sub(
+        r",\s*confirmation_id TEXT|confirmation_id TEXT,\s*",
+        "",
+        POSTGRES_SCHEMA.split("DO $$")[0],
+    )
+    if isinstance(journal_target, Path):
+        with sqlite3.connect(journal_target) as db:
+            db.executescript(MIGRATIONS[0])
+            db.execute("CREATE TABLE pick_schema (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO pick_schema (version) VALUES (1)")
+    else:
+        open_database(journal_target, sqlite_schema="", postgres_schema=legacy).close()
+    old = make_job("old", 1, JobState.QUEUED, None)
+    db = open_database(journal_target, sqlite_schema="", postgres_schema="SELECT 1")
+    try:
+        db.execute(
+            "INSERT INTO pick_jobs (job_id, workstation_id, priority, state, content, seq, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (old.job_id, "s1", 0, "queued", old.content, 1, 1.0),
+        )
+        db.execute(
+            "INSERT INTO pick_lines (job_id, line_id, idx, machine_id, position, quantity, state) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ("old", "L1", 0, "m1", 4, 2, "pending"),
+        )
+    finally:
+        db.close()
+    store = open_store(journal_target)
+    await store.open()
+    try:
+        (loaded,) = await store.load(finished_after=0.0)
+        assert loaded.lines[0].confirmation_id is None
+        loaded.lines[0].confirmation_id = "c-1"
+        await store.write([loaded], [Change("old", 2.0, "line_confirmed", line_id="L1")])
+        (again,) = await store.load(finished_after=0.0)
+        assert again.lines[0].confirmation_id == "c-1"
+    finally:
+        await store.close()
+
+
+async def test_a_confirmation_is_recorded_once_when_its_batch_is_written_again(
+    journal_target: str | Path,
+) -> None:
+    """A commit whose answer was lost: the engine writes the same batch again."""
+    store = open_store(journal_target)
+    await store.open()
+    try:
+        job = make_job("J", 1, JobState.ACTIVE, None)
+        batch = [
+            Change("J", 11.0, "line_confirmed", "ana", "L2", 0, "empty", "c-2"),
+            Change("J", 11.0, "job_paused", "ana", reason="tote missing"),
+        ]
+        await store.write([job], batch)
+        await store.write([job], batch)
+        rows = await store._run(
+            store._query, "SELECT what, confirmation_id FROM pick_history ORDER BY id", ()
+        )
+    finally:
+        await store.close()
+    confirmed = [row["confirmation_id"] for row in rows if row["what"] == "line_confirmed"]
+    assert confirmed == ["c-2"]

@@ -327,3 +327,56 @@ def test_a_failed_move_ahead_is_not_tried_again_until_a_job_starts() -> None:
     station.arrived("m1", 5, 2.0)
     pick_stop(station, "m1", 3.0)  # A completes, B starts: its move goes, as B's own
     assert [(o.machine_id, o.target, o.job_id) for o in station.next_moves()] == [("m2", 14, "B")]
+
+
+def test_a_repeated_confirmation_is_answered_with_the_stored_result() -> None:
+    b = board(pod=("m1",))
+    station = b.stations["s1"]
+    station.positions["m1"] = 1
+    submit(b, submission("J", [("m1", 4), ("m1", 4), ("m1", 6)]))
+    station.next_moves()
+    station.arrived("m1", 4, 1.0)
+    station.take()
+    station.confirm("J", "L1", 2, None, "op", 2.0, confirmation_id="c-1")
+    station.confirm("J", "L2", 1, "damaged", "op", 2.5, confirmation_id="c-2")
+    _, changes, _ = station.take()
+    job = station.jobs["J"]
+    assert [(c.line_id, c.confirmation_id) for c in changes if c.what == "line_confirmed"] == [
+        ("L1", "c-1"),
+        ("L2", "c-2"),
+    ]
+    assert job.lines[0].view().confirmation_id == "c-1"
+    station.next_moves()
+    station.arrived("m1", 6, 3.0)
+    station.take()
+
+    # The same id and content (a retry): the job as stored, nothing changes, nothing recorded.
+    assert station.confirm("J", "L1", 2, None, "other", 4.0, confirmation_id="c-1") is job
+    assert station.confirm("J", "L2", 1, "damaged", "op", 4.0, confirmation_id="c-2") is job
+    # Without an id: the same line, quantity and reason is a repeat too.
+    assert station.confirm("J", "L1", 2, None, "op", 4.0) is job
+    assert station.confirm("J", "L2", 1, "damaged", "op", 4.0) is job
+    happenings, changes, dirty = station.take()
+    assert (happenings, changes, dirty) == ([], [], [])
+    line = job.lines[0]
+    assert (line.state, line.confirmed_by, line.confirmed_at) == (JobLineState.PICKED, "op", 2.0)
+
+    def refused(line_id: str, qty: int, reason: str | None, cid: str | None) -> GatewayError:
+        with pytest.raises(GatewayError) as error:
+            station.confirm("J", line_id, qty, reason, "op", 5.0, confirmation_id=cid)
+        return error.value
+
+    # The same id with other content: refused, saying what the id was used for.
+    for line_id, qty, reason in (("L1", 1, "short"), ("L3", 2, None), ("L2", 1, "lost")):
+        conflict = refused(line_id, qty, reason, "c-1" if line_id != "L2" else "c-2")
+        assert conflict.code is ErrorCode.JOB_CONFLICT
+        assert "was used for line" in conflict.message and "new id" in conflict.message
+    # Another id (or none) for a line already confirmed otherwise: the usual refusal.
+    assert "is picked" in refused("L1", 2, None, "c-9").message
+    assert "is picked" in refused("L1", 1, "short", None).message
+    assert station.take() == ([], [], [])
+    # A new id on the presented line is a new confirmation; the job completes.
+    station.confirm("J", "L3", 2, None, "op", 6.0, confirmation_id="c-3")
+    assert job.state is JobState.COMPLETED
+    # Its retry after the job completed still gets the stored result.
+    assert station.confirm("J", "L3", 2, None, "op", 7.0, confirmation_id="c-3") is job

@@ -120,9 +120,16 @@ async def confirm_line(
     api: ApiDep, identity: IdentityDep, job_id: JobId, line_id: LineId, body: PickConfirmRequest
 ) -> JobResponse:
     """What the operator took from the presented bucket. Once every line of a stop is
-    confirmed its carousel moves on to the next stop of the route."""
+    confirmed its carousel moves on to the next stop of the route. Answered once committed;
+    a retry with the same `confirmation_id` gets the stored result (on either gateway of a
+    cell), the same id with other content is `JOB_CONFLICT` (409)."""
     job = await api.jobs.confirm(
-        job_id, line_id, body.quantity_picked, body.reason, identity.client
+        job_id,
+        line_id,
+        body.quantity_picked,
+        body.reason,
+        identity.client,
+        confirmation_id=body.confirmation_id,
     )
     return JobResponse(data=job)
 

@@ -449,6 +449,7 @@ class PickConfirmRequest(BaseModel):
             "examples": [
                 {"quantity_picked": 2},
                 {"quantity_picked": 1, "reason": "only 1 in the bucket"},
+                {"quantity_picked": 2, "confirmation_id": "7f9c2ba4-e88f-4e2b-9d1c-3b5a0d6e1f20"},
             ]
         },
     )
@@ -457,6 +458,17 @@ class PickConfirmRequest(BaseModel):
         description="0..quantity; less than asked is a short pick and needs a reason"
     )
     reason: str | None = Field(None, max_length=500, description="Why a short pick")
+    confirmation_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="The client's id for this confirmation (a UUID, say), sent again "
+        "unchanged with every retry: a retry of a confirmation already stored is answered "
+        "with the stored result (200), also by the other gateway of a cell after a "
+        "takeover; the same id with another line, quantity or reason is JOB_CONFLICT (409). "
+        "Without an id, the same quantity and reason for a line already confirmed is "
+        "answered the same way.",
+    )
 
 
 class JobControlRequest(BaseModel):

@@ -104,7 +104,7 @@ class CommandRunner:
 
 def failure_code(reasons: Sequence[str]) -> ErrorCode:
     """The table's code for a move that was sent but did not arrive."""
-    if FailReason.CONNECTION_LOST.value in reasons:
+    if FailReason.CONNECTION_LOST.value in reasons or FailReason.GATEWAY_STOPPED.value in reasons:
         return ErrorCode.CONNECTION_ERROR
     if FailReason.TIMEOUT.value in reasons:
         return ErrorCode.PLC_TIMEOUT

@@ -112,9 +112,11 @@ class Fleet:
             machine.connection.supervisor.expect_refusals(window_s)
 
     def abort_links(self, reason: str) -> None:
-        """Close every PLC socket now, synchronously (a fenced gateway must stop driving
-        its carousels at once, not after a graceful wait); ``stop()`` then ends the tasks."""
+        """Close every PLC socket now, synchronously, and open none again until
+        :meth:`start` (a fenced gateway must stop driving its carousels at once, not after
+        a graceful wait, and leave the PLCs' single session to the new active); ``stop()``
+        then ends the tasks."""
         for machine in self:
-            machine.connection.supervisor.abort(reason)
+            machine.connection.supervisor.abort(reason, hold=True)
             if machine.modbus is not None:
-                machine.modbus.supervisor.abort(reason)
+                machine.modbus.supervisor.abort(reason, hold=True)

@@ -41,6 +41,10 @@ class FailReason(StrEnum):
     CONNECTION_LOST = "connection_lost"
     NOT_STARTED = "not_started"  # the PLC took the command but the chain never moved
     STOPPED_OFF_TARGET = "stopped_off_target"  # RUN fell with no fault, elsewhere
+    #: This gateway stopped driving the carousel (fenced, or shut down) before the move's
+    #: outcome was known: it may still be moving; the next reading (or the cell's new
+    #: active, which marks the intent ``lost``) tells.
+    GATEWAY_STOPPED = "gateway_stopped"
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,7 @@ class MachinePolling(MachineReadings):
         await self.connection.close()
         if self.modbus is not None:
             await self.modbus.close()
+        self.abandon_move()
 
     # -- port-3200 polling ----------------------------------------------------------------
 

@@ -31,7 +31,14 @@ from carousel_gateway.fleet.events import (
     TelemetrySource,
     TelemetrySourceChanged,
 )
-from carousel_gateway.fleet.lifecycle import Arrived, MoveTracker, Verdict, stopping_conditions
+from carousel_gateway.fleet.lifecycle import (
+    Arrived,
+    Failed,
+    FailReason,
+    MoveTracker,
+    Verdict,
+    stopping_conditions,
+)
 from carousel_gateway.fleet.links import open_links
 from carousel_gateway.fleet.telemetry import DesyncStep, TelemetryPolicy
 from carousel_gateway.plc.connection import ConnectionState
@@ -267,6 +274,13 @@ class MachineReadings:
         if not move.future.done():
             move.future.set_result(event)
         self.bus.publish(event)
+
+    def abandon_move(self) -> None:
+        """The gateway stops following this machine (its links are closed for good, or it
+        was fenced): a move still in flight ends as ``gateway_stopped``, so whoever waits
+        on it gets an answer instead of waiting for a reading that will never come."""
+        if self._move is not None:
+            self._finish_move(Failed((FailReason.GATEWAY_STOPPED.value,)))
 
     def _travelled(self, start: int | None, end: int | None) -> int:
         """Buckets between two indexes the shorter way (the way a carousel turns)."""

@@ -120,13 +120,18 @@ class LinkSupervisor(Generic[L]):
         self._state_changed = asyncio.Event()
         self._worked = False  # the current link completed an exchange
         self._failure_counted = False  # the current link's failure reached the breaker
+        #: Set while reconnecting is allowed; cleared by ``abort(hold=True)`` (a fenced
+        #: gateway opens no session until :meth:`start` again).
+        self._may_connect = asyncio.Event()
+        self._may_connect.set()
         #: Until this clock value, a failed connect is expected (:meth:`expect_refusals`).
         self._refusals_expected_until = float("-inf")
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start keeping the link up in the background."""
+        """Start keeping the link up in the background (again, after a held abort)."""
+        self._may_connect.set()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=self._task_name)
 
@@ -143,9 +148,13 @@ class LinkSupervisor(Generic[L]):
     def reconnects(self) -> int:
         return max(0, self.connects - 1)
 
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, *, hold: bool = False) -> None:
         """Abort the current link's transport now (synchronously: nothing more is written
-        on it); the loop then sees it closed. ``close()`` stops reconnecting."""
+        on it); the loop then sees it closed. ``close()`` stops reconnecting; ``hold``
+        stops it at once, until :meth:`start` (a fenced gateway must not take a
+        single-session PLC again while it stands down: the new active needs it)."""
+        if hold:
+            self._may_connect.clear()
         link = self._link
         if link is not None:
             link.failed = True  # not a PLC fault: not counted by the breaker
@@ -215,6 +224,9 @@ class LinkSupervisor(Generic[L]):
     async def _run(self) -> None:
         attempt = 0
         while True:
+            if not self._may_connect.is_set():
+                await self._may_connect.wait()
+                continue
             wait = self.breaker.remaining(self._clock())
             if wait > 0:
                 self._set_state(ConnectionState.ERROR, self.last_error)
@@ -234,6 +246,9 @@ class LinkSupervisor(Generic[L]):
                 state = ConnectionState.ERROR if tripped else ConnectionState.DISCONNECTED
                 self._set_state(state, self.last_error)
                 await asyncio.sleep(self._backoff.delay(attempt))
+                continue
+            if not self._may_connect.is_set():
+                link.abort(CLOSED_BY_GATEWAY)  # held while it was connecting: not kept
                 continue
             reason = await self._hold(link)
             self.last_error = self.last_error or f"connection lost: {reason}"

@@ -196,14 +196,46 @@ async def test_an_active_cut_off_from_postgresql_and_the_plcs_is_replaced(cell_f
     await refuses_not_active(a)
     assert (await b.move("m1", 10)).status_code == 200
 
-    reply = await sending  # A answered its client: the move's outcome is not known
+    # A answered its client (it waited for the arrival): not arrived, and why.
+    reply = await sending
     assert reply.status_code != 200, reply.text
+    print("the cut-off active's answer:", reply.status_code, reply.text)
     facts = await cell.invariants()
     facts.assert_one_session_at_a_time()
     facts.assert_every_move_had_an_intent(addresses(a, b))
     # Lost once, and A's outcome written after the heal was refused by the fence.
     assert facts.assert_orphans_lost_once(epoch) == 1
     assert facts.sessions_from(a.address, after=healed_at) == []
+    assert facts.moves_from(a.address, after=cut_at) == []
+
+
+async def test_an_active_cut_off_from_postgresql_only_lets_the_plcs_go_and_opens_none(
+    cell_factory,
+) -> None:
+    """Only the database is out of reach: the PLCs still are. Fenced, A aborts its
+    sessions and must not open them again while it stands down (its stand-down waits on
+    the database): each PLC's single session is for B."""
+    cell: Cell = await cell_factory(idle_drop_s=1.0)
+    a, b, epoch = await cell.start_pair()
+    assert (await a.move("m1", 4)).status_code == 200
+
+    a.db_proxy.partition()
+    cut_at = time.time()
+    await poll_until_async(lambda: _role_not_active(a), 30, "gw-a fenced")
+    ha = await b.wait_role("active")
+    assert ha["epoch"] == epoch + 1
+    await cell.wait_connected(b)
+    assert (await b.move("m2", 8)).status_code == 200
+    await refuses_not_active(a)
+
+    a.db_proxy.heal()
+    await poll_until_async(lambda: _standby_naming(a, "gw-b"), 30, "gw-a standby naming gw-b")
+    assert (await b.move("m1", 10)).status_code == 200
+
+    facts = await cell.invariants()
+    facts.assert_one_session_at_a_time()
+    facts.assert_every_move_had_an_intent(addresses(a, b))
+    assert facts.sessions_from(a.address, after=cut_at) == []
     assert facts.moves_from(a.address, after=cut_at) == []
 
 
@@ -242,6 +274,9 @@ async def test_postgresql_stopped_at_once_the_active_fences_and_nothing_moves_un
     facts.assert_every_move_had_an_intent(addresses(a, b))
     moves = [e for e in facts.events if e["event"] == "move" and e["at"] >= stopped_at]
     assert moves and all(e["at"] >= back_at for e in moves)
+    # Fenced, A opened no PLC session again while it stood down (its links were aborted
+    # and held: the PLCs' single session is for the next active).
+    assert [e for e in facts.sessions_from(a.address, after=stopped_at) if e["at"] < back_at] == []
 
 
 async def test_a_planned_handover_waits_out_the_plc_release_without_opening_the_breaker(

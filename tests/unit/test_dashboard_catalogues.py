@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from carousel_gateway.fleet.lifecycle import FailReason
+
 WEB = Path(__file__).resolve().parents[2] / "carousel_gateway" / "web"
 I18N = WEB / "i18n"
 LANGS = ("es", "en")
 #: What a move_failed carries besides fault keys (fleet/lifecycle.py FailReason; and
 #: ``failover_lost``: a MOVE of the previous active of an [ha] cell, left without outcome).
-MOVE_FAILED = ("timeout", "connection_lost", "not_started", "stopped_off_target", "failover_lost")
+MOVE_FAILED = (*(reason.value for reason in FailReason), "failover_lost")
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 

@@ -3,6 +3,7 @@ command runner, metrics and readiness."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -92,12 +93,19 @@ def instance_origins(ha: HaState | None) -> frozenset[str]:
     """The web origins (``scheme://host:port``) of the cell's instances' pages."""
     if ha is None:
         return frozenset()
+    return _origins(tuple(instance.http_url for instance in ha.instances))
+
+
+@functools.lru_cache(maxsize=8)
+def _origins(urls: tuple[str | None, ...]) -> frozenset[str]:
+    """Parsed once per set of URLs (asked on every HTTP response under [ha]; the set
+    changes only when an instance registers)."""
     found = set()
-    for instance in ha.instances:
-        if not instance.http_url:
+    for url in urls:
+        if not url:
             continue
         try:
-            parts = urlsplit(instance.http_url)
+            parts = urlsplit(url)
             port = parts.port
         except ValueError:
             continue

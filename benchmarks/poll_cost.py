@@ -101,6 +101,9 @@ async def one_run(args: argparse.Namespace, mode: str, source: str | None) -> di
         stub = PlcStub(model, args.reply_delay)
         await stub.start()
         stubs.append(stub)
+    if mode == "idle":
+        for stub in stubs:
+            stub.freeze()  # a carousel at rest: polled every poll_idle_s only
     if mode == "steady":
         for stub in stubs:
             stub.model.move((stub.model.position_index + POSITIONS // 2) % POSITIONS)

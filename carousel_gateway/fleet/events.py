@@ -58,7 +58,20 @@ class Snapshot:
 
     @property
     def status(self) -> StatusWord | None:
-        return None if self.raw_status is None else StatusWord(self.raw_status)
+        return None if self.raw_status is None else StatusWord.of(self.raw_status)
+
+    def with_reading(self, position: int, raw_status: int, updated_at: float) -> Snapshot:
+        """This snapshot with a new reading (``dataclasses.replace`` without its field
+        introspection: this runs on every poll)."""
+        return Snapshot(
+            self.machine_id,
+            self.connection,
+            position,
+            raw_status,
+            updated_at,
+            self.changed_at,
+            self.changed_monotonic,
+        )
 
     def same_state(self, other: Snapshot) -> bool:
         """True when nothing a client sees has changed."""

@@ -191,11 +191,8 @@ class MachineReadings:
             return False
         now = time.time()
         previous = self.snapshot
-        current = replace(
-            previous,
-            position=self.to_api_position(reply.position_index),
-            raw_status=reply.status.raw,
-            updated_at=now,
+        current = previous.with_reading(
+            self.to_api_position(reply.position_index), reply.status.raw, now
         )
         self._publish_snapshot(previous, current)
         if previous.raw_status != current.raw_status:

@@ -112,6 +112,10 @@ class _LinkProtocol(SupervisedLink, asyncio.Protocol):
         #: several.
         self.loop = asyncio.get_running_loop()
         self.last_reply_at = self.loop.time()
+        #: Loop time at which the reply awaited is late (see :meth:`expect`).
+        self._deadline = 0.0
+        #: The one timer that enforces deadlines on this link (None: not armed).
+        self._deadline_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -137,6 +141,9 @@ class _LinkProtocol(SupervisedLink, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = str(exc) if exc else "closed by peer"
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(
                 PlcConnectionLost(f"connection lost before the reply: {reason}")
@@ -163,17 +170,39 @@ class _LinkProtocol(SupervisedLink, asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def expect(self, length: int) -> asyncio.Future[bytes]:
-        """Wait for the next ``length`` bytes (the buffer is empty between replies)."""
-        self._expected = length
-        self._waiter = self.loop.create_future()
-        return self._waiter
+    def expect(self, length: int, timeout: float) -> asyncio.Future[bytes]:
+        """Wait for the next ``length`` bytes (the buffer is empty between replies); the
+        future fails with ``TimeoutError`` if they are not all in within ``timeout`` s.
 
-    @staticmethod
-    def time_out(waiter: asyncio.Future[bytes]) -> None:
-        """The request's deadline passed: its waiter fails with ``TimeoutError``."""
-        if not waiter.done():
+        The deadline is enforced lazily by one timer per link, re-armed only when it fires
+        early: a poll every 20 ms with a 1.5 s timeout would otherwise add and cancel a timer
+        per request, and every cancelled one stays in the loop's heap (hundreds across a
+        fleet, each push and pop comparing against them) until its time comes.
+        """
+        self._expected = length
+        self._waiter = waiter = self.loop.create_future()
+        self._deadline = self.loop.time() + timeout
+        timer = self._deadline_timer
+        if timer is None or timer.when() > self._deadline:
+            if timer is not None:
+                timer.cancel()  # armed for a later deadline (a longer timeout before)
+            self._deadline_timer = self.loop.call_at(self._deadline, self._deadline_due)
+        return waiter
+
+    def _deadline_due(self) -> None:
+        """The deadline timer fired: fail the reply awaited if it is late, else re-arm.
+
+        A timer armed for an earlier request fires before the current request's deadline
+        and is re-armed for it; with no request outstanding it stays off until the next.
+        """
+        self._deadline_timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self.loop.time() >= self._deadline:
             waiter.set_exception(TimeoutError())
+        else:
+            self._deadline_timer = self.loop.call_at(self._deadline, self._deadline_due)
 
     def _fault(self, reason: str) -> None:
         self.out_of_step = reason
@@ -248,20 +277,11 @@ class PlcConnection(SupervisedConnection[_LinkProtocol]):
             protocol = self.supervisor.usable_link()
             assert protocol.transport is not None
             layout = self.settings.layout
-            waiter = protocol.expect(layout.reply_length)
-            loop = protocol.loop
+            waiter = protocol.expect(layout.reply_length, self.settings.request_timeout_s)
             started = time.perf_counter()
             protocol.transport.write(payload)
-            # The deadline fails the waiter itself (one timer, no cancellation of this task
-            # as ``asyncio.timeout`` would make on every expiry).
-            deadline = loop.call_at(
-                loop.time() + self.settings.request_timeout_s, protocol.time_out, waiter
-            )
             try:
-                try:
-                    data = await waiter
-                finally:
-                    deadline.cancel()
+                data = await waiter
                 if protocol.out_of_step is not None:
                     # Bytes came after the reply, before this request resumed: the reply
                     # may itself be shifted, so it is discarded.
@@ -292,7 +312,7 @@ class PlcConnection(SupervisedConnection[_LinkProtocol]):
             self.latencies_s.append(time.perf_counter() - started)
             protocol.replies += 1
             self.recent_replies.append((ReplyMark(self.connects, protocol.replies), reply))
-            protocol.last_reply_at = loop.time()
+            protocol.last_reply_at = protocol.loop.time()
             self.supervisor.succeeded()
             return reply
 

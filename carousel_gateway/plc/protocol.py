@@ -111,7 +111,7 @@ def decode_reply(data: bytes, layout: ReplyLayout = DEFAULT_LAYOUT) -> Reply:
     if len(data) != layout.reply_length:
         raise ReplyLengthError(f"reply has {len(data)} bytes, expected {layout.reply_length}")
     return Reply(
-        status=StatusWord(data[layout.status_offset]),
+        status=StatusWord.of(data[layout.status_offset]),
         position_index=data[layout.position_offset],
     )
 

@@ -113,6 +113,15 @@ class StatusWord:
         if isinstance(self.raw, bool) or not isinstance(self.raw, int) or not 0 <= self.raw <= 255:
             raise StatusError(f"status byte must be an int in 0..255, got {self.raw!r}")
 
+    @staticmethod
+    def of(raw: int) -> StatusWord:
+        """The word for a status byte, shared: one instance per value, built at import,
+        so that decoding a reply (hundreds a second) creates none. Raises
+        :class:`StatusError` like the constructor for a value outside one byte."""
+        if type(raw) is int and 0 <= raw <= 255:
+            return _WORDS[raw]
+        return StatusWord(raw)
+
     @classmethod
     def from_flags(cls, flags: dict[StatusKey | str, bool]) -> StatusWord:
         """Encode flags (bit value True = 1) into a status byte; missing keys are 0."""
@@ -185,3 +194,6 @@ class StatusWord:
     @property
     def descending(self) -> bool:
         return bool(self.raw & 0b1000_0000)
+
+
+_WORDS: tuple[StatusWord, ...] = tuple(StatusWord(raw) for raw in range(256))

@@ -507,7 +507,26 @@ def summary(results: list[dict]) -> str:
                         f"{name} / {anchor}: CPU per delivery x{cpu:.2f}, p50 x{p50:.2f}, "
                         f"p99 x{p99:.2f}"
                     )
+                    paired = _paired_ratios(results, name, anchor)
+                    if paired:
+                        lines.append(
+                            "  cycle by cycle (each pair ran in the same cycle): "
+                            + ", ".join(f"x{x:.2f}" for x in paired)
+                            + f"; median x{statistics.median(paired):.2f}"
+                        )
     return "\n".join(lines)
+
+
+def _paired_ratios(results: list[dict], name: str, anchor: str) -> list[float]:
+    """CPU per delivery of ``name`` over ``anchor``'s, cycle by cycle (a slow drift of the
+    machine between cycles cancels out in each pair, not in the ratio of the medians)."""
+    ratios = []
+    for cycle in sorted({r["cycle"] for r in results}):
+        ours = [r for r in results if r["cycle"] == cycle and r["server"] == name]
+        theirs = [r for r in results if r["cycle"] == cycle and r["server"] == anchor]
+        if ours and theirs and theirs[0]["us_per_delivery"] > 0:
+            ratios.append(ours[0]["us_per_delivery"] / theirs[0]["us_per_delivery"])
+    return ratios
 
 
 def _fanout_work(results: list[dict], name: str = "gateway") -> float | None:

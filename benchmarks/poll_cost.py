@@ -8,7 +8,10 @@ CPU 0 with its default poll settings, one WebSocket client subscribed to ``statu
 of every machine and otherwise idle. No command is sent, so no MOVE, no journal write and
 no interlock reading: the work measured is request, reply, decoding, the reading applied.
 
-Two loads (``--modes``):
+Three loads (``--modes``, default ``steady,moving``):
+
+- ``idle``: every carousel at rest, polled every ``poll_idle_s`` only: the gateway's floor
+  (everything it does besides polling, spread over ~10 polls/s);
 
 - ``steady``: every stub answers with one fixed reading of a running carousel, so every
   machine stays active (polled back to back) and nothing ever changes: no event, no
@@ -252,7 +255,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring window")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds before the window")
-    parser.add_argument("--modes", default="steady,moving", help="steady and/or moving")
+    parser.add_argument("--modes", default="steady,moving", help="idle, steady and/or moving")
     parser.add_argument("--reply-delay", type=float, default=0.0, help="PLC reply delay, s")
     parser.add_argument(
         "--py-spy",

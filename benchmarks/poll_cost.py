@@ -12,7 +12,6 @@ Three loads (``--modes``, default ``steady,moving``):
 
 - ``idle``: every carousel at rest, polled every ``poll_idle_s`` only: the gateway's floor
   (everything it does besides polling, spread over ~10 polls/s);
-
 - ``steady``: every stub answers with one fixed reading of a running carousel, so every
   machine stays active (polled back to back) and nothing ever changes: no event, no
   broadcast; the bare poll.

@@ -19,6 +19,7 @@ is discarded, the link is re-opened, and nothing is ever buffered beyond one rep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from carousel_gateway.plc.errors import ConnectFailed, PlcBadReply, PlcConnectio
 from carousel_gateway.plc.errors import PlcError as PlcError
 from carousel_gateway.plc.errors import PlcNotConnected as PlcNotConnected
 from carousel_gateway.plc.errors import PlcTimeout as PlcTimeout
+from carousel_gateway.plc.link_lock import LinkLock
 from carousel_gateway.plc.protocol import (
     DEFAULT_LAYOUT,
     Reply,
@@ -56,6 +58,9 @@ __all__ = [
     "PlcTimeout",
     "ReplyMark",
 ]
+
+#: A STATUS request (one byte).
+_STATUS_REQUEST = encode_status_request()
 
 #: The reason every out-of-step fault starts with (logs, ``machine_event``, diagnostics).
 OUT_OF_STEP = "unrequested bytes from the PLC: link re-opened"
@@ -244,7 +249,7 @@ class PlcConnection(SupervisedConnection[_LinkProtocol]):
             on_state_change=on_state_change,
             quiet=True,  # the machine's connection event is the log line
         )
-        self._lock = asyncio.Lock()
+        self._lock = LinkLock()
 
     async def _open(self) -> _LinkProtocol:
         """One TCP connection to port 3200, or :class:`ConnectFailed`."""
@@ -263,7 +268,7 @@ class PlcConnection(SupervisedConnection[_LinkProtocol]):
     # -- requests -------------------------------------------------------------------------
 
     async def status(self) -> Reply:
-        return await self.request(encode_status_request())
+        return await self.request(_STATUS_REQUEST)
 
     async def move(self, index: int) -> Reply:
         return await self.request(encode_move_request(index))
@@ -274,47 +279,93 @@ class PlcConnection(SupervisedConnection[_LinkProtocol]):
     async def request(self, payload: bytes) -> Reply:
         """Send one request and read exactly one reply; fails fast when the link is down."""
         async with self._lock:
-            protocol = self.supervisor.usable_link()
-            assert protocol.transport is not None
-            layout = self.settings.layout
-            waiter = protocol.expect(layout.reply_length, self.settings.request_timeout_s)
-            started = time.perf_counter()
-            protocol.transport.write(payload)
+            protocol, waiter, started = self._send(payload)
+            with contextlib.suppress(Exception):  # its outcome is read by _complete
+                await waiter
+            return self._complete(protocol, waiter, started)
+
+    def try_status(self, done: Callable[[Reply | PlcError], None]) -> bool:
+        """Send a STATUS now, from a loop callback, if the link is free; ``done`` gets the
+        reply or the :class:`PlcError` (after the link was dropped, as :meth:`request`
+        would have). False, and nothing sent, when a request holds the link or waits for
+        it. Raises :class:`PlcNotConnected` like :meth:`request`.
+
+        The same exchange as :meth:`request` (the link's lock held from the write to the
+        reply, the same checks on the reply), without a task: a busy machine's back-to-back
+        polls cost no task switch (see ``MachinePolling``).
+        """
+        if not self._lock.try_acquire():
+            return False
+        try:
+            protocol, waiter, started = self._send(_STATUS_REQUEST)
+        except BaseException:
+            self._lock.release()
+            raise
+
+        def finished(_: asyncio.Future[bytes]) -> None:
+            outcome: Reply | PlcError
             try:
-                data = await waiter
-                if protocol.out_of_step is not None:
-                    # Bytes came after the reply, before this request resumed: the reply
-                    # may itself be shifted, so it is discarded.
-                    raise PlcOutOfStep(protocol.out_of_step)
-            except TimeoutError:
-                timeout = self.settings.request_timeout_s
-                got = protocol.buffered
-                message = (
-                    f"incomplete reply ({got} of {layout.reply_length} bytes) within {timeout:g} s"
-                    if got
-                    else f"no reply within {timeout:g} s"
-                )
-                self._fail(protocol, message)
-                raise PlcTimeout(message) from None
-            except (PlcConnectionLost, PlcOutOfStep) as exc:
-                self._fail(protocol, str(exc))
-                raise
-            reply = decode_reply(data, layout)
-            positions = self.settings.positions
-            if positions is not None and reply.position_index >= positions:
-                self.bad_replies += 1
-                message = (
-                    f"invalid reply: position index {reply.position_index} outside "
-                    f"0..{positions - 1}"
-                )
-                self._fail(protocol, message)
-                raise PlcBadReply(message)
-            self.latencies_s.append(time.perf_counter() - started)
-            protocol.replies += 1
-            self.recent_replies.append((ReplyMark(self.connects, protocol.replies), reply))
-            protocol.last_reply_at = protocol.loop.time()
-            self.supervisor.succeeded()
-            return reply
+                outcome = self._complete(protocol, waiter, started)
+            except PlcError as exc:
+                outcome = exc
+            finally:
+                self._lock.release()
+            done(outcome)
+
+        waiter.add_done_callback(finished)
+        return True
+
+    def _send(self, payload: bytes) -> tuple[_LinkProtocol, asyncio.Future[bytes], float]:
+        """Write one request on the live link (the lock held); its waiter and start time."""
+        protocol = self.supervisor.usable_link()
+        assert protocol.transport is not None
+        waiter = protocol.expect(self.settings.layout.reply_length, self.settings.request_timeout_s)
+        started = time.perf_counter()
+        protocol.transport.write(payload)
+        return protocol, waiter, started
+
+    def _complete(
+        self, protocol: _LinkProtocol, waiter: asyncio.Future[bytes], started: float
+    ) -> Reply:
+        """The reply of a finished exchange, or its :class:`PlcError` (the link dropped)."""
+        layout = self.settings.layout
+        try:
+            if waiter.cancelled():
+                raise PlcConnectionLost("request abandoned before its reply")
+            data = waiter.result()
+            if protocol.out_of_step is not None:
+                # Bytes came after the reply, before this request resumed: the reply
+                # may itself be shifted, so it is discarded.
+                raise PlcOutOfStep(protocol.out_of_step)
+        except TimeoutError:
+            timeout = self.settings.request_timeout_s
+            got = protocol.buffered
+            message = (
+                f"incomplete reply ({got} of {layout.reply_length} bytes) within {timeout:g} s"
+                if got
+                else f"no reply within {timeout:g} s"
+            )
+            self._fail(protocol, message)
+            raise PlcTimeout(message) from None
+        except (PlcConnectionLost, PlcOutOfStep) as exc:
+            self._fail(protocol, str(exc))
+            raise
+        reply = decode_reply(data, layout)
+        positions = self.settings.positions
+        if positions is not None and reply.position_index >= positions:
+            self.bad_replies += 1
+            message = (
+                f"invalid reply: position index {reply.position_index} outside "
+                f"0..{positions - 1}"
+            )
+            self._fail(protocol, message)
+            raise PlcBadReply(message)
+        self.latencies_s.append(time.perf_counter() - started)
+        protocol.replies += 1
+        self.recent_replies.append((ReplyMark(self.connects, protocol.replies), reply))
+        protocol.last_reply_at = protocol.loop.time()
+        self.supervisor.succeeded()
+        return reply
 
     async def quiet_for(self, seconds: float) -> None:
         """Let the link carry nothing for ``seconds`` after its last reply.

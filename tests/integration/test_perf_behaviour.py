@@ -281,3 +281,42 @@ async def test_sliced_broadcasts_keep_every_sessions_order_and_lose_nothing(gate
     # Every session got the same broadcasts, none lost, none twice.
     assert all(s == sequences[0] for s in sequences)
     assert len(sequences[0]) >= 3
+
+
+# -- back-to-back polls driven by the link's callbacks ---------------------------------------------
+
+
+async def test_a_command_during_back_to_back_polls_waits_for_the_poll_in_flight(gated_machine):
+    # The polls of a running machine are sent from the link's callbacks, not a task: a
+    # command arriving while one waits for its reply must still wait for that reply (one
+    # request outstanding at a time: the stream has no framing).
+    machine, plc, _ = await gated_machine(status=RUNNING, poll_min_gap_s=0.001)
+    plc.gated = True
+    drain(plc)
+    if not plc._held:
+        assert await plc.next_request() == (Command.STATUS, None)  # a poll, held by the PLC
+    command = asyncio.create_task(machine.execute(Command.STATUS, None))
+    for _ in range(10):
+        await asyncio.sleep(0)  # room for the command to write, if it would
+    assert plc.requests.empty()  # the command waits for the poll's reply
+    plc.release()
+    assert await plc.next_request() == (Command.STATUS, None)  # the command's own request
+    plc.gated = False
+    plc.release()
+    executed = await asyncio.wait_for(command, 5)
+    assert executed.accepted is not None
+    # And the polls go on afterwards, back to back (every interval is 60 s here).
+    drain(plc)
+    assert await plc.next_request() == (Command.STATUS, None)
+
+
+async def test_back_to_back_polls_stop_when_the_machine_stops(gated_machine):
+    machine, plc, recorder = await gated_machine(status=RUNNING, poll_min_gap_s=0.001)
+    drain(plc)
+    await plc.next_request()
+    plc.status = IDLE  # the next reply shows the carousel stopped
+    await recorder.wait_for(lambda e: not machine.active)
+    drain(plc)
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert plc.requests.empty()  # idle: the next poll is poll_idle_s (60 s) away

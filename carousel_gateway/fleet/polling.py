@@ -156,6 +156,10 @@ class MachinePolling(MachineReadings):
                 sent = self.connection.try_status(replied)
             except PlcError:
                 sent = False
+            except Exception:
+                # Never a burst left hanging (the machine would no longer be read).
+                log.exception("%s: STATUS not sent", self.id)
+                sent = False
             if not sent:
                 end()  # the link is taken or down: the task's loop sorts it out
 

@@ -308,6 +308,9 @@ class PlcConnection(SupervisedConnection[_LinkProtocol]):
                 outcome = self._complete(protocol, waiter, started)
             except PlcError as exc:
                 outcome = exc
+            except Exception as exc:  # not expected; ``done`` must hear of it all the same
+                self._fail(protocol, f"reply not read: {exc!r}")
+                outcome = PlcError(f"reply not read: {exc!r}")
             finally:
                 self._lock.release()
             done(outcome)

@@ -320,3 +320,22 @@ async def test_back_to_back_polls_stop_when_the_machine_stops(gated_machine):
     for _ in range(20):
         await asyncio.sleep(0.01)
     assert plc.requests.empty()  # idle: the next poll is poll_idle_s (60 s) away
+
+
+async def test_a_reading_that_fails_to_apply_does_not_stop_the_polls(gated_machine, monkeypatch):
+    # A bug in applying one reading ends the burst; the poll task takes over and polls go on.
+    machine, plc, _ = await gated_machine(status=RUNNING, poll_min_gap_s=0.001)
+    original = machine._apply_reply
+    failed: list[object] = []
+
+    def apply_once_failing(reply, *, confirmed):
+        if not failed:
+            failed.append(reply)
+            raise RuntimeError("a bug in a reading's handling")
+        return original(reply, confirmed=confirmed)
+
+    monkeypatch.setattr(machine, "_apply_reply", apply_once_failing)
+    drain(plc)
+    for _ in range(5):
+        assert await plc.next_request() == (Command.STATUS, None)
+    assert failed
